@@ -132,6 +132,26 @@ let tests =
             Expect.equal (c.data<float32>().ToArray()) values "copy mode values"
         }
 
+        test "each view holds the mapping until disposed; the last release unmaps" {
+            use dir = new TempDir()
+            let f = dir.File "m.safetensors"
+            writeSafetensors f """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[1],"data_offsets":[8,16]}}    """ (Array.zeroCreate 16)
+            let cp = Checkpoint.Open f
+            Expect.equal cp.MappingReferences 1 "the checkpoint's own"
+            let a = cp.Load "a"
+            let a2 = cp.Load "a"
+            let b = cp.Load "b"
+            Expect.equal cp.MappingReferences 4 "one per view (the same tensor twice counts twice)"
+            a.Dispose()
+            Expect.equal cp.MappingReferences 3 "a view released"
+            cp.Dispose()
+            Expect.equal cp.MappingReferences 2 "the checkpoint released, two views keep the mapping"
+            Expect.equal (b.item<int64> ()) 0L "still readable"
+            a2.Dispose()
+            b.Dispose()
+            Expect.equal cp.MappingReferences 0 "unmapped"
+        }
+
         test "misaligned data falls back to a copy" {
             use dir = new TempDir()
             let f = dir.File "odd.safetensors"

@@ -232,6 +232,9 @@ public sealed unsafe class Checkpoint : ITensorSource
         return new ReadOnlySpan<byte>(shard.At(info.DataOffset), (int)info.ByteLength);
     }
 
+    /// <summary>References held on the mappings (1 per open shard plus 1 per live zero-copy view).</summary>
+    internal int MappingReferences => _shards.Sum(s => s.References);
+
     /// <summary>Address of the tensor's first byte in the mapping (tests check zero-copy views against it).</summary>
     internal IntPtr Address(string name)
     {

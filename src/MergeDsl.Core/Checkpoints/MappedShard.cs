@@ -85,6 +85,9 @@ internal sealed unsafe class MappedShard
     /// <summary>Address of an absolute file offset; valid while a reference is held.</summary>
     public byte* At(long offset) => _base + offset;
 
+    /// <summary>The owner's reference plus one per live zero-copy storage; 0 once unmapped.</summary>
+    public int References => Volatile.Read(ref _refs);
+
     public void AddRef()
     {
         if (Interlocked.Increment(ref _refs) <= 1)
