@@ -326,6 +326,26 @@ let tests =
             Expect.equal (ByteSize.Format 512L) "512 B" "format B"
         }
 
+        test "InMemorySource serves aliases by name, sorted, and names itself on a miss" {
+            use _ = torch.NewDisposeScope()
+            let w = torch.tensor([| 1.0f; 2.0f |])
+            use src = new InMemorySource("mem", readOnlyDict [ "z", torch.zeros([| 1L |], dtype = torch.ScalarType.Int64); "w", w ])
+            Expect.equal [ for t in src.Tensors -> t.Name ] [ "w"; "z" ] "sorted by name"
+            let ok, info = src.TryGetInfo "z"
+            Expect.isTrue ok "found"
+            Expect.equal (info.DType, info.Shape, info.ByteLength) (DType.I64, [| 1L |], 8L) "info"
+            let a = src.Load "w"
+            a.Dispose()
+            Expect.isFalse w.IsInvalid "disposing the loaded alias leaves the source's tensor alive"
+            let e = throwsMsg<KeyNotFoundException> (fun () -> src.Load "nope" |> ignore) "miss"
+            Expect.equal e.Message "mem: no tensor named 'nope'" "message"
+            use dir = new TempDir()
+            CheckpointWriter.WriteAll(dir.File "m", readOnlyDict [ "w", w ], CheckpointWriterOptions())
+            use cp = Checkpoint.Open(dir.File "m")
+            let e2 = throwsMsg<KeyNotFoundException> (fun () -> cp.Load "nope" |> ignore) "checkpoint miss"
+            Expect.equal e2.Message $"""{dir.File "m"}: no tensor named 'nope'""" "checkpoint message"
+        }
+
         test "dtype names round-trip and sizes match the spec" {
             for d in DTypes.All do
                 Expect.equal (DTypes.ParseSafetensorsName(DTypes.ToSafetensorsName d)) d (string d)
