@@ -361,6 +361,8 @@ let tests =
             let other = DemoZoo.Build(dir.File "b")
             Expect.isTrue (first |> Seq.forall (fun m -> not m.Reused)) "first build writes"
             Expect.isTrue (again |> Seq.forall (fun m -> m.Reused)) "second build reuses"
+            let resharded = DemoZoo.Build(dir.File "a", DemoZooConfig(), 20_000L)
+            Expect.equal [ for m in resharded -> m.Reused ] [ true; true; true; false ] "another shard size rewrites only the sharded expert"
             Expect.equal [ for m in first -> m.Name ] [ "base"; "expert_1"; "expert_2"; "expert_3" ] "names"
             Expect.isTrue (first |> Seq.last).Sharded "last expert sharded"
             for m in 0..3 do
