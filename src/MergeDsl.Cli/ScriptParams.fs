@@ -61,3 +61,10 @@ let parseSetting (text: string) : string * string =
     match text.IndexOf '=' with
     | i when i > 0 -> text.Substring(0, i).Trim(), text.Substring(i + 1).Trim()
     | _ -> invalidArg "--set" (sprintf "--set %s: expected name=value" text)
+
+/// The `density` parameter: a fraction in (0, 1].
+let density (defaultValue: float) : float =
+    let d = float "density" defaultValue
+    if not (d > 0.0 && d <= 1.0) then
+        invalidArg "density" (sprintf "parameter 'density': %s is outside (0, 1]" (d.ToString("R", CultureInfo.InvariantCulture)))
+    d
