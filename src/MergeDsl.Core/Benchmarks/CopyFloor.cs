@@ -20,8 +20,8 @@ public static class CopyFloor
     /// <summary>
     /// Reads every file in <paramref name="inputFiles"/> front to back; the first file's bytes are also
     /// written to <paramref name="outputFile"/> (so the output has exactly one model's size and the
-    /// same layout a merge would produce). Like the checkpoint writer, the output is flushed to the
-    /// operating system but not forced to disk.
+    /// same layout a merge would produce). Like the checkpoint writer's commit, the output is forced to
+    /// disk (fsync) before the clock stops.
     /// </summary>
     public static CopyFloorResult Run(IReadOnlyList<string> inputFiles, string outputFile)
     {
@@ -42,7 +42,8 @@ public static class CopyFloor
                     if (i == 0) { output.Write(buffer, 0, n); written += n; }
                 }
             }
-            output.Flush();
+            // The checkpoint writer forces its shards to disk before the atomic rename; so does the floor.
+            output.Flush(flushToDisk: true);
         }
         clock.Stop();
         return new CopyFloorResult(read, written, clock.Elapsed.TotalSeconds);
