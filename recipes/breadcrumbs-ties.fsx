@@ -22,7 +22,7 @@ let recipe =
     |> Recipe.electSign Mass
     |> combine
     |> Recipe.scale lambda
-    |> Recipe.addTo Recipe.base
+    |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
     |> Recipe.named "breadcrumbs-ties" [ "density", string density; "gamma", string gamma; "lambda", string lambda; "merge", merge ]
 

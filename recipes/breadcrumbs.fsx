@@ -19,7 +19,7 @@ let recipe =
     |> Recipe.sparsify (Recipe.breadcrumbs density gamma)
     |> Recipe.sum
     |> Recipe.scale lambda
-    |> Recipe.addTo Recipe.base
+    |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
     |> Recipe.named "breadcrumbs" [ "density", string density; "gamma", string gamma; "lambda", string lambda ]
 

@@ -19,7 +19,7 @@ let recipe =
     |> Recipe.sparsify (Recipe.bernoulliWith rescale density)
     |> Recipe.sum
     |> Recipe.scale lambda
-    |> Recipe.addTo Recipe.base
+    |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
     |> Recipe.named "dare-linear" [ "density", string density; "lambda", string lambda ]
 

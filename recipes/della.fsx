@@ -22,7 +22,7 @@ let recipe =
     |> Recipe.electSign Mass
     |> combine
     |> Recipe.scale lambda
-    |> Recipe.addTo Recipe.base
+    |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
     |> Recipe.named "della" [ "density", string density; "epsilon", string epsilon; "lambda", string lambda; "merge", merge ]
 

@@ -9,6 +9,6 @@
 #r "../src/MergeDsl.Cli/bin/Release/net10.0/TorchSharp.dll"
 #r "../src/MergeDsl.Cli/bin/Release/net10.0/MergeDsl.Core.dll"
 #r "../src/MergeDsl.Cli/bin/Release/net10.0/MergeDsl.dll"
-#r "../src/MergeDsl.Cli/bin/Release/net10.0/mergedsl.dll"
+#r "../src/MergeDsl.Cli/bin/Release/net10.0/MergeDsl.Cli.dll"
 MergeDsl.Cli.ScriptHost.init fsi.CommandLineArgs
 #endif

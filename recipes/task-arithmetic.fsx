@@ -16,7 +16,7 @@ let recipe =
     |> Recipe.taskVectors
     |> Recipe.sum
     |> Recipe.scale lambda
-    |> Recipe.addTo Recipe.base
+    |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
     |> Recipe.named "task-arithmetic" [ "lambda", string lambda ]
 

@@ -24,7 +24,7 @@ let recipe =
     |> Recipe.electSign Mass
     |> combine
     |> Recipe.scale lambda
-    |> Recipe.addTo Recipe.base
+    |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
     |> Recipe.named "ties" [ "density", string density; "lambda", string lambda; "scope", scope; "merge", merge ]
 

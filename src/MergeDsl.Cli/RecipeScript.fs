@@ -12,6 +12,7 @@ open System
 open System.IO
 open FSharp.Compiler.Interactive.Shell
 open FSharp.Compiler.Diagnostics
+open MergeDsl.Cli.Failure
 
 /// The name of the value a recipe script must bind.
 [<Literal>]
@@ -55,12 +56,23 @@ let private describe (d: FSharpDiagnostic) =
     let msg = d.Message.Replace(Environment.NewLine, " ").Replace("\n", " ")
     sprintf "%s(%d,%d): error FS%04d: %s" d.FileName d.StartLine (d.StartColumn + 1) d.ErrorNumber msg
 
+let private moduleName (full: string) =
+    // fsi puts a script's top-level bindings in a module named after the file, first letter capitalised.
+    let n = Path.GetFileNameWithoutExtension full
+    (string (Char.ToUpperInvariant n[0])) + n.Substring 1
+
+let private tryValue (fsi: FsiEvaluationSession) (expr: string) =
+    match fsi.EvalExpressionNonThrowing expr with
+    | Choice1Of2 (Some v), _ when v.ReflectionType <> typeof<unit> && not (isNull v.ReflectionValue) ->
+        Some(v.ReflectionValue, v.ReflectionType)
+    | _ -> None
+
 /// Evaluates the script at `path` and returns the value it bound to `recipe` and that value's type.
-/// Compile errors, exceptions thrown by the script and a missing `recipe` raise ArgumentException
-/// with one line naming the script.
+/// Compile errors, exceptions thrown by the script and a missing `recipe` raise UsageError with one
+/// line naming the script.
 let evaluate (path: string) : obj * Type =
     let full = Path.GetFullPath path
-    if not (File.Exists full) then invalidArg "recipe" (sprintf "%s: recipe script not found" path)
+    if not (File.Exists full) then raise (UsageError(sprintf "%s: recipe script not found" path))
     lock gate (fun () ->
         Environment.SetEnvironmentVariable(HostedSymbol, "1")
         let fsi = session.Force()
@@ -68,12 +80,11 @@ let evaluate (path: string) : obj * Type =
         fsi.EvalInteractionNonThrowing($"let {RecipeValueName} = ()") |> ignore
         let result, diagnostics = fsi.EvalScriptNonThrowing full
         match result, firstError diagnostics with
-        | _, Some d -> invalidArg "recipe" (describe d)
+        | _, Some d -> raise (UsageError(describe d))
         | Choice2Of2 e, None ->
             let e = match e with :? Reflection.TargetInvocationException as t when not (isNull t.InnerException) -> t.InnerException | e -> e
-            invalidArg "recipe" (sprintf "%s: the script failed: %s" path (e.Message.Replace("\n", " ")))
+            raise (UsageError(sprintf "%s: the script failed: %s" path (e.Message.Replace("\n", " "))))
         | Choice1Of2 (), None ->
-            match fsi.TryFindBoundValue RecipeValueName with
-            | Some bound when bound.Value.ReflectionType <> typeof<unit> && not (isNull bound.Value.ReflectionValue) ->
-                bound.Value.ReflectionValue, bound.Value.ReflectionType
-            | _ -> invalidArg "recipe" (sprintf "%s: the script binds no value named '%s' (see docs/cli.md)" path RecipeValueName))
+            match tryValue fsi $"``{moduleName full}``.{RecipeValueName}" with
+            | Some v -> v
+            | None -> raise (UsageError(sprintf "%s: the script binds no value named '%s' (see docs/cli.md)" path RecipeValueName)))
