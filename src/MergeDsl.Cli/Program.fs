@@ -2,18 +2,23 @@ module MergeDsl.Cli.Program
 
 open Argu
 open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Commands
 
 /// Every subcommand of `mergedsl`; each lives in its own module under Commands/.
 [<RequireSubcommand>]
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Version
     | [<AltCommandLine("-v"); Inherit>] Verbose
+    | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
+    | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Version -> "print the version."
             | Verbose -> "print stack traces with errors."
+            | Inspect _ -> "list a checkpoint's tensors (validates every header)."
+            | Demo _ -> "build a small demo model zoo and inspect it."
 
 [<EntryPoint>]
 let main argv =
@@ -36,5 +41,9 @@ let main argv =
             if results.Contains Version then
                 printfn "mergedsl %s" MergeDsl.Version.Current
                 ExitCode.Ok
+            elif results.Contains Inspect then
+                Inspect.run (results.GetResult Inspect)
+            elif results.Contains Demo then
+                Demo.run (results.GetResult Demo)
             else
                 raise (UsageError "no command given; try `mergedsl --help`"))
