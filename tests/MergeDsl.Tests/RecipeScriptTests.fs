@@ -16,37 +16,37 @@ let recipesDir =
     up (DirectoryInfo AppContext.BaseDirectory)
 
 let private resolve source settings models =
-    MergeInputs.resolveRecipe source settings None models
+    JobInputs.resolveRecipe source settings None models
 
 [<Tests>]
 let tests =
     testSequenced
     <| testList "RecipeScript" [
         test "every built-in method has a recipe script" {
-            for name in MergeInputs.builtInNames do
+            for name in JobInputs.builtInNames do
                 Expect.isTrue (File.Exists(Path.Combine(recipesDir, name + ".fsx"))) $"recipes/{name}.fsx"
         }
 
         test "ties.fsx through FCS compiles to the built-in ties, --set included" {
             let settings = [ "density", "0.4"; "lambda", "0.7" ]
-            let script = resolve (MergeInputs.Script(Path.Combine(recipesDir, "ties.fsx"))) settings 2
-            let builtIn = resolve (MergeInputs.BuiltIn "ties") settings 2
+            let script = resolve (JobInputs.Script(Path.Combine(recipesDir, "ties.fsx"))) settings 2
+            let builtIn = resolve (JobInputs.BuiltIn "ties") settings 2
             Expect.equal (script.Recipe.Describe()) (builtIn.Recipe.Describe()) "same expression"
             Expect.stringContains (script.Recipe.Describe()) "0.4" "density reached the script"
             Expect.equal script.Recipe.Name "ties" "name"
         }
 
         test "slerp.fsx equals the CLI's built-in slerp (two models, no base)" {
-            let script = resolve (MergeInputs.Script(Path.Combine(recipesDir, "slerp.fsx"))) [ "t", "0.25" ] 2
-            let builtIn = resolve (MergeInputs.BuiltIn "slerp") [ "t", "0.25" ] 2
+            let script = resolve (JobInputs.Script(Path.Combine(recipesDir, "slerp.fsx"))) [ "t", "0.25" ] 2
+            let builtIn = resolve (JobInputs.BuiltIn "slerp") [ "t", "0.25" ] 2
             Expect.equal (script.Recipe.Describe()) (builtIn.Recipe.Describe()) "same expression"
-            Expect.isFalse (MergeInputs.needsBase script.Recipe) "slerp of two models reads no base"
+            Expect.isFalse (JobInputs.needsBase script.Recipe) "slerp of two models reads no base"
         }
 
         test "a --set the script does not read is an unknown parameter" {
             let e =
                 Expect.throwsT<MergeDsl.Cli.Failure.UsageError> (fun () ->
-                    resolve (MergeInputs.Script(Path.Combine(recipesDir, "slerp.fsx"))) [ "density", "0.5" ] 2 |> ignore)
+                    resolve (JobInputs.Script(Path.Combine(recipesDir, "slerp.fsx"))) [ "density", "0.5" ] 2 |> ignore)
             ()
         }
 
@@ -57,7 +57,7 @@ let tests =
                 File.WriteAllText(bad, "let recipe = notDefinedAnywhere + 1\n")
                 let msg =
                     try
-                        resolve (MergeInputs.Script bad) [] 2 |> ignore
+                        resolve (JobInputs.Script bad) [] 2 |> ignore
                         ""
                     with MergeDsl.Cli.Failure.UsageError m -> m
                 Expect.stringContains msg "bad.fsx(1," "file and line"
@@ -67,7 +67,7 @@ let tests =
                 File.WriteAllText(none, "let x = 1\n")
                 let msg2 =
                     try
-                        resolve (MergeInputs.Script none) [] 2 |> ignore
+                        resolve (JobInputs.Script none) [] 2 |> ignore
                         ""
                     with MergeDsl.Cli.Failure.UsageError m -> m
                 Expect.stringContains msg2 "no value named 'recipe'" "missing recipe"

@@ -93,7 +93,7 @@ let runStep (step: string) (dir: string) (experts: int) (methodName: string) : S
         let summary =
             MergeJob.run
                 { MergeJob.Request.Default with
-                    Recipe = methodName
+                    Recipe = JobInputs.recipeSource methodName
                     Base = Some baseDir
                     Models = expertDirs
                     Out = Some out

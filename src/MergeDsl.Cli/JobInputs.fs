@@ -1,7 +1,7 @@
 /// Everything `run`, `plan`, `bench` and recipe scripts share before a tensor is read: resolving the
 /// recipe (built-in name or .fsx script), checking the command line, opening the checkpoints.
 /// Every problem is raised as one line naming the parameter or file at fault.
-module MergeDsl.Cli.MergeInputs
+module MergeDsl.Cli.JobInputs
 
 open System
 open System.IO
@@ -17,7 +17,7 @@ type RecipeSource =
     /// An .fsx script evaluated with FSharp.Compiler.Service.
     | Script of string
     /// A recipe value (a script run by `dotnet fsi` hands its own recipe over).
-    | Given of MergeRecipe
+    | Given of MergeRecipe * origin: string
 
 /// The built-in methods the CLI offers.
 let builtInNames =
@@ -95,7 +95,7 @@ let resolveRecipe (source: RecipeSource) (settings: (string * string) list) (see
         match value with
         | :? MergeRecipe as r -> { Recipe = r; Origin = path; Seed = seed }
         | _ -> raise (UsageError $"{path}: 'recipe' is a {ty.Name}, expected a MergeRecipe (build it with Recipe.ofTensor or Recipe.select)")
-    | Given r -> { Recipe = r; Origin = "script"; Seed = seed }
+    | Given (r, origin) -> { Recipe = r; Origin = origin; Seed = seed }
 
 /// The command-line inputs of a merge.
 type Inputs =
