@@ -110,8 +110,9 @@ let checkInputs (inputs: Inputs) (recipe: ResolvedRecipe) =
     if inputs.Models.IsEmpty then raise (UsageError "--model: give at least one model folder")
     if needsBase recipe.Recipe && inputs.Base.IsNone then
         raise (UsageError $"--base: recipe '{recipe.Recipe.Name}' uses the base model; give it with --base DIR")
-    for p in Option.toList inputs.Base @ inputs.Models do
-        if not (Directory.Exists p || File.Exists p) then raise (UsageError $"{p}: no such checkpoint folder or file")
+    let roles = (inputs.Base |> Option.map (fun b -> "--base", b) |> Option.toList) @ (inputs.Models |> List.map (fun m -> "--model", m))
+    for role, p in roles do
+        if not (Directory.Exists p || File.Exists p) then raise (UsageError $"{role} {p}: no such checkpoint folder or file")
     match inputs.Out with
     | Some out ->
         let full = Path.GetFullPath out

@@ -128,6 +128,7 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
             CopyFilesFrom = Option.toObj copyFrom)
     let clock = Stopwatch.StartNew()
     let stats =
+      try
         Progress.run showProgress (fun report ->
             use writer = CheckpointWriter.Create(out, p.Plan.Layout, writerOptions)
             let options =
@@ -137,6 +138,8 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
             File.WriteAllText(Path.Combine(writer.TemporaryFolder, "README.md"), ModelCard.render prov)
             writer.Commit()
             stats)
+      with :? RecipeException as e when e.Message.Contains "NaN/Inf" ->
+        raise (RecipeException(e.Message + " (--allow-nonfinite keeps them)"))
     clock.Stop()
     { Recipe = p.Plan.Recipe.Name
       Parameters = Dictionary<string, string>(p.Plan.Recipe.Parameters)

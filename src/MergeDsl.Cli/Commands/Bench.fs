@@ -10,6 +10,7 @@ open System.IO
 open System.Text.Json
 open Argu
 open MergeDsl.Core.Benchmarks
+open Spectre.Console
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Cli
 open MergeDsl.Cli.Failure

@@ -74,7 +74,7 @@ let summarize (plan: MergePlan) (options: MergeOptions) : PlanSummary =
         |> Collections.Generic.Dictionary
     let phases =
         [ if plan.Groups.Count > 0 then
-              let members = plan.Groups |> Seq.sumBy (fun g -> g.Members |> Seq.map (fun m -> m.Tensor) |> Seq.distinct |> Seq.length)
+              let members = plan.Groups |> Seq.sumBy (fun g -> g.Members |> Seq.map (fun struct (t, _) -> t) |> Seq.distinct |> Seq.length)
               $"statistics: {plan.Groups.Count} global top-k group(s) over {members} tensors, 2 streaming passes each ({ByteSize.Format plan.StatisticsBytesRead} read)"
           $"merge: {plan.Tensors.Count} tensors streamed, {ByteSize.Format plan.MergeBytesRead} read, {ByteSize.Format plan.BytesWritten} written" ]
     let estimate =
@@ -82,7 +82,7 @@ let summarize (plan: MergePlan) (options: MergeOptions) : PlanSummary =
     { Recipe = plan.Recipe.Name
       Parameters = Collections.Generic.Dictionary<string, string>(plan.Recipe.Parameters)
       Expression = plan.Recipe.Describe()
-      Models = [ for i in 0 .. plan.Models.Count - 1 -> (if plan.HasBase && i = 0 then "base " else "expert ") + plan.Models[i].Label ]
+      Models = [ for i in 0 .. plan.Models.Count - 1 -> (if plan.HasBase && i = 0 then "base   " else "expert ") + "'" + plan.Models[i].Label + "'" ]
       Tensors = plan.Tensors.Count
       CopiedTensors = plan.Tensors |> Seq.filter (fun t -> t.IsCopy) |> Seq.length
       Nodes = plan.NodeCount
