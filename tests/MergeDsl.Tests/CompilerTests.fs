@@ -34,14 +34,13 @@ let private compileOnly recipe (b: NamedSource option) (es: NamedSource list) =
 let private nExperts = 3
 
 let private genSparsifier allowGlobal =
-    Gen.oneof [
-        Gen.elements [ 0.3; 0.5; 1.0 ] |> Gen.map (fun d -> TopK(d) :> Sparsifier)
-        (if allowGlobal then Gen.elements [ 0.25; 0.6 ] |> Gen.map (fun d -> TopK(d, TopKScope.Global) :> Sparsifier)
-         else Gen.constant (TopK(0.5) :> Sparsifier))
-        Gen.elements [ 0.5; 1.0 ] |> Gen.map (fun d -> Bernoulli(d) :> Sparsifier)
-        Gen.constant (Bernoulli(0.6, DareRescale.L1) :> Sparsifier)
-        Gen.constant (Breadcrumbs(0.5, 0.2) :> Sparsifier)
-        Gen.constant (Della(0.5, 0.2) :> Sparsifier) ]
+    Gen.frequency [
+        2, Gen.elements [ 0.3; 0.5; 1.0 ] |> Gen.map (fun d -> TopK(d) :> Sparsifier)
+        (if allowGlobal then 6 else 0), Gen.elements [ 0.25; 0.6; 0.9 ] |> Gen.map (fun d -> TopK(d, TopKScope.Global) :> Sparsifier)
+        1, Gen.elements [ 0.5; 1.0 ] |> Gen.map (fun d -> Bernoulli(d) :> Sparsifier)
+        1, Gen.constant (Bernoulli(0.6, DareRescale.L1) :> Sparsifier)
+        1, Gen.constant (Breadcrumbs(0.5, 0.2) :> Sparsifier)
+        1, Gen.constant (Della(0.5, 0.2) :> Sparsifier) ]
 
 let rec private stackSize (e: Expr) =
     match e with
@@ -114,10 +113,18 @@ and private genTensor (d: int) : Gen<Expr> =
                     let! sp = genSparsifier (not (containsGlobal x))
                     return Sparsify(x, sp) :> Expr } ])
 
+/// The TIES skeleton with a random sparsifier, so whole-model statistics are exercised often.
+let private genTiesLike =
+    gen {
+        let! sp = genSparsifier true
+        let! rule = Gen.elements [ SignRule.Mass; SignRule.Count ]
+        return Add(BaseModel(), Reduce(ElectSign(Sparsify(TaskVectors(Experts(), BaseModel()), sp), rule), Reduction.DisjointMean)) :> Expr
+    }
+
 let private genRecipe =
     gen {
-        let! rule = genTensor 3
-        let! fallback = genTensor 3
+        let! rule = Gen.frequency [ 3, genTensor 3; 1, genTiesLike ]
+        let! fallback = Gen.frequency [ 3, genTensor 3; 1, genTiesLike ]
         let! pattern = Gen.elements [ "layers.0.*"; "re:.*\\.b$"; "emb" ]
         return MergeRecipe([| RecipeRule(NamePattern.Parse pattern, rule) |], fallback)
     }
