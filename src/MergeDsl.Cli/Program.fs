@@ -11,6 +11,9 @@ type Args =
     | [<AltCommandLine("-v"); Inherit>] Verbose
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<Run.Args>
+    | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -19,6 +22,9 @@ type Args =
             | Verbose -> "print stack traces with errors."
             | Inspect _ -> "list a checkpoint's tensors (validates every header)."
             | Demo _ -> "build a small demo model zoo and inspect it."
+            | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
+            | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
+            | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
 
 [<EntryPoint>]
 let main argv =
@@ -45,5 +51,11 @@ let main argv =
                 Inspect.run (results.GetResult Inspect)
             elif results.Contains Demo then
                 Demo.run (results.GetResult Demo)
+            elif results.Contains Run then
+                Run.run (results.GetResult Run)
+            elif results.Contains Plan then
+                Plan.run (results.GetResult Plan)
+            elif results.Contains Bench then
+                Bench.run (results.GetResult Bench)
             else
                 raise (UsageError "no command given; try `mergedsl --help`"))
