@@ -275,7 +275,7 @@ public static class MergeOps
         if (tieQuota > 0)
         {
             var eq = bits.eq(thresholdBits);
-            var rank = eq.to(ScalarType.Int64).cumsum(0);
+            var rank = eq.to(ScalarType.Int64).cumsum(0L);
             var tie = eq.logical_and(rank.le(tieQuota));
             used = tie.sum().item<long>();
             keep = keep.logical_or(tie);
