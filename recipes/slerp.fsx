@@ -15,6 +15,6 @@ let recipe =
     Recipe.experts
     |> Recipe.slerp t
     |> Recipe.ofTensor
-    |> Recipe.named "slerp" [ "t", string t ]
+    |> Recipe.named "slerp" [ ("t", string t) ]
 
 ScriptHost.main recipe

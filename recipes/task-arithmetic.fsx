@@ -18,6 +18,6 @@ let recipe =
     |> Recipe.scale lambda
     |> Recipe.addTo Recipe.baseModel
     |> Recipe.ofTensor
-    |> Recipe.named "task-arithmetic" [ "lambda", string lambda ]
+    |> Recipe.named "task-arithmetic" [ ("lambda", string lambda) ]
 
 ScriptHost.main recipe

@@ -36,6 +36,15 @@ let tests =
             Expect.equal script.Recipe.Name "ties" "name"
         }
 
+        test "every recipe script compiles to its built-in method's expression (defaults)" {
+            for name in JobInputs.builtInNames do
+                let models = if name = "slerp" then 2 else 3
+                let script = resolve (JobInputs.Script(Path.Combine(recipesDir, name + ".fsx"))) [] models
+                let builtIn = resolve (JobInputs.BuiltIn name) [] models
+                Expect.equal (script.Recipe.Describe()) (builtIn.Recipe.Describe()) $"{name}.fsx"
+                Expect.equal script.Recipe.Name name $"{name}.fsx names itself"
+        }
+
         test "slerp.fsx equals the CLI's built-in slerp (two models, no base)" {
             let script = resolve (JobInputs.Script(Path.Combine(recipesDir, "slerp.fsx"))) [ "t", "0.25" ] 2
             let builtIn = resolve (JobInputs.BuiltIn "slerp") [ "t", "0.25" ] 2
