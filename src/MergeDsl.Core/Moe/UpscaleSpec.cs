@@ -52,6 +52,9 @@ public sealed record UpscaleSpec
     public int GateRank { get; init; } = 4;
     /// <summary>Seed of the routers' random initialisation.</summary>
     public long Seed { get; init; } = 42;
+    /// <summary>Description of the recipe that merged the non-upscaled parameters when it was not plain task
+    /// arithmetic with <see cref="RestLambda"/>; informational.</summary>
+    public string? Rest { get; init; }
     /// <summary>Expert (task) names, in expert order; informational.</summary>
     public IReadOnlyList<string> ExpertNames { get; init; } = [];
 
@@ -97,6 +100,7 @@ public sealed record UpscaleSpec
         ["num_experts"] = numExperts,
         ["expert_names"] = new JsonArray(ExpertNames.Select(m => (JsonNode)m).ToArray()),
         ["rest_lambda"] = RestLambda,
+        ["rest"] = Rest ?? $"task-arithmetic(lambda={RestLambda.ToString("R", CultureInfo.InvariantCulture)})",
         ["router_depth"] = RouterDepth,
         ["init_lambda"] = InitLambda,
         ["batch_reduce"] = BatchReduce,
@@ -128,6 +132,7 @@ public sealed record UpscaleSpec
             Modules = Strings("modules") is { Count: > 0 } ms ? ms : d.Modules,
             ExpertNames = Strings("expert_names"),
             RestLambda = Get("rest_lambda", d.RestLambda),
+            Rest = Get<string?>("rest", null),
             RouterDepth = Get("router_depth", d.RouterDepth),
             InitLambda = Get("init_lambda", d.InitLambda),
             BatchReduce = Get("batch_reduce", false),

@@ -1,4 +1,7 @@
 using MergeDsl.Core.Checkpoints;
+using MergeDsl.Core.Compilation;
+using MergeDsl.Core.Execution;
+using MergeDsl.Core.Ir;
 using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -13,13 +16,19 @@ namespace MergeDsl.Core.Moe;
 /// </summary>
 public static class Upscaler
 {
-    /// <summary>Builds and fills the MoE model. Sources are read tensor by tensor; nothing is modified.</summary>
-    public static MoeModel Upscale(ClipVisionConfig cfg, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts, UpscaleSpec spec)
+    /// <summary>
+    /// Builds and fills the MoE model. Sources are read tensor by tensor; nothing is modified. When
+    /// <paramref name="rest"/> is given, the non-upscaled parameters come from that recipe run by the recipe
+    /// compiler and executor (e.g. the library's task arithmetic, TIES, …); otherwise from task arithmetic with
+    /// <see cref="UpscaleSpec.RestLambda"/>.
+    /// </summary>
+    public static MoeModel Upscale(ClipVisionConfig cfg, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts, UpscaleSpec spec,
+        MergeRecipe? rest = null)
     {
         var moe = MoeModelBuilder.Build(cfg, spec, experts.Count);
         try
         {
-            Fill(moe, baseModel, experts);
+            Fill(moe, baseModel, experts, rest);
             return moe;
         }
         catch
@@ -41,7 +50,7 @@ public static class Upscaler
         return t.to(ScalarType.Float32, copy: true);
     }
 
-    static void Fill(MoeModel moe, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts)
+    static void Fill(MoeModel moe, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts, MergeRecipe? rest)
     {
         var spec = moe.Spec;
         double keep = spec.EffectiveKeepFraction;
@@ -98,11 +107,28 @@ public static class Upscaler
             }
         }
 
-        // everything else: task arithmetic
+        // everything else: the rest recipe, or task arithmetic
         var upscaledPrefixes = moe.Sites.Keys.Select(k => k + ".").Append(MoeModel.SharedRouterName + ".").ToList();
-        foreach (var (name, p) in moe.Model.named_parameters())
+        var restNames = moe.Model.named_parameters()
+            .Where(np => !upscaledPrefixes.Any(pre => np.name.StartsWith(pre, StringComparison.Ordinal)))
+            .ToList();
+        if (rest is not null)
         {
-            if (upscaledPrefixes.Any(pre => name.StartsWith(pre, StringComparison.Ordinal))) continue;
+            var plan = Compiler.Compile(rest, MergeInputs.Of(baseModel, [.. experts]));
+            using var sink = new MemorySink();
+            Executor.Run(plan, sink);
+            foreach (var (name, p) in restNames)
+            {
+                if (!sink.Tensors.TryGetValue(name, out var t))
+                    throw new ModelWeightsException($"rest recipe '{rest.Name}'", [name], []);
+                if (!t.shape.SequenceEqual(p.shape))
+                    throw new ModelWeightsException($"rest recipe '{rest.Name}'", [], [$"{name} [{string.Join(",", t.shape)}] (model expects [{string.Join(",", p.shape)}])"]);
+                p.copy_(t);
+            }
+            return;
+        }
+        foreach (var (name, p) in restNames)
+        {
             using var b = Read(baseModel, name, p.shape);
             var xs = experts.Select(e => Read(e, name, p.shape)).ToList();
             Put(p, TaskVectorOps.TaskArithmetic(b, xs, spec.RestLambda));
