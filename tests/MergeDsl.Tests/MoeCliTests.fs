@@ -40,7 +40,7 @@ let onDisk =
 
 [<Tests>]
 let tests =
-    testList "MoE command line and DSL" [
+    testSequenced <| testList "MoE command line and DSL" [
         test "upscale -> adapt -> eval end to end through `mergedsl`" {
             let _, _, _, baseDir, e0, e1, data, root = onDisk.Value
             let up = Path.Combine(root, "wemoe-" + Guid.NewGuid().ToString("N").Substring(0, 6))
