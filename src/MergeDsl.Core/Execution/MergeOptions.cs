@@ -30,10 +30,10 @@ public sealed record MergeOptions
     public bool AllowNonFinite { get; init; }
 
     /// <summary>Bytes of inputs the reader may hold ahead of the computation (prefetch budget).</summary>
-    public long MaxPrefetchBytes { get; init; } = 1L << 30;
+    public long MaxPrefetchBytes { get; init; } = 512L << 20;
 
     /// <summary>Bytes of results waiting for the writer.</summary>
-    public long MaxPendingWriteBytes { get; init; } = 1L << 30;
+    public long MaxPendingWriteBytes { get; init; } = 512L << 20;
 
     /// <summary>Called after each tensor (from the writer or statistics thread).</summary>
     public Action<MergeProgress>? Progress { get; init; }
