@@ -64,6 +64,7 @@ public static class Executor
     public static MergeStats Run(MergePlan plan, ITensorSink sink, MergeOptions? options = null)
     {
         options ??= MergeOptions.Default;
+        if (options.ReuseNativeMemory) NativeHeap.KeepLargeBlocks();
         var clock = Stopwatch.StartNew();
         var thresholds = plan.Groups.Count > 0
             ? GlobalStatistics.Compute(plan, options)
