@@ -232,6 +232,16 @@ public sealed unsafe class Checkpoint : ITensorSource
         return new ReadOnlySpan<byte>(shard.At(info.DataOffset), (int)info.ByteLength);
     }
 
+    /// <summary>References held on the mappings (1 per open shard plus 1 per live zero-copy view).</summary>
+    internal int MappingReferences => _shards.Sum(s => s.References);
+
+    /// <summary>Address of the tensor's first byte in the mapping (tests check zero-copy views against it).</summary>
+    internal IntPtr Address(string name)
+    {
+        var (info, shard) = Find(name);
+        return (IntPtr)shard.At(info.DataOffset);
+    }
+
     /// <summary>Releases the mappings; zero-copy tensors still alive keep theirs until disposed.</summary>
     public void Dispose()
     {

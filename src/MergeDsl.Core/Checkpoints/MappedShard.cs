@@ -50,14 +50,29 @@ internal sealed unsafe class MappedShard
         if (!info.Exists) throw new FileNotFoundException($"{file}: no such file", file);
         if (info.Length < 8)
             throw new CheckpointFormatException(file, $"file is {info.Length} bytes, shorter than the 8-byte header length");
-        var mmf = MemoryMappedFile.CreateFromFile(file, FileMode.Open, null, 0, MemoryMappedFileAccess.CopyOnWrite);
+        try
+        {
+            return Map(file, info.Length, MemoryMappedFileAccess.CopyOnWrite);
+        }
+        catch (IOException)
+        {
+            // A writable private mapping is charged against overcommit; Linux refuses one larger than
+            // RAM + swap. A read-only mapping is not charged (in-place ops on views would then fault,
+            // which the ITensorSource contract already forbids).
+            return Map(file, info.Length, MemoryMappedFileAccess.Read);
+        }
+    }
+
+    static MappedShard Map(string file, long length, MemoryMappedFileAccess access)
+    {
+        var mmf = MemoryMappedFile.CreateFromFile(file, FileMode.Open, null, 0, access);
         MemoryMappedViewAccessor? view = null;
         try
         {
-            view = mmf.CreateViewAccessor(0, info.Length, MemoryMappedFileAccess.CopyOnWrite);
+            view = mmf.CreateViewAccessor(0, length, access);
             byte* p = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            return new MappedShard(file, info.Length, mmf, view, p + view.PointerOffset);
+            return new MappedShard(file, length, mmf, view, p + view.PointerOffset);
         }
         catch
         {
@@ -69,6 +84,9 @@ internal sealed unsafe class MappedShard
 
     /// <summary>Address of an absolute file offset; valid while a reference is held.</summary>
     public byte* At(long offset) => _base + offset;
+
+    /// <summary>The owner's reference plus one per live zero-copy storage; 0 once unmapped.</summary>
+    public int References => Volatile.Read(ref _refs);
 
     public void AddRef()
     {

@@ -96,7 +96,8 @@ internal sealed class StrictJson
         return v;
     }
 
-    JsonSyntaxException Error(string what) => new($"{what} at character {_i}");
+    JsonSyntaxException Error(string what) =>
+        _i >= _s.Length ? new($"unexpected end of input ({what}) at character {_i}") : new($"{what} at character {_i}");
 
     void SkipWhitespace()
     {

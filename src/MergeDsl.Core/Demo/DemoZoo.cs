@@ -189,8 +189,7 @@ public static class DemoZoo
         try
         {
             using var cp = Checkpoint.Open(target);
-            bool wantSharded = Layout(c).Sum(l => l.Shape.Aggregate(4L, (a, d) => a * d)) > shardBytes;
-            if ((cp.IndexFile is not null) != wantSharded) return false;
+            if (cp.Shards.Count != ShardCount(c, shardBytes)) return false;
             if (cp.Tensors.Count != values.Count) return false;
             foreach (var (name, v) in values)
             {
@@ -203,6 +202,20 @@ public static class DemoZoo
         {
             return false;
         }
+    }
+
+    /// <summary>How many shards the writer's greedy plan makes of the F32 model at <paramref name="shardBytes"/>.</summary>
+    static int ShardCount(DemoZooConfig c, long shardBytes)
+    {
+        int shards = 1;
+        long current = 0;
+        foreach (var (_, shape) in Layout(c))
+        {
+            long bytes = shape.Aggregate(4L, (a, d) => a * d);
+            if (current > 0 && current + bytes > shardBytes) { shards++; current = 0; }
+            current += bytes;
+        }
+        return shards;
     }
 
     /// <summary>SplitMix64 with Box-Muller: tiny, fast, and independent of torch's generator.</summary>
