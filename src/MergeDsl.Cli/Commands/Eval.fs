@@ -18,6 +18,7 @@ type Args =
     | [<Unique>] Batch of size: int
     | [<Unique>] Tasks of names: string
     | [<Unique>] Device of device: string
+    | [<Unique>] Threads of n: int
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -28,6 +29,7 @@ type Args =
             | Batch _ -> "batch size (default 64)."
             | Tasks _ -> "comma-separated tasks to evaluate (default: every data file)."
             | Device _ -> "auto (default), cpu or cuda."
+            | Threads _ -> "CPU threads for tensor math (default: libtorch's choice; 1 is much faster on a busy machine)."
 
 /// Loads a model folder and data, evaluates, returns the report.
 let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (batch: int) (device: TorchSharp.torch.Device) =
@@ -44,6 +46,11 @@ let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (b
         for d in data do d.Dispose()
 
 let run (args: ParseResults<Args>) : int =
+    MergeDsl.Core.Models.NativeAllocator.UseMmapForLargeBlocks() |> ignore
+    match args.TryGetResult Threads with
+    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
+    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
+    | None -> ()
     let batch = args.GetResult(Batch, defaultValue = 64)
     if batch <= 0 then raise (UsageError $"--batch must be positive, got {batch}")
     let device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto")))
