@@ -18,7 +18,7 @@ let tinyTasks (seed: int64) =
 
 let tinyHeads (seed: int64) =
     torch.manual_seed seed |> ignore
-    readOnlyDict [ for t in [ "a"; "b" ] -> t, new ClassificationHead(t, torch.nn.functional.normalize(torch.randn([| 4L; 8L |]), dim = -1L), 20.0f) ]
+    readOnlyDict [ for t in [ "a"; "b" ] -> t, new ClassificationHead(t, torch.nn.functional.normalize(torch.randn([| 4L; 8L |]), dim = -1L), 5.0f) ]
 
 /// Σ over tasks of mean entropy on all of a task's images.
 let objective (model: torch.nn.Module<torch.Tensor, torch.Tensor>) (heads: IReadOnlyDictionary<string, ClassificationHead>) (data: TaskData list) =
@@ -41,7 +41,7 @@ let tests =
             let steps = List<AdaptStep>()
             let r = RouterAdaptation.Run(moe, heads, data, null, AdaptOptions(Steps = 40, BatchPerTask = 16, LearningRate = 1e-2), fun s -> steps.Add s)
             let h1 = objective moe.Model heads data
-            Expect.isLessThan h1 (h0 - 0.01) $"objective {h0} -> {h1}"
+            Expect.isLessThan h1 (h0 * 0.995) $"objective {h0} -> {h1}"
             Expect.equal steps.Count 40 "one callback per step"
             Expect.equal r.Log.Count 40 "log"
             Expect.isGreaterThan r.StepsPerSecond 0.0 "speed measured"
@@ -81,7 +81,7 @@ let tests =
                 let h0 = objective r0.Model heads data
                 let r = AdaMerging.Run(cfg, bs, es, heads, data, null, AdaptOptions(Steps = 25, LearningRate = 3e-2), AdaMergingOptions(gran))
                 let h1 = objective r.Model heads data
-                Expect.isLessThan h1 (h0 - 0.01) $"objective {h0} -> {h1}"
+                Expect.isLessThan h1 (h0 * 0.995) $"objective {h0} -> {h1}"
                 let rows = if gran = AdaMergingGranularity.TaskWise then 1L else int64 r.ParameterOrder.Count
                 Expect.sequenceEqual r.Lambdas.shape [| rows; 2L |] "λ shape"
                 Expect.isTrue ((r.Lambdas.min().item<float32> ()) >= 0.0f && (r.Lambdas.max().item<float32> ()) <= 1.0f) "clamped to [0,1]"

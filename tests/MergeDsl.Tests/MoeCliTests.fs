@@ -72,6 +72,15 @@ let tests =
             Expect.stringContains err "no head for task(s) taskA, taskB" "names the tasks"
         }
 
+        test "eval takes heads from other folders with --heads (merged models carry none)" {
+            let _, _, _, baseDir, e0, e1, data, _ = onDisk.Value
+            let code, out, err = mergedsl [ "eval"; baseDir; "--data"; data; "--heads"; e0; "--heads"; Path.Combine(e1, "heads"); "--json"; "-" ]
+            Expect.equal code 0 $"eval: {err}"
+            let j = JsonNode.Parse out
+            Expect.isNotNull j.["taskA"] "taskA from the first expert's folder"
+            Expect.isNotNull j.["taskB"] "taskB from a bare heads folder"
+        }
+
         test "the F# DSL: a rest recipe run by the algebra executor equals the built-in task arithmetic" {
             use _ = torch.NewDisposeScope()
             let cfg, b, experts, _, _, _, _, _ = onDisk.Value

@@ -166,6 +166,16 @@ let tests =
             Expect.equal routers.Count 4 "depth 2: 0.weight 0.bias 2.weight 2.bias"
         }
 
+        test "routers are reproducible from the spec's seed (a private generator, safe under parallel callers)" {
+            let cfg = tinyConfig "quick_gelu"
+            let build seed = MoeModelBuilder.Build(cfg, UpscaleSpec(Seed = seed), 3)
+            let a, b, c = build 5L, build 5L, build 6L
+            let r (m: MoeModel) = m.Model.ParametersByName().["vision_model.encoder.layers.1.mlp.router.0.weight"]
+            Expect.isTrue ((r a).allclose(r b, 0.0, 0.0)) "same seed, same routers"
+            Expect.isFalse ((r a).allclose(r c, 0.0, 0.0)) "another seed, other routers"
+            for m in [ a; b; c ] do m.Model.Dispose()
+        }
+
         test "a pattern that matches nothing fails naming the patterns" {
             let cfg = tinyConfig "quick_gelu"
             let b, experts = zoo cfg 14L 1

@@ -29,6 +29,7 @@ type Args =
     | [<Unique>] Device of device: string
     | Overwrite
     | Quiet
+    | [<Unique>] Threads of n: int
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -45,6 +46,7 @@ type Args =
             | Device _ -> "auto (default), cpu or cuda."
             | Overwrite -> "replace an existing output folder."
             | Quiet -> "no progress bar."
+            | Threads _ -> "CPU threads for tensor math (default: libtorch's choice; 1 is much faster on a busy machine)."
 
 /// Runs `work` with a Spectre progress bar over `steps` (none when quiet or stderr is redirected).
 let withProgress (quiet: bool) (steps: int) (work: Action<AdaptStep> -> 'T) : 'T =
@@ -77,6 +79,11 @@ let private logJson (r: AdaptResult) (extra: (string * JsonNode) list) =
     o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
 let run (args: ParseResults<Args>) : int =
+    MergeDsl.Core.Models.NativeAllocator.UseMmapForLargeBlocks() |> ignore
+    match args.TryGetResult Threads with
+    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
+    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
+    | None -> ()
     let modelDir = args.GetResult Model
     let options =
         AdaptOptions(

@@ -3,6 +3,7 @@ module MergeDsl.Cli.Commands.Eval
 
 open System
 open System.IO
+open System.Collections.Generic
 open System.Text.Json.Nodes
 open Argu
 open Spectre.Console
@@ -18,6 +19,8 @@ type Args =
     | [<Unique>] Batch of size: int
     | [<Unique>] Tasks of names: string
     | [<Unique>] Device of device: string
+    | [<Unique>] Threads of n: int
+    | Heads of dir: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -28,10 +31,25 @@ type Args =
             | Batch _ -> "batch size (default 64)."
             | Tasks _ -> "comma-separated tasks to evaluate (default: every data file)."
             | Device _ -> "auto (default), cpu or cuda."
+            | Heads _ -> "also take task heads from this model folder (its heads/) or heads folder; repeatable (e.g. the experts of a merged model)."
+            | Threads _ -> "CPU threads for tensor math (default: libtorch's choice; 1 is much faster on a busy machine)."
 
 /// Loads a model folder and data, evaluates, returns the report.
-let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (batch: int) (device: TorchSharp.torch.Device) =
+/// Heads of a model folder (DIR/heads/*.safetensors) or of a bare heads folder (DIR/*.safetensors).
+let headsFrom (dir: string) =
+    if Directory.Exists(Path.Combine(dir, MergeDsl.Core.Models.ClipModelFolder.HeadsFolder)) then MergeDsl.Core.Models.ClipModelFolder.LoadHeads dir
+    elif Directory.Exists dir then
+        Directory.GetFiles(dir, "*.safetensors")
+        |> Array.map (fun f -> let t = Path.GetFileNameWithoutExtension f in KeyValuePair(t, MergeDsl.Core.Models.ClipModelFolder.LoadHead(t, f)))
+        |> Collections.Generic.Dictionary
+    else raise (UsageError $"--heads {dir}: no such folder")
+
+let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (batch: int) (device: TorchSharp.torch.Device) (extraHeads: string list) =
     use bundle = MoeModelFolder.Load modelDir
+    let heads = Collections.Generic.Dictionary<string, MergeDsl.Core.Models.ClassificationHead>(bundle.Heads)
+    for d in extraHeads do
+        for KeyValue(t, h) in headsFrom d do
+            if not (heads.TryAdd(t, h)) then h.Dispose()
     let data = TaskDataFolder.LoadAll(dataDir, true, (tasks |> Option.map Seq.ofList |> Option.toObj))
     try
         let info = Collections.Generic.Dictionary<string, JsonNode>()
@@ -39,16 +57,21 @@ let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (b
         info["kind"] <- JsonValue.Create(if isNull (box bundle.Moe) then "clip" else UpscaleSpec.KindName bundle.Moe.Spec.Kind)
         info["parameters"] <- JsonValue.Create(bundle.Model.parameters() |> Seq.sumBy (fun p -> p.numel()))
         info["device"] <- JsonValue.Create(string device.``type``)
-        Evaluator.Evaluate(bundle.Model, bundle.Heads, data, batch, device, bundle.Preprocess, info)
+        Evaluator.Evaluate(bundle.Model, heads, data, batch, device, bundle.Preprocess, info)
     finally
         for d in data do d.Dispose()
 
 let run (args: ParseResults<Args>) : int =
+    MergeDsl.Core.Models.NativeAllocator.UseMmapForLargeBlocks() |> ignore
+    match args.TryGetResult Threads with
+    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
+    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
+    | None -> ()
     let batch = args.GetResult(Batch, defaultValue = 64)
     if batch <= 0 then raise (UsageError $"--batch must be positive, got {batch}")
     let device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto")))
     let tasks = args.TryGetResult Tasks |> Option.map (fun s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray)
-    let report = evaluate (args.GetResult Model) (args.GetResult Data) tasks batch device
+    let report = evaluate (args.GetResult Model) (args.GetResult Data) tasks batch device (args.GetResults Heads)
     let json = report.ToJsonText()
     match args.TryGetResult Json with
     | Some "-" -> printfn "%s" json

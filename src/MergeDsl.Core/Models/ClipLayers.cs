@@ -17,7 +17,8 @@ public abstract class NamedModule : nn.Module<Tensor, Tensor>
     public string FullName { get; }
 
     /// <summary>The tensor to use for a parameter in this forward pass (its own, or a functional override).</summary>
-    protected Tensor P(Parameter own, string local) => FunctionalParameters.Resolve(FullName + "." + local, own);
+    protected Tensor P(Parameter own, string local)
+        => FunctionalParameters.Active ? FunctionalParameters.Resolve(FullName + "." + local, own) : own;
 
     /// <summary>A new parameter drawn from N(0, std²).</summary>
     protected static Parameter Normal(long[] shape, double std, bool requiresGrad = true)

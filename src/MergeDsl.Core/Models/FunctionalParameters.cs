@@ -20,6 +20,9 @@ public static class FunctionalParameters
         return new Restore(previous);
     }
 
+    /// <summary>True while an override scope is active on this thread.</summary>
+    public static bool Active => current is not null;
+
     /// <summary>The override for <paramref name="fullName"/> if one is active, else the parameter itself.</summary>
     public static Tensor Resolve(string fullName, Parameter own)
         => current is { } c && c.TryGetValue(fullName, out var t) ? t : own;

@@ -51,9 +51,16 @@ public static class MoeModelBuilder
         bool Selected(string path) => patterns.Any(p => p.Matches(path));
         var sites = new Dictionary<string, nn.Module<Tensor, Tensor>>(StringComparer.Ordinal);
         var options = new WeightEnsemblingOptions(spec.BatchReduce, spec.EffectiveRouting);
-        torch.manual_seed(spec.Seed);
+        // A private generator (not the global one, which parallel callers share) makes routers reproducible.
+        using var rng = new Generator((ulong)spec.Seed);
+        return BuildSeeded(cfg, spec, numExperts, Selected, sites, options, rng);
+    }
+
+    static MoeModel BuildSeeded(ClipVisionConfig cfg, UpscaleSpec spec, int numExperts, Func<string, bool> Selected,
+        Dictionary<string, nn.Module<Tensor, Tensor>> sites, WeightEnsemblingOptions options, Generator rng)
+    {
         WeightEnsemblingRouter? shared = spec.SharedRouter
-            ? new WeightEnsemblingRouter(MoeModel.SharedRouterName, cfg.HiddenSize, numExperts, spec.RouterDepth, spec.InitLambda)
+            ? new WeightEnsemblingRouter(MoeModel.SharedRouterName, cfg.HiddenSize, numExperts, spec.RouterDepth, spec.InitLambda, rng)
             : null;
 
         nn.Module<Tensor, Tensor>? Factory(ModuleSite site)
@@ -75,8 +82,8 @@ public static class MoeModelBuilder
                 if (shared is not null && site.InFeatures != cfg.HiddenSize)
                     throw new ArgumentException($"shared router: {site.Path} reads {site.InFeatures}-wide inputs, the shared router reads hidden_size {cfg.HiddenSize}");
                 made = site.Role == ModuleRole.Mlp
-                    ? new WeightEnsemblingMlp(site.Path, cfg, numExperts, spec.RouterDepth, spec.InitLambda, options, shared)
-                    : new WeightEnsemblingLinear(site.Path, site.InFeatures, site.OutFeatures, numExperts, spec.RouterDepth, spec.InitLambda, options, shared);
+                    ? new WeightEnsemblingMlp(site.Path, cfg, numExperts, spec.RouterDepth, spec.InitLambda, options, shared, rng)
+                    : new WeightEnsemblingLinear(site.Path, site.InFeatures, site.OutFeatures, numExperts, spec.RouterDepth, spec.InitLambda, options, shared, rng);
             }
             sites[site.Path] = made;
             return made;

@@ -89,14 +89,14 @@ public abstract class RoutedModuleBase : NamedModule, IRoutedModule
 
     /// <summary>Registers an own router unless <paramref name="sharedRouter"/> is given.</summary>
     protected RoutedModuleBase(string fullName, long routerIn, int numExperts, int routerDepth, double initLambda,
-        WeightEnsemblingOptions options, WeightEnsemblingRouter? sharedRouter) : base(fullName)
+        WeightEnsemblingOptions options, WeightEnsemblingRouter? sharedRouter, Generator? generator = null) : base(fullName)
     {
         NumExperts = numExperts;
         Options = options;
         options.Routing.Validate(numExperts);
         if (sharedRouter is null)
         {
-            ownRouter[0] = new WeightEnsemblingRouter(fullName + ".router", routerIn, numExperts, routerDepth, initLambda);
+            ownRouter[0] = new WeightEnsemblingRouter(fullName + ".router", routerIn, numExperts, routerDepth, initLambda, generator);
             router[0] = ownRouter[0]!;
         }
         else router[0] = sharedRouter;
@@ -140,8 +140,8 @@ public sealed class WeightEnsemblingMlp : RoutedModuleBase
 
     /// <summary>Creates a module with zero base/expert weights (filled by upscaling or loading) and an initialised router.</summary>
     public WeightEnsemblingMlp(string fullName, ClipVisionConfig cfg, int numExperts, int routerDepth, double initLambda,
-        WeightEnsemblingOptions options, WeightEnsemblingRouter? sharedRouter = null)
-        : base(fullName, cfg.HiddenSize, numExperts, routerDepth, initLambda, options, sharedRouter)
+        WeightEnsemblingOptions options, WeightEnsemblingRouter? sharedRouter = null, Generator? generator = null)
+        : base(fullName, cfg.HiddenSize, numExperts, routerDepth, initLambda, options, sharedRouter, generator)
     {
         act = Activations.Get(cfg.HiddenAct);
         baseMlp = new MlpParams(fullName + ".base", cfg.HiddenSize, cfg.IntermediateSize);
@@ -179,8 +179,8 @@ public sealed class WeightEnsemblingLinear : RoutedModuleBase
 
     /// <summary>Creates a module with zero base/expert weights and an initialised router.</summary>
     public WeightEnsemblingLinear(string fullName, long inFeatures, long outFeatures, int numExperts, int routerDepth,
-        double initLambda, WeightEnsemblingOptions options, WeightEnsemblingRouter? sharedRouter = null)
-        : base(fullName, inFeatures, numExperts, routerDepth, initLambda, options, sharedRouter)
+        double initLambda, WeightEnsemblingOptions options, WeightEnsemblingRouter? sharedRouter = null, Generator? generator = null)
+        : base(fullName, inFeatures, numExperts, routerDepth, initLambda, options, sharedRouter, generator)
     {
         baseLinear = new ClipLinear(fullName + ".base", inFeatures, outFeatures);
         experts = new ModuleList<ClipLinear>(Enumerable.Range(0, numExperts)

@@ -21,8 +21,8 @@ public sealed class WeightEnsemblingRouter : NamedModule
     /// <summary>Number of experts N.</summary>
     public int NumExperts { get; }
 
-    /// <summary>Creates a router reading <paramref name="inFeatures"/>-wide inputs.</summary>
-    public WeightEnsemblingRouter(string fullName, long inFeatures, int numExperts, int depth, double initLambda) : base(fullName)
+    /// <summary>Creates a router reading <paramref name="inFeatures"/>-wide inputs; weights drawn from <paramref name="generator"/> (global when null).</summary>
+    public WeightEnsemblingRouter(string fullName, long inFeatures, int numExperts, int depth, double initLambda, Generator? generator = null) : base(fullName)
     {
         if (depth is < 0 or > 2) throw new ArgumentException($"router depth must be 0, 1 or 2, got {depth}");
         if (numExperts < 1) throw new ArgumentException("a router needs at least one expert");
@@ -36,23 +36,23 @@ public sealed class WeightEnsemblingRouter : NamedModule
                 break;
             case 1:
                 last = new ClipLinear(fullName + ".0", inFeatures, numExperts);
-                Init(last, initLambda);
+                Init(last, initLambda, generator);
                 register_module("0", last);
                 break;
             default:
                 first = new ClipLinear(fullName + ".0", inFeatures, inFeatures);
                 last = new ClipLinear(fullName + ".2", inFeatures, numExperts);
-                Init(first, 0.0);
-                Init(last, initLambda);
+                Init(first, 0.0, generator);
+                Init(last, initLambda, generator);
                 register_module("0", first);
                 register_module("2", last);
                 break;
         }
     }
 
-    static void Init(ClipLinear l, double bias)
+    static void Init(ClipLinear l, double bias, Generator? generator)
     {
-        l.Weight.normal_(0.0, 0.01);
+        l.Weight.normal_(0.0, 0.01, generator);
         l.Bias!.fill_(bias);
     }
 
