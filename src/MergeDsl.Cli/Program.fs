@@ -2,18 +2,29 @@ module MergeDsl.Cli.Program
 
 open Argu
 open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Commands
 
 /// Every subcommand of `mergedsl`; each lives in its own module under Commands/.
 [<RequireSubcommand>]
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Version
     | [<AltCommandLine("-v"); Inherit>] Verbose
+    | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
+    | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<Run.Args>
+    | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Version -> "print the version."
             | Verbose -> "print stack traces with errors."
+            | Inspect _ -> "list a checkpoint's tensors (validates every header)."
+            | Demo _ -> "build a small demo model zoo and inspect it."
+            | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
+            | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
+            | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
 
 [<EntryPoint>]
 let main argv =
@@ -36,5 +47,15 @@ let main argv =
             if results.Contains Version then
                 printfn "mergedsl %s" MergeDsl.Version.Current
                 ExitCode.Ok
+            elif results.Contains Inspect then
+                Inspect.run (results.GetResult Inspect)
+            elif results.Contains Demo then
+                Demo.run (results.GetResult Demo)
+            elif results.Contains Run then
+                Run.run (results.GetResult Run)
+            elif results.Contains Plan then
+                Plan.run (results.GetResult Plan)
+            elif results.Contains Bench then
+                Bench.run (results.GetResult Bench)
             else
                 raise (UsageError "no command given; try `mergedsl --help`"))

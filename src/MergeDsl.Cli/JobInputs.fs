@@ -1,0 +1,162 @@
+/// Everything `run`, `plan`, `bench` and recipe scripts share before a tensor is read: resolving the
+/// recipe (built-in name or .fsx script), checking the command line, opening the checkpoints.
+/// Every problem is raised as one line naming the parameter or file at fault.
+module MergeDsl.Cli.JobInputs
+
+open System
+open System.IO
+open MergeDsl
+open MergeDsl.Core.Ir
+open MergeDsl.Core.Checkpoints
+open MergeDsl.Cli.Failure
+
+/// Where the recipe comes from.
+type RecipeSource =
+    /// A built-in method name (see `Methods.names`).
+    | BuiltIn of string
+    /// An .fsx script evaluated with FSharp.Compiler.Service.
+    | Script of string
+    /// A recipe value (a script run by `dotnet fsi` hands its own recipe over).
+    | Given of MergeRecipe * origin: string
+
+/// The built-in methods the CLI offers.
+let builtInNames =
+    [ "average"; "task-arithmetic"; "ties"; "dare-linear"; "dare-ties"; "breadcrumbs"; "breadcrumbs-ties"; "della"
+      "model-stock"; "slerp" ]
+
+/// `<recipe>` as typed: a path ending in .fsx is a script, anything else a method name.
+let recipeSource (text: string) =
+    if text.EndsWith(".fsx", StringComparison.OrdinalIgnoreCase) then Script text else BuiltIn text
+
+/// A resolved recipe and what to record about it.
+type ResolvedRecipe =
+    { Recipe: MergeRecipe
+      /// "built-in", or the script's path.
+      Origin: string
+      /// The randomness seed to hand to the executor (from --seed or --set seed=N).
+      Seed: int64 option }
+
+let rec private mentionsBase (e: Expr) =
+    match e with
+    | :? BaseModel -> true
+    | _ -> e.Children |> Seq.exists mentionsBase
+
+/// True when some rule of the recipe reads the base model.
+let needsBase (r: MergeRecipe) =
+    mentionsBase r.Fallback || r.Rules |> Seq.exists (fun rule -> mentionsBase rule.Expr)
+
+let private parseSeed (text: string) =
+    match Int64.TryParse(text.Trim()) with
+    | true, s -> s
+    | _ -> raise (UsageError $"--seed: '{text}' is not an integer")
+
+/// Turns the recipe argument and the `--set` pairs into a recipe, checking every name and value.
+/// `models` is how many --model folders were given (slerp takes exactly two).
+let resolveRecipe (source: RecipeSource) (settings: (string * string) list) (seed: int64 option) (models: int) : ResolvedRecipe =
+    let dup = settings |> List.countBy fst |> List.tryFind (fun (_, n) -> n > 1)
+    match dup with
+    | Some (k, _) -> raise (UsageError $"--set {k}: given more than once")
+    | None -> ()
+    let seedFromSet = settings |> List.tryFind (fun (k, _) -> k = "seed") |> Option.map (snd >> parseSeed)
+    let seed =
+        match seed, seedFromSet with
+        | Some a, Some b when a <> b -> raise (UsageError $"--seed {a} and --set seed={b} disagree")
+        | Some a, _ -> Some a
+        | None, b -> b
+    match source with
+    | BuiltIn name ->
+        let canonical = name.Trim().ToLowerInvariant()
+        if not (List.contains canonical builtInNames) then
+            let known = String.Join(", ", builtInNames)
+            raise (UsageError $"unknown recipe '{name}' (built-in: {known}; or a path to an .fsx script)")
+        let parameters = settings |> Map.ofList
+        // byName validates names and values; "seed" must only be given where the method is random.
+        match Methods.byName canonical parameters with
+        | Error msg -> raise (UsageError msg)
+        | Ok recipe ->
+            let recipe =
+                if canonical = "slerp" then
+                    // The CLI's slerp interpolates between its two --model inputs (t = 0 is the first).
+                    if models <> 2 then raise (UsageError $"--model: slerp takes exactly 2 models, got {models}")
+                    let t = recipe.Parameters["t"] |> float
+                    Methods.slerpExperts t |> Recipe.named "slerp" [ for kv in recipe.Parameters -> kv.Key, kv.Value ]
+                else recipe
+            { Recipe = recipe; Origin = "built-in"; Seed = seed }
+    | Script path ->
+        if not (File.Exists path) then raise (UsageError $"{path}: recipe script not found")
+        ScriptParams.reset (settings |> List.filter (fun (k, _) -> k <> "seed"))
+        let value, ty =
+            try RecipeScript.evaluate path
+            with :? ArgumentException as e -> raise (UsageError e.Message)
+        let unread = ScriptParams.unread ()
+        if not unread.IsEmpty then
+            let k = List.head unread
+            raise (UsageError $"--set {k}: unknown parameter for {path} (the script reads no parameter named '{k}')")
+        match value with
+        | :? MergeRecipe as r -> { Recipe = r; Origin = path; Seed = seed }
+        | _ -> raise (UsageError $"{path}: 'recipe' is a {ty.Name}, expected a MergeRecipe (build it with Recipe.ofTensor or Recipe.select)")
+    | Given (r, origin) -> { Recipe = r; Origin = origin; Seed = seed }
+
+/// The command-line inputs of a merge.
+type Inputs =
+    { Base: string option
+      Models: string list
+      /// Only for `run`: the output folder.
+      Out: string option
+      Force: bool }
+
+/// Checks the folders on the command line before anything is opened or created.
+let checkInputs (inputs: Inputs) (recipe: ResolvedRecipe) =
+    if inputs.Models.IsEmpty then raise (UsageError "--model: give at least one model folder")
+    if needsBase recipe.Recipe && inputs.Base.IsNone then
+        raise (UsageError $"--base: recipe '{recipe.Recipe.Name}' uses the base model; give it with --base DIR")
+    let roles = (inputs.Base |> Option.map (fun b -> "--base", b) |> Option.toList) @ (inputs.Models |> List.map (fun m -> "--model", m))
+    for role, p in roles do
+        if not (Directory.Exists p || File.Exists p) then raise (UsageError $"{role} {p}: no such checkpoint folder or file")
+    match inputs.Out with
+    | Some out ->
+        let full = Path.GetFullPath out
+        if (Directory.Exists full || File.Exists full) && not inputs.Force then
+            raise (UsageError $"--out: {out} already exists (use --force to replace it)")
+        if File.Exists full then raise (UsageError $"--out: {out} is a file, not a folder")
+        for p in Option.toList inputs.Base @ inputs.Models do
+            if String.Equals(Path.GetFullPath p, full, StringComparison.Ordinal) then
+                raise (UsageError $"--out: {out} is also an input")
+    | None -> ()
+
+/// Opened checkpoints; disposing closes them all.
+type Opened =
+    { Base: Checkpoint option
+      Models: Checkpoint list }
+    member this.All = Option.toList this.Base @ this.Models
+    interface IDisposable with
+        member this.Dispose() =
+            for c in this.All do
+                c.Dispose()
+
+let private openOne (role: string) (path: string) =
+    try Checkpoint.Open path
+    with
+    | :? CheckpointFormatException as e -> raise (UsageError $"{role} {path}: not a valid checkpoint: {e.Message}")
+    | :? FileNotFoundException as e -> raise (UsageError $"{role} {path}: not a checkpoint ({e.Message})")
+    | :? DirectoryNotFoundException -> raise (UsageError $"{role} {path}: no such folder")
+
+/// Opens (and validates the headers of) every input.
+let openAll (inputs: Inputs) : Opened =
+    let opened = Collections.Generic.List<Checkpoint>()
+    try
+        let b = inputs.Base |> Option.map (fun p -> let c = openOne "--base" p in opened.Add c; c)
+        let ms = inputs.Models |> List.map (fun p -> let c = openOne "--model" p in opened.Add c; c)
+        { Base = b; Models = ms }
+    with _ ->
+        for c in opened do
+            c.Dispose()
+        reraise ()
+
+/// Labels for the experts: folder names, made unique with a numeric suffix where they repeat.
+let expertLabels (models: string list) =
+    let names =
+        models |> List.map (fun p -> Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath p)))
+    names
+    |> List.mapi (fun i n ->
+        if (names |> List.filter ((=) n) |> List.length) > 1 then $"{n}#{i + 1}" else n)

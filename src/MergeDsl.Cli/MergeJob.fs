@@ -1,0 +1,157 @@
+/// One merge, start to finish, as `run`, `bench` and standalone recipe scripts do it: resolve and
+/// check everything first (recipe, parameters, folders, headers, compiled plan), then stream the
+/// merge into a temporary folder that becomes --out only when every tensor and the model card are
+/// written. Any failure leaves nothing at --out.
+module MergeDsl.Cli.MergeJob
+
+open System
+open System.Collections.Generic
+open System.Diagnostics
+open System.IO
+open MergeDsl.Core.Checkpoints
+open MergeDsl.Core.Compilation
+open MergeDsl.Core.Execution
+open MergeDsl.Core.Ir
+open MergeDsl.Core.Torch
+open MergeDsl.Cli.Failure
+
+/// What the command line asked for.
+type Request =
+    { Recipe: JobInputs.RecipeSource
+      Base: string option
+      Models: string list
+      Out: string option
+      Settings: (string * string) list
+      Device: string
+      DType: string option
+      ShardSize: string option
+      Seed: int64 option
+      AllowNonFinite: bool
+      Force: bool
+      Quiet: bool
+      CommandLine: string }
+
+    static member Default =
+        { Recipe = JobInputs.BuiltIn "average"; Base = None; Models = []; Out = None; Settings = []; Device = "auto"
+          DType = None; ShardSize = None; Seed = None; AllowNonFinite = false; Force = false; Quiet = false
+          CommandLine = "" }
+
+/// What a finished merge reports (also the --json summary).
+type Summary =
+    { Recipe: string
+      Parameters: IDictionary<string, string>
+      Out: string
+      Tensors: int
+      BytesRead: int64
+      BytesWritten: int64
+      Seconds: float
+      Device: string
+      PeakRssBytes: int64 }
+
+/// `--dtype` text to a dtype.
+let parseDType (text: string) =
+    match text.Trim().ToLowerInvariant() with
+    | "f32" | "float32" | "fp32" -> DType.F32
+    | "f16" | "float16" | "fp16" | "half" -> DType.F16
+    | "bf16" | "bfloat16" -> DType.BF16
+    | _ -> raise (UsageError $"--dtype: unknown dtype '{text}' (expected f32, f16 or bf16)")
+
+/// Everything checked and compiled; disposing closes the inputs.
+type Prepared =
+    { Request: Request
+      Resolved: JobInputs.ResolvedRecipe
+      Opened: JobInputs.Opened
+      Plan: MergePlan
+      Options: MergeOptions
+      WriterOptions: CheckpointWriterOptions }
+    interface IDisposable with
+        member this.Dispose() = (this.Opened :> IDisposable).Dispose()
+
+let private labels (opened: JobInputs.Opened) (req: Request) =
+    let expertLabels = JobInputs.expertLabels req.Models
+    let baseLabel =
+        req.Base
+        |> Option.map (fun b ->
+            let n = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath b))
+            if List.contains n expertLabels then "base" else n)
+    let b = Option.map2 (fun (c: Checkpoint) l -> NamedSource(l, c)) opened.Base baseLabel
+    let es = List.map2 (fun (c: Checkpoint) l -> NamedSource(l, c)) opened.Models expertLabels
+    MergeInputs(Option.toObj b, es |> Array.ofList)
+
+/// Resolves, checks, opens and compiles; raises a one-line error on the first problem found.
+let prepare (req: Request) : Prepared =
+    let resolved = JobInputs.resolveRecipe req.Recipe req.Settings req.Seed req.Models.Length
+    JobInputs.checkInputs { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force } resolved
+    let device = DeviceChoice.Resolve(DeviceChoice.Parse req.Device)
+    let dtype = req.DType |> Option.map parseDType
+    let shard =
+        req.ShardSize
+        |> Option.map (fun s ->
+            let n = try ByteSize.Parse s with :? ArgumentException -> raise (UsageError $"--shard-size: '{s}' is not a size (e.g. 5GB, 500MB)")
+            if n <= 0L then raise (UsageError $"--shard-size: must be positive, got '{s}'")
+            n)
+    let opened = JobInputs.openAll { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
+    try
+        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype))
+        let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
+        let writerOptions =
+            CheckpointWriterOptions(Overwrite = req.Force, MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
+        { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions }
+    with _ ->
+        (opened :> IDisposable).Dispose()
+        reraise ()
+
+let private provenance (p: Prepared) : ModelCard.MergeProvenance =
+    { Recipe = p.Plan.Recipe.Name
+      RecipeSource = p.Resolved.Origin
+      Parameters = [ for kv in p.Plan.Recipe.Parameters -> kv.Key, kv.Value ] @ (match p.Resolved.Seed with Some s when not (p.Plan.Recipe.Parameters.ContainsKey "seed") -> [ "seed", string s ] | _ -> [])
+      Base = p.Request.Base |> Option.map Path.GetFullPath
+      Models = p.Request.Models |> List.map Path.GetFullPath
+      Expression = p.Plan.Recipe.Describe()
+      CommandLine = p.Request.CommandLine
+      DType = p.Request.DType }
+
+/// Runs a prepared merge into its --out folder.
+let execute (p: Prepared) (showProgress: bool) : Summary =
+    let out =
+        match p.Request.Out with
+        | Some o -> o
+        | None -> raise (UsageError "--out: give the folder to write the merged model to")
+    let prov = provenance p
+    let metadata = Dictionary<string, string>(Merger.Metadata(p.Plan, p.Options))
+    for k, v in ModelCard.metadata prov do
+        metadata[k] <- v
+    let copyFrom = p.Plan.Models |> Seq.tryPick (fun m -> match m.Source with :? Checkpoint as c -> Option.ofObj c.Folder | _ -> None)
+    let writerOptions =
+        CheckpointWriterOptions(
+            Overwrite = p.WriterOptions.Overwrite, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata,
+            CopyFilesFrom = Option.toObj copyFrom)
+    let clock = Stopwatch.StartNew()
+    let stats =
+      try
+        Progress.run showProgress (fun report ->
+            use writer = CheckpointWriter.Create(out, p.Plan.Layout, writerOptions)
+            let options =
+                MergeOptions(Device = p.Options.Device, Seed = p.Options.Seed, AllowNonFinite = p.Options.AllowNonFinite, Progress = report)
+            let stats = Executor.Run(p.Plan, CheckpointSink(writer), options)
+            // Inside the temporary folder, so the card appears atomically with the weights.
+            File.WriteAllText(Path.Combine(writer.TemporaryFolder, "README.md"), ModelCard.render prov)
+            writer.Commit()
+            stats)
+      with :? RecipeException as e when e.Message.Contains "NaN/Inf" ->
+        raise (RecipeException(e.Message + " (--allow-nonfinite keeps them)"))
+    clock.Stop()
+    { Recipe = p.Plan.Recipe.Name
+      Parameters = Dictionary<string, string>(p.Plan.Recipe.Parameters)
+      Out = Path.GetFullPath out
+      Tensors = stats.Tensors
+      BytesRead = stats.BytesRead
+      BytesWritten = stats.BytesWritten
+      Seconds = clock.Elapsed.TotalSeconds
+      Device = string (defaultArg (Option.ofObj p.Options.Device) TorchSharp.torch.CPU)
+      PeakRssBytes = MergeDsl.Core.Benchmarks.PeakMemory.PeakResidentBytes() }
+
+/// Prepares and executes.
+let run (req: Request) : Summary =
+    use p = prepare req
+    execute p (not req.Quiet)

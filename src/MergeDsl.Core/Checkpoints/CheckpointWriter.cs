@@ -1,0 +1,326 @@
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using Microsoft.Win32.SafeHandles;
+using TorchSharp;
+
+namespace MergeDsl.Core.Checkpoints;
+
+/// <summary>
+/// Writes a safetensors checkpoint whose layout is known up front (the compiler knows every output's
+/// name, dtype and shape): shards and headers are planned first, so tensors can then be written in any
+/// order, from any thread. Output goes to a temporary folder beside the target and is renamed into
+/// place by <see cref="Commit"/>; disposing without committing deletes it, leaving the target untouched.
+/// </summary>
+public sealed unsafe class CheckpointWriter : IDisposable
+{
+    sealed record Planned(string Name, DType DType, long[] Shape, long ByteLength, int Shard, long Offset);
+
+    sealed class ShardFile(string fileName, SafeFileHandle handle)
+    {
+        public string FileName { get; } = fileName;
+        public SafeFileHandle Handle { get; } = handle;
+    }
+
+    /// <summary>Largest span handed to one write call.</summary>
+    const int ChunkBytes = 1 << 30;
+
+    readonly string _target;
+    readonly string _temp;
+    readonly CheckpointWriterOptions _options;
+    readonly Dictionary<string, Planned> _plan;
+    readonly IReadOnlyList<(string Name, DType DType, long[] Shape)> _layout;
+    readonly List<ShardFile> _shards = new();
+    readonly ConcurrentDictionary<string, bool> _written = new(StringComparer.Ordinal);
+    bool _committed;
+    bool _disposed;
+
+    CheckpointWriter(string target, IReadOnlyList<(string, DType, long[])> layout, CheckpointWriterOptions options)
+    {
+        _target = System.IO.Path.GetFullPath(target);
+        _options = options;
+        _layout = layout;
+        if (options.MaxShardBytes <= 0)
+            throw new ArgumentException($"MaxShardBytes must be positive, got {options.MaxShardBytes}", nameof(options));
+        if (!options.Overwrite && (Directory.Exists(_target) || File.Exists(_target)))
+            throw new IOException($"{_target}: already exists (allow overwriting to replace it)");
+        if (File.Exists(_target))
+            throw new IOException($"{_target}: is a file, not a folder");
+
+        _plan = Plan(layout, options.MaxShardBytes, out var shardContents);
+        _temp = $"{_target}.tmp-{Guid.NewGuid().ToString("N")[..8]}";
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(_target)!);
+        Directory.CreateDirectory(_temp);
+        try
+        {
+            var metadata = new Dictionary<string, string>(options.Metadata, StringComparer.Ordinal);
+            metadata.TryAdd("format", "pt");
+            int n = shardContents.Count;
+            for (int s = 0; s < n; s++)
+            {
+                string fileName = n == 1 ? Checkpoint.SingleFileName : $"model-{s + 1:D5}-of-{n:D5}.safetensors";
+                byte[] header = Header(shardContents[s], metadata, out long dataStart);
+                long dataBytes = shardContents[s].Sum(p => p.ByteLength);
+                var handle = File.OpenHandle(System.IO.Path.Combine(_temp, fileName), FileMode.CreateNew, FileAccess.ReadWrite,
+                    FileShare.None, FileOptions.RandomAccess, preallocationSize: 8 + header.Length + dataBytes);
+                _shards.Add(new ShardFile(fileName, handle));
+                RandomAccess.SetLength(handle, dataStart + dataBytes);
+                var prefix = new byte[8];
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+                RandomAccess.Write(handle, prefix, 0);
+                RandomAccess.Write(handle, header, 8);
+                foreach (var p in shardContents[s])
+                    _plan[p.Name] = p with { Offset = dataStart + p.Offset };
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Plans the output and creates its temporary folder.</summary>
+    /// <param name="targetFolder">The folder the checkpoint will appear at on <see cref="Commit"/>.</param>
+    /// <param name="layout">Every tensor's name, dtype and shape, in the order they should be listed.</param>
+    /// <param name="options">Sharding, metadata, copy-through and overwrite choices.</param>
+    public static CheckpointWriter Create(string targetFolder, IReadOnlyList<(string Name, DType DType, long[] Shape)> layout, CheckpointWriterOptions options) =>
+        new(targetFolder, layout, options);
+
+    /// <summary>The folder the checkpoint appears at on <see cref="Commit"/>.</summary>
+    public string Target => _target;
+
+    /// <summary>The temporary folder being written.</summary>
+    public string TemporaryFolder => _temp;
+
+    /// <summary>The shard file names, in order.</summary>
+    public IReadOnlyList<string> ShardFileNames => _shards.Select(s => s.FileName).ToList();
+
+    /// <summary>Writes a tensor and its dtype conversion into a shard. <see cref="DType.F8E4M3"/> and
+    /// <see cref="DType.F8E5M2"/> take the raw bytes as a Byte tensor of the planned shape.</summary>
+    public void Write(string name, torch.Tensor tensor)
+    {
+        var p = Planned_(name);
+        if (!tensor.shape.SequenceEqual(p.Shape))
+            throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", tensor.shape)}] differs from the planned [{string.Join(", ", p.Shape)}]");
+        var type = DTypes.LoadedAs(p.DType);
+        if (DTypes.IsFloat8(p.DType) && tensor.dtype != torch.ScalarType.Byte)
+            throw new ArgumentException($"tensor '{name}': {DTypes.ToSafetensorsName(p.DType)} is written from its raw bytes (a Byte tensor); TorchSharp 0.107 has no Float8 type, got {tensor.dtype}");
+        using var scope = torch.NewDisposeScope();
+        var ready = tensor.device_type == DeviceType.CPU ? tensor : tensor.cpu();
+        if (ready.dtype != type) ready = ready.to(type);
+        ready = ready.contiguous();
+        Claim(p);
+        try
+        {
+            byte* src = (byte*)NativeTensors.DataPointer(ready);
+            WriteChunks(p, src);
+        }
+        catch
+        {
+            _written.TryRemove(name, out _);
+            throw;
+        }
+    }
+
+    /// <summary>Writes a tensor's raw bytes (little-endian, row-major); the length must match the plan.</summary>
+    public void WriteBytes(string name, ReadOnlySpan<byte> bytes)
+    {
+        var p = Planned_(name);
+        if (bytes.Length != p.ByteLength)
+            throw new ArgumentException($"tensor '{name}': {bytes.Length} bytes given, the plan needs {p.ByteLength}");
+        Claim(p);
+        try
+        {
+            RandomAccess.Write(_shards[p.Shard].Handle, bytes, p.Offset);
+        }
+        catch
+        {
+            _written.TryRemove(name, out _);
+            throw;
+        }
+    }
+
+    void WriteChunks(Planned p, byte* src)
+    {
+        var handle = _shards[p.Shard].Handle;
+        for (long done = 0; done < p.ByteLength;)
+        {
+            int n = (int)Math.Min(ChunkBytes, p.ByteLength - done);
+            RandomAccess.Write(handle, new ReadOnlySpan<byte>(src + done, n), p.Offset + done);
+            done += n;
+        }
+    }
+
+    Planned Planned_(string name)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_committed) throw new InvalidOperationException($"{_target}: already committed");
+        return _plan.TryGetValue(name, out var p) ? p : throw new ArgumentException($"tensor '{name}' is not in the planned layout of {_target}");
+    }
+
+    void Claim(Planned p)
+    {
+        if (!_written.TryAdd(p.Name, true))
+            throw new InvalidOperationException($"tensor '{p.Name}' written twice to {_target}");
+    }
+
+    /// <summary>
+    /// Checks every tensor was written, flushes the shards, writes the index (several shards), copies
+    /// small Hugging Face files through, and renames the temporary folder to the target.
+    /// </summary>
+    public void Commit()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_committed) return;
+        var missing = _layout.Where(l => !_written.ContainsKey(l.Name)).Select(l => l.Name).ToList();
+        if (missing.Count > 0)
+            throw new InvalidOperationException(
+                $"{_target}: {missing.Count} tensor(s) never written: {string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", ..." : "")}");
+        foreach (var s in _shards)
+        {
+            RandomAccess.FlushToDisk(s.Handle);
+            s.Handle.Dispose();
+        }
+        if (_shards.Count > 1) WriteIndex();
+        if (_options.CopyFilesFrom is { } source)
+        {
+            if (!Directory.Exists(source)) throw new DirectoryNotFoundException($"{source}: no such folder to copy files from");
+            foreach (var f in HfFiles.CopyThroughFiles(source))
+                File.Copy(f, System.IO.Path.Combine(_temp, System.IO.Path.GetFileName(f)), overwrite: false);
+        }
+        MoveIntoPlace();
+        _committed = true;
+    }
+
+    void MoveIntoPlace()
+    {
+        if (!Directory.Exists(_target))
+        {
+            Directory.Move(_temp, _target);
+            return;
+        }
+        // Overwrite: the old folder steps aside first, so at every moment one complete checkpoint is at the target or beside it.
+        if (!_options.Overwrite) throw new IOException($"{_target}: already exists (allow overwriting to replace it)");
+        string old = $"{_target}.old-{Guid.NewGuid().ToString("N")[..8]}";
+        Directory.Move(_target, old);
+        Directory.Move(_temp, _target);
+        Directory.Delete(old, recursive: true);
+    }
+
+    void WriteIndex()
+    {
+        var weightMap = _layout.Select(l => _plan[l.Name]).OrderBy(p => p.Name, StringComparer.Ordinal);
+        using var stream = new FileStream(System.IO.Path.Combine(_temp, Checkpoint.IndexFileName), FileMode.CreateNew);
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+        w.WriteStartObject();
+        w.WriteStartObject("metadata");
+        w.WriteNumber("total_size", _plan.Values.Sum(p => p.ByteLength));
+        w.WriteEndObject();
+        w.WriteStartObject("weight_map");
+        foreach (var p in weightMap) w.WriteString(p.Name, _shards[p.Shard].FileName);
+        w.WriteEndObject();
+        w.WriteEndObject();
+        w.Flush();
+        stream.Flush(flushToDisk: true);
+    }
+
+    /// <summary>Without <see cref="Commit"/>: deletes the temporary folder; the target is untouched.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var s in _shards) s.Handle.Dispose();
+        if (!_committed && Directory.Exists(_temp)) Directory.Delete(_temp, recursive: true);
+    }
+
+    /// <summary>Writes every tensor of <paramref name="tensors"/> (in name order) and commits.</summary>
+    public static void WriteAll(string targetFolder, IReadOnlyDictionary<string, torch.Tensor> tensors, CheckpointWriterOptions options)
+    {
+        var names = tensors.Keys.Order(StringComparer.Ordinal).ToList();
+        var layout = names.Select(n => (n, DTypes.FromTorch(tensors[n].dtype), tensors[n].shape)).ToList();
+        using var w = Create(targetFolder, layout, options);
+        foreach (var n in names) w.Write(n, tensors[n]);
+        w.Commit();
+    }
+
+    /// <summary>
+    /// Greedy sharding in layout order: a shard closes when the next tensor would push it past the
+    /// limit. Inside a shard, wider elements come first so every tensor starts aligned to its element
+    /// size (the data area starts 8-aligned), which lets readers view it without copying.
+    /// </summary>
+    static Dictionary<string, Planned> Plan(IReadOnlyList<(string Name, DType DType, long[] Shape)> layout, long maxShardBytes,
+        out List<List<Planned>> shards)
+    {
+        var plan = new Dictionary<string, Planned>(StringComparer.Ordinal);
+        shards = new List<List<Planned>>();
+        var current = new List<Planned>();
+        long currentBytes = 0;
+        foreach (var (name, dtype, shape) in layout)
+        {
+            if (plan.ContainsKey(name)) throw new ArgumentException($"tensor '{name}' appears twice in the layout");
+            foreach (long d in shape)
+                if (d < 0) throw new ArgumentException($"tensor '{name}': negative dimension in shape [{string.Join(", ", shape)}]");
+            long bytes = shape.Aggregate(1L, (a, d) => checked(a * d)) * DTypes.SizeOf(dtype);
+            if (current.Count > 0 && currentBytes + bytes > maxShardBytes)
+            {
+                shards.Add(current);
+                current = new List<Planned>();
+                currentBytes = 0;
+            }
+            var p = new Planned(name, dtype, shape.ToArray(), bytes, shards.Count, 0);
+            current.Add(p);
+            plan[name] = p;
+            currentBytes += bytes;
+        }
+        shards.Add(current); // an empty layout still gets one (empty) file
+        for (int s = 0; s < shards.Count; s++)
+        {
+            long offset = 0;
+            var ordered = shards[s].OrderByDescending(p => DTypes.SizeOf(p.DType)).ToList(); // stable: keeps layout order per width
+            for (int k = 0; k < ordered.Count; k++)
+            {
+                ordered[k] = ordered[k] with { Offset = offset };
+                plan[ordered[k].Name] = ordered[k];
+                offset += ordered[k].ByteLength;
+            }
+            shards[s] = ordered;
+        }
+        return plan;
+    }
+
+    /// <summary>The header JSON, padded with spaces to a multiple of 8; offsets in it are relative to the data area.</summary>
+    static byte[] Header(List<Planned> tensors, IReadOnlyDictionary<string, string> metadata, out long dataStart)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("__metadata__");
+            foreach (var (k, v) in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(k, v);
+            w.WriteEndObject();
+            foreach (var p in tensors)
+            {
+                w.WriteStartObject(p.Name);
+                w.WriteString("dtype", DTypes.ToSafetensorsName(p.DType));
+                w.WriteStartArray("shape");
+                foreach (long d in p.Shape) w.WriteNumberValue(d);
+                w.WriteEndArray();
+                w.WriteStartArray("data_offsets");
+                w.WriteNumberValue(p.Offset);
+                w.WriteNumberValue(p.Offset + p.ByteLength);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+            w.WriteEndObject();
+        }
+        int length = (int)buffer.Length;
+        int padded = (length + 7) / 8 * 8;
+        var bytes = new byte[padded];
+        buffer.GetBuffer().AsSpan(0, length).CopyTo(bytes);
+        bytes.AsSpan(length).Fill((byte)' ');
+        dataStart = 8 + padded;
+        return bytes;
+    }
+}

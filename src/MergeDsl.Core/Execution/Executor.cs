@@ -1,0 +1,174 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using MergeDsl.Core.Checkpoints;
+using MergeDsl.Core.Compilation;
+using MergeDsl.Core.Ir;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MergeDsl.Core.Execution;
+
+/// <summary>What a run did.</summary>
+/// <param name="Tensors">Tensors written.</param>
+/// <param name="BytesRead">Bytes loaded from the inputs (all passes).</param>
+/// <param name="BytesWritten">Bytes handed to the sink (in output dtypes).</param>
+/// <param name="PeakPrefetchBytes">Most input bytes held ahead of the computation at once.</param>
+/// <param name="StatisticsTime">Time in the statistics phase.</param>
+/// <param name="MergeTime">Time in the merge phase.</param>
+public sealed record MergeStats(int Tensors, long BytesRead, long BytesWritten, long PeakPrefetchBytes, TimeSpan StatisticsTime, TimeSpan MergeTime);
+
+/// <summary>
+/// Runs a plan as a bounded pipeline: a reader thread loads (and moves to the device) the next
+/// tensors' inputs within a byte budget while the calling thread computes the current one; a writer
+/// thread hands results to the sink. Every value is disposed after its last use.
+/// </summary>
+public static class Executor
+{
+    /// <summary>Loads a tensor and moves it to the options' device.</summary>
+    internal static Tensor LoadOnDevice(ITensorSource source, string name, MergeOptions options)
+    {
+        var t = source.Load(name);
+        if (options.Device is null || options.Device.type == DeviceType.CPU) return t;
+        try { return t.to(options.Device); }
+        finally { t.Dispose(); }
+    }
+
+    /// <summary>Runs the statistics phase (if the plan has global top-k) and the merge phase.</summary>
+    public static MergeStats Run(MergePlan plan, ITensorSink sink, MergeOptions? options = null)
+    {
+        options ??= MergeOptions.Default;
+        var clock = Stopwatch.StartNew();
+        var thresholds = plan.Groups.Count > 0
+            ? GlobalStatistics.Compute(plan, options)
+            : new Dictionary<(int Group, int Position), GlobalThreshold>();
+        var statsTime = clock.Elapsed;
+        clock.Restart();
+
+        var evaluator = new GraphEvaluator(options, thresholds);
+        var prefetch = new ByteBudget(options.MaxPrefetchBytes);
+        var pending = new ByteBudget(options.MaxPendingWriteBytes);
+        using var cts = new CancellationTokenSource();
+        var ct = cts.Token;
+        using var toCompute = new BlockingCollection<(int Index, Dictionary<int, Tensor> Loads)>();
+        using var toWrite = new BlockingCollection<(int Index, Tensor Result, long Bytes)>();
+        ExceptionDispatchInfo? failure = null;
+        void Fail(Exception e)
+        {
+            Interlocked.CompareExchange(ref failure, ExceptionDispatchInfo.Capture(e), null);
+            cts.Cancel();
+        }
+
+        long bytesWritten = 0;
+        int written = 0;
+        long totalOut = plan.BytesWritten;
+
+        var reader = new Thread(() =>
+        {
+            try
+            {
+                for (int i = 0; i < plan.Tensors.Count && !ct.IsCancellationRequested; i++)
+                {
+                    var t = plan.Tensors[i];
+                    prefetch.Acquire(t.InputBytes, ct);
+                    var loads = GlobalStatistics.LoadInputs(plan, t, [t.Output], options);
+                    toCompute.Add((i, loads), ct);
+                }
+            }
+            catch (OperationCanceledException) { }
+            catch (Exception e) { Fail(e); }
+            finally { toCompute.CompleteAdding(); }
+        }) { IsBackground = true, Name = "mergedsl-reader" };
+
+        var writer = new Thread(() =>
+        {
+            try
+            {
+                foreach (var (index, result, bytes) in toWrite.GetConsumingEnumerable())
+                {
+                    try
+                    {
+                        if (!ct.IsCancellationRequested)
+                        {
+                            var t = plan.Tensors[index];
+                            sink.Write(t.Name, result);
+                            bytesWritten += t.OutputBytes;
+                            written++;
+                            options.Progress?.Invoke(new MergeProgress("merge", written, plan.Tensors.Count, bytesWritten, totalOut));
+                        }
+                    }
+                    finally
+                    {
+                        result.Dispose();
+                        pending.Release(bytes);
+                    }
+                }
+            }
+            catch (Exception e) { Fail(e); }
+        }) { IsBackground = true, Name = "mergedsl-writer" };
+
+        reader.Start();
+        writer.Start();
+        try
+        {
+            foreach (var (index, loads) in toCompute.GetConsumingEnumerable(ct))
+            {
+                var t = plan.Tensors[index];
+                Tensor result;
+                try
+                {
+                    result = (Tensor)evaluator.Evaluate(t, loads, [t.Output])[0];
+                }
+                finally { prefetch.Release(t.InputBytes); }
+                try
+                {
+                    if (!t.IsCopy)
+                    {
+                        if (!options.AllowNonFinite) CheckFinite(t, result);
+                        var type = DTypes.ToTorch(t.OutputDType);
+                        if (result.dtype != type)
+                        {
+                            var converted = result.to(type);
+                            result.Dispose();
+                            result = converted;
+                        }
+                    }
+                    pending.Acquire(t.OutputBytes, ct);
+                }
+                catch
+                {
+                    result.Dispose();
+                    throw;
+                }
+                toWrite.Add((index, result, t.OutputBytes), ct);
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (Exception e) { Fail(e); }
+        finally
+        {
+            toWrite.CompleteAdding();
+            if (failure is not null) cts.Cancel();
+            reader.Join();
+            writer.Join();
+            // Inputs the reader loaded but nobody computed.
+            while (toCompute.TryTake(out var left))
+                foreach (var l in left.Loads.Values) l.Dispose();
+        }
+        failure?.Throw();
+        if (written != plan.Tensors.Count)
+            throw new InvalidOperationException($"merge stopped after {written} of {plan.Tensors.Count} tensors");
+        long read = plan.MergeBytesRead + plan.StatisticsBytesRead;
+        return new MergeStats(written, read, bytesWritten, prefetch.Peak, statsTime, clock.Elapsed);
+    }
+
+    static void CheckFinite(TensorPlan t, Tensor result)
+    {
+        using var scope = NewDisposeScope();
+        var bad = result.isfinite().logical_not();
+        long count = bad.sum().item<long>();
+        if (count == 0) return;
+        long first = bad.flatten().nonzero()[0, 0].item<long>();
+        throw new RecipeException(t.Name, $"the merged tensor has {count} NaN/Inf value{(count == 1 ? "" : "s")} (first at flat index {first}); check the inputs and the recipe, or allow non-finite output");
+    }
+}

@@ -1,0 +1,8 @@
+namespace MergeDsl.Core.Execution;
+
+/// <summary>
+/// The exact k-th largest magnitude of a global top-k group at one stack position, as a float32 bit
+/// pattern: entries above it are kept, and the first <paramref name="TieQuota"/> entries equal to it
+/// (in plan order, then flat index).
+/// </summary>
+public sealed record GlobalThreshold(long Bits, long TieQuota, long Kept, long Total);

@@ -1,0 +1,184 @@
+namespace MergeDsl.Core.Ir;
+
+/// <summary>The two kinds of value that flow through a recipe.</summary>
+public enum ValueKind
+{
+    /// <summary>One tensor per parameter.</summary>
+    Tensor,
+    /// <summary>An ordered list of tensors, one per expert (or per listed model).</summary>
+    Stack,
+}
+
+/// <summary>
+/// A per-parameter expression. The same expression is evaluated for every parameter a rule selects;
+/// inputs always refer to the tensor of that parameter's name in each model.
+/// </summary>
+public abstract record Expr
+{
+    /// <summary>Whether this expression yields a tensor or a stack.</summary>
+    public abstract ValueKind Kind { get; }
+
+    /// <summary>Sub-expressions, in argument order.</summary>
+    public abstract IReadOnlyList<Expr> Children { get; }
+
+    /// <summary>A canonical one-line rendering (also the structural identity used for sharing).</summary>
+    public sealed override string ToString() => ExprText.Render(this);
+}
+
+/// <summary>The base (pretrained) model's tensor of this parameter.</summary>
+public sealed record BaseModel : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [];
+}
+
+/// <summary>The tensor of this parameter in the model with the given label (base or expert).</summary>
+public sealed record ModelTensor(string Model) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [];
+}
+
+/// <summary>The selected experts' tensors of this parameter, as a stack (in input order).</summary>
+public sealed record Experts : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Stack;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [];
+}
+
+/// <summary>
+/// A stack made of expressions in order: a tensor item adds one entry, a stack item adds all its
+/// entries (so <c>[base, experts]</c> is θ₀, θ₁, …, θₙ).
+/// </summary>
+public sealed record StackOf(IReadOnlyList<Expr> Items) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Stack;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => Items;
+}
+
+/// <summary>Entry <paramref name="Index"/> (0-based) of a stack.</summary>
+public sealed record Pick(Expr Stack, int Index) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack];
+}
+
+/// <summary>Task vectors: every stack entry minus the base tensor, θᵢ − θ₀.</summary>
+public sealed record TaskVectors(Expr Stack, Expr Base) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Stack;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack, Base];
+}
+
+/// <summary>Sparsifies every entry of a stack (or a single tensor) independently.</summary>
+public sealed record Sparsify(Expr Value, Sparsifier Method) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => Value.Kind;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Value];
+}
+
+/// <summary>TIES sign election: entries whose sign differs from the elected sign become 0.</summary>
+public sealed record ElectSign(Expr Stack, SignRule Rule) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Stack;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack];
+}
+
+/// <summary>Multiplies a tensor (or every stack entry) by a scalar that may depend on the parameter.</summary>
+public sealed record Scale(Expr Value, ScaleFactor Factor) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => Value.Kind;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Value];
+}
+
+/// <summary>Stack reductions.</summary>
+public enum Reduction
+{
+    /// <summary>Σᵢ xᵢ.</summary>
+    Sum,
+    /// <summary>(1/N) Σᵢ xᵢ.</summary>
+    Mean,
+    /// <summary>Σᵢ xᵢ / max(1, #{i : xᵢ ≠ 0}) per element (TIES disjoint merge).</summary>
+    DisjointMean,
+}
+
+/// <summary>Reduces a stack to a tensor.</summary>
+public sealed record Reduce(Expr Stack, Reduction Op) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack];
+}
+
+/// <summary>Σᵢ wᵢ·xᵢ (no normalisation; the weights must match the stack size).</summary>
+public sealed record Weighted(Expr Stack, IReadOnlyList<double> Weights) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack];
+}
+
+/// <summary>Left + Right. Tensor + tensor is a tensor; stack + tensor adds the tensor to every entry.</summary>
+public sealed record Add(Expr Left, Expr Right) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => Left.Kind;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Left, Right];
+}
+
+/// <summary>(1 − t)·a + t·b over a stack of exactly two tensors [a, b].</summary>
+public sealed record Lerp(Expr Pair, double T) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Pair];
+}
+
+/// <summary>Spherical interpolation over a stack of exactly two tensors [a, b]; lerp when (anti)parallel.</summary>
+public sealed record Slerp(Expr Pair, double T) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Pair];
+}
+
+/// <summary>Model Stock (Wortsman et al.): interpolate between the experts' average and the base.</summary>
+public sealed record ModelStock(Expr Experts, Expr Base) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Experts, Base];
+}
+
+/// <summary>Copies the source tensor unchanged (its own dtype; no compute-dtype round trip).</summary>
+public sealed record Passthrough(Expr Source) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Source];
+}

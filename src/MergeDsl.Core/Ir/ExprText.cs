@@ -1,0 +1,54 @@
+using System.Globalization;
+
+namespace MergeDsl.Core.Ir;
+
+/// <summary>
+/// Canonical text of expressions. Structurally equal expressions render identically, so the text
+/// doubles as the key for sharing common subexpressions.
+/// </summary>
+public static class ExprText
+{
+    /// <summary>A number in invariant, round-trippable form.</summary>
+    public static string Num(double x) => x.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>Renders an expression.</summary>
+    public static string Render(Expr e) => e switch
+    {
+        BaseModel => "base",
+        ModelTensor m => $"model('{m.Model}')",
+        Experts => "experts",
+        StackOf s => $"[{string.Join(", ", s.Items.Select(Render))}]",
+        Pick p => $"{Render(p.Stack)}[{p.Index}]",
+        TaskVectors t => $"taskVectors({Render(t.Stack)}, {Render(t.Base)})",
+        Sparsify s => $"sparsify({Render(s.Value)}, {Render(s.Method)})",
+        ElectSign s => $"electSign({Render(s.Stack)}, {s.Rule.ToString().ToLowerInvariant()})",
+        Scale s => $"scale({Render(s.Value)}, {Render(s.Factor)})",
+        Reduce r => $"{r.Op switch { Reduction.Sum => "sum", Reduction.Mean => "mean", _ => "disjointMean" }}({Render(r.Stack)})",
+        Weighted w => $"weighted({Render(w.Stack)}, [{string.Join(", ", w.Weights.Select(Num))}])",
+        Add a => $"add({Render(a.Left)}, {Render(a.Right)})",
+        Lerp l => $"lerp({Render(l.Pair)}, {Num(l.T)})",
+        Slerp s => $"slerp({Render(s.Pair)}, {Num(s.T)})",
+        ModelStock m => $"modelStock({Render(m.Experts)}, {Render(m.Base)})",
+        Passthrough p => $"passthrough({Render(p.Source)})",
+        _ => throw new ArgumentException($"unknown expression node {e.GetType().Name}"),
+    };
+
+    /// <summary>Renders a sparsifier.</summary>
+    public static string Render(Sparsifier s) => s switch
+    {
+        TopK t => $"topK({Num(t.Density)}{(t.Scope == TopKScope.Global ? ", global" : "")})",
+        Bernoulli b => $"bernoulli({Num(b.Density)}{(b.Rescale == DareRescale.Inverse ? "" : ", " + b.Rescale.ToString().ToLowerInvariant())})",
+        Breadcrumbs b => $"breadcrumbs({Num(b.Density)}, {Num(b.Gamma)})",
+        Della d => $"della({Num(d.Density)}, {Num(d.Epsilon)}{(d.Rescale ? "" : ", norescale")})",
+        _ => throw new ArgumentException($"unknown sparsifier {s.GetType().Name}"),
+    };
+
+    /// <summary>Renders a scale factor.</summary>
+    public static string Render(ScaleFactor f) => f switch
+    {
+        ConstantFactor c => Num(c.Value),
+        LayerGradient g => $"byLayer[{string.Join(", ", g.Anchors.Select(Num))}]",
+        ByNameFactor n => $"byName[{string.Join(", ", n.Rules.Select(r => $"'{r.Pattern.Text}': {Render(r.Value)}"))}; {Render(n.Fallback)}]",
+        _ => throw new ArgumentException($"unknown scale factor {f.GetType().Name}"),
+    };
+}

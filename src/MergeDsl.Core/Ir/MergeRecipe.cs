@@ -1,0 +1,50 @@
+namespace MergeDsl.Core.Ir;
+
+/// <summary>One rule of a recipe: parameters matching the pattern are computed by the expression.</summary>
+public sealed record RecipeRule(NamePattern Pattern, Expr Expr);
+
+/// <summary>
+/// A whole merge: an ordered rule list (first match wins) with a fallback for everything else, and
+/// the selection of models that take part.
+/// </summary>
+public sealed record MergeRecipe(IReadOnlyList<RecipeRule> Rules, Expr Fallback)
+{
+    /// <summary>A recipe that applies one expression to every parameter.</summary>
+    public static MergeRecipe Of(Expr expr) => new([], expr);
+
+    /// <summary>
+    /// Labels of the experts that take part, in this order; null means every expert given to the
+    /// compiler, in input order.
+    /// </summary>
+    public IReadOnlyList<string>? ExpertLabels { get; init; }
+
+    /// <summary>A short name of the method (stored in the output's metadata), e.g. <c>ties</c>.</summary>
+    public string Name { get; init; } = "custom";
+
+    /// <summary>The method's parameters as written (stored in the output's metadata).</summary>
+    public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>A copy that uses only these experts, in this order.</summary>
+    public MergeRecipe WithExperts(IReadOnlyList<string>? labels) => this with { ExpertLabels = labels };
+
+    /// <summary>A copy with a method name and parameters for the metadata.</summary>
+    public MergeRecipe WithName(string name, IReadOnlyDictionary<string, string> parameters) =>
+        this with { Name = name, Parameters = parameters };
+
+    /// <summary>The expression that computes the named parameter (first matching rule, else the fallback).</summary>
+    public Expr ExprFor(string parameter)
+    {
+        foreach (var rule in Rules)
+            if (rule.Pattern.Matches(parameter)) return rule.Expr;
+        return Fallback;
+    }
+
+    /// <summary>A canonical multi-line rendering: rules in order, then the fallback.</summary>
+    public string Describe()
+    {
+        var lines = new List<string>();
+        foreach (var r in Rules) lines.Add($"{r.Pattern.Text} -> {r.Expr}");
+        lines.Add($"* (fallback) -> {Fallback}");
+        return string.Join("\n", lines);
+    }
+}

@@ -1,0 +1,28 @@
+namespace MergeDsl.Core.Ir;
+
+/// <summary>A scalar that may depend on the parameter being merged; resolved at compile time.</summary>
+public abstract record ScaleFactor
+{
+    /// <summary>A canonical one-line rendering.</summary>
+    public sealed override string ToString() => ExprText.Render(this);
+
+    /// <summary>A constant.</summary>
+    public static ScaleFactor Of(double value) => new ConstantFactor(value);
+}
+
+/// <summary>The same value for every parameter.</summary>
+public sealed record ConstantFactor(double Value) : ScaleFactor;
+
+/// <summary>
+/// A gradient over layers like mergekit's <c>[a, b, c]</c>: a parameter of layer i (the first
+/// <c>.N.</c> number in its name) of L layers sits at t = i/(L−1) (t = 0 when L = 1); the anchors
+/// are spread evenly over [0, 1] and the value is interpolated linearly between neighbours.
+/// Parameters without a layer index (embeddings, final norm, head) take the first anchor.
+/// </summary>
+public sealed record LayerGradient(IReadOnlyList<double> Anchors) : ScaleFactor;
+
+/// <summary>One name rule of a <see cref="ByNameFactor"/>.</summary>
+public sealed record NamedFactor(NamePattern Pattern, ScaleFactor Value);
+
+/// <summary>The first rule whose pattern matches the parameter name decides; otherwise the fallback.</summary>
+public sealed record ByNameFactor(IReadOnlyList<NamedFactor> Rules, ScaleFactor Fallback) : ScaleFactor;

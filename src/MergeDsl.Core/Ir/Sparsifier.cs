@@ -1,0 +1,77 @@
+namespace MergeDsl.Core.Ir;
+
+/// <summary>Over which entries top-k ranks magnitudes.</summary>
+public enum TopKScope
+{
+    /// <summary>Each tensor keeps its own top k = round(density·n).</summary>
+    PerTensor,
+    /// <summary>
+    /// Each expert keeps its top k = round(density·n) entries over all tensors the rule covers
+    /// (the TIES paper); compiled into a statistics pass and a merge pass.
+    /// </summary>
+    Global,
+}
+
+/// <summary>How DARE rescales the surviving entries.</summary>
+public enum DareRescale
+{
+    /// <summary>Multiply survivors by 1/density (the DARE paper; unbiased in expectation).</summary>
+    Inverse,
+    /// <summary>Rescale so the tensor keeps its L1 norm (mergekit's <c>rescale_norm: l1</c>).</summary>
+    L1,
+    /// <summary>No rescaling.</summary>
+    None,
+}
+
+/// <summary>TIES sign-election rule.</summary>
+public enum SignRule
+{
+    /// <summary>Elected sign = sign(Σᵢ xᵢ) (TIES paper, mergekit <c>sum</c>).</summary>
+    Mass,
+    /// <summary>Elected sign = sign(Σᵢ sign(xᵢ)) (mergekit <c>count</c>).</summary>
+    Count,
+}
+
+/// <summary>A sparsification method applied to each stack entry.</summary>
+public abstract record Sparsifier
+{
+    /// <summary>Fraction of entries kept, in (0, 1].</summary>
+    public abstract double Density { get; }
+
+    /// <summary>A canonical one-line rendering.</summary>
+    public sealed override string ToString() => ExprText.Render(this);
+}
+
+/// <summary>Keep the k = round(density·n) largest |x|; ties broken by lower flat index.</summary>
+public sealed record TopK(double Density, TopKScope Scope = TopKScope.PerTensor) : Sparsifier
+{
+    /// <inheritdoc />
+    public override double Density { get; } = Density;
+}
+
+/// <summary>DARE: keep each entry with probability density (seeded per parameter and expert), then rescale.</summary>
+public sealed record Bernoulli(double Density, DareRescale Rescale = DareRescale.Inverse) : Sparsifier
+{
+    /// <inheritdoc />
+    public override double Density { get; } = Density;
+}
+
+/// <summary>
+/// Model Breadcrumbs: drop the largest gamma·n entries (outliers) and the smallest ones so that
+/// k = round(density·n) entries remain.
+/// </summary>
+public sealed record Breadcrumbs(double Density, double Gamma = 0.01) : Sparsifier
+{
+    /// <inheritdoc />
+    public override double Density { get; } = Density;
+}
+
+/// <summary>
+/// DELLA (MagPrune): per row, keep probabilities rise linearly with magnitude rank from
+/// density − epsilon to density + epsilon; survivors are divided by their keep probability.
+/// </summary>
+public sealed record Della(double Density, double Epsilon = 0.1, bool Rescale = true) : Sparsifier
+{
+    /// <inheritdoc />
+    public override double Density { get; } = Density;
+}

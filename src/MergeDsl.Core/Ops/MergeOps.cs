@@ -1,0 +1,286 @@
+using MergeDsl.Core.Ir;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MergeDsl.Core.Ops;
+
+/// <summary>
+/// The tensor math of every primitive, shared by the compiled executor and the reference
+/// interpreter. Inputs are never modified; every result is a new tensor the caller owns.
+/// Reductions, interpolations and Model Stock accumulate in float64 and return the inputs' dtype.
+/// </summary>
+public static class MergeOps
+{
+    /// <summary>k = round(density·n), halves rounded away from zero, clamped to [0, n].</summary>
+    public static long KeepCount(double density, long n) =>
+        Math.Clamp((long)Math.Round(density * n, MidpointRounding.AwayFromZero), 0, n);
+
+    static Tensor Owned(Tensor t) => t.MoveToOuterDisposeScope();
+
+    /// <summary>
+    /// Flat positions ordered by descending |x|; equal magnitudes keep index order (lower index
+    /// counts as larger). This single order defines every magnitude tie in MergeDsl.
+    /// </summary>
+    public static Tensor DescendingOrder(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var (_, idx) = x.abs().flatten().sort(dim: 0, descending: true, stable: true);
+        return Owned(idx);
+    }
+
+    /// <summary>Bool mask of the k = round(density·n) largest |x| (ties: lower flat index wins).</summary>
+    public static Tensor TopKMask(Tensor x, double density)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.numel();
+        long k = KeepCount(density, n);
+        var mask = zeros(n, ScalarType.Bool, x.device);
+        if (k == n) mask = ones(n, ScalarType.Bool, x.device);
+        else if (k > 0) mask.index_fill_(0, DescendingOrder(x).slice(0, 0, k, 1), true);
+        return Owned(mask.reshape(x.shape));
+    }
+
+    static Tensor Keep(Tensor x, Tensor mask) => where(mask, x, zeros_like(x));
+
+    /// <summary>Top-k sparsification of one tensor.</summary>
+    public static Tensor TopK(Tensor x, double density)
+    {
+        using var scope = NewDisposeScope();
+        return Owned(Keep(x, TopKMask(x, density)));
+    }
+
+    /// <summary>
+    /// DARE: entries whose noise is below density survive; survivors are divided by density
+    /// (<see cref="DareRescale.Inverse"/>), scaled to keep the L1 norm (<see cref="DareRescale.L1"/>), or kept.
+    /// </summary>
+    public static Tensor Dare(Tensor x, Tensor noise, double density, DareRescale rescale)
+    {
+        using var scope = NewDisposeScope();
+        var mask = noise.to(x.device).lt(density);
+        var kept = Keep(x, mask);
+        switch (rescale)
+        {
+            case DareRescale.Inverse:
+                kept = kept.div(density);
+                break;
+            case DareRescale.L1:
+                double before = x.abs().to(ScalarType.Float64).sum().item<double>();
+                double after = kept.abs().to(ScalarType.Float64).sum().item<double>();
+                if (after > 0) kept = kept.to(ScalarType.Float64).mul(before / after).to(x.dtype);
+                break;
+        }
+        return Owned(kept);
+    }
+
+    /// <summary>
+    /// Model Breadcrumbs: in descending-magnitude order, drop the first round(gamma·n) entries
+    /// (outliers), keep the next k = round(density·n), drop the rest. When round(gamma·n) + k &gt; n
+    /// fewer outliers are dropped so that k entries remain.
+    /// </summary>
+    public static Tensor Breadcrumbs(Tensor x, double density, double gamma)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.numel();
+        long k = KeepCount(density, n);
+        long top = Math.Min(KeepCount(gamma, n), n - k);
+        var mask = zeros(n, ScalarType.Bool, x.device);
+        if (k > 0) mask.index_fill_(0, DescendingOrder(x).slice(0, top, top + k, 1), true);
+        return Owned(Keep(x, mask.reshape(x.shape)));
+    }
+
+    /// <summary>
+    /// DELLA keep probabilities: per row (first dimension; a vector is one row), rank r = 0 for the
+    /// smallest |x| up to c − 1 for the largest (ties as in <see cref="DescendingOrder"/>);
+    /// p = density − ε + 2ε·r/(c − 1) (p = density when c = 1).
+    /// </summary>
+    public static Tensor DellaProbabilities(Tensor x, double density, double epsilon)
+    {
+        using var scope = NewDisposeScope();
+        var rows = x.dim() >= 2 ? x.reshape(x.shape[0], -1) : x.reshape(1, -1);
+        long c = rows.shape[1];
+        if (c <= 1) return Owned(full_like(x, density, dtype: ScalarType.Float64));
+        var (_, idx) = rows.abs().sort(dim: 1, descending: true, stable: true);
+        var positions = arange(c, dtype: ScalarType.Int64, device: x.device).expand(rows.shape[0], c).contiguous();
+        var descRank = zeros(rows.shape, ScalarType.Int64, x.device).scatter_(1, idx, positions);
+        var norm = descRank.neg().add(c - 1).to(ScalarType.Float64).div((double)(c - 1));
+        var p = norm.mul(2 * epsilon).add(density - epsilon);
+        return Owned(p.reshape(x.shape));
+    }
+
+    /// <summary>DELLA (MagPrune): keep where noise &lt; p, survivors divided by p when rescaling.</summary>
+    public static Tensor Della(Tensor x, Tensor noise, double density, double epsilon, bool rescale)
+    {
+        using var scope = NewDisposeScope();
+        if (density >= 1.0) return Owned(x.clone());
+        var p = DellaProbabilities(x, density, epsilon);
+        var mask = noise.to(x.device).to(ScalarType.Float64).lt(p);
+        var kept = Keep(x, mask);
+        if (rescale) kept = kept.to(ScalarType.Float64).div(p).to(x.dtype);
+        return Owned(kept);
+    }
+
+    /// <summary>
+    /// TIES sign election over a stack: elected = sign(Σ xᵢ) (mass) or sign(Σ sign xᵢ) (count);
+    /// entries whose sign differs from the elected sign become +0 (so where the elected sign is 0
+    /// every entry becomes 0).
+    /// </summary>
+    public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule)
+    {
+        using var scope = NewDisposeScope();
+        var s = torch.stack(stack.ToArray());
+        var elected = rule == SignRule.Mass
+            ? s.to(ScalarType.Float64).sum(0).sign()
+            : s.sign().to(ScalarType.Float64).sum(0).sign();
+        var agree = s.sign().to(ScalarType.Float64).eq(elected.unsqueeze(0));
+        var kept = where(agree, s, zeros_like(s));
+        var result = new Tensor[stack.Count];
+        for (int i = 0; i < result.Length; i++) result[i] = kept[i].clone().MoveToOuterDisposeScope();
+        return result;
+    }
+
+    static Tensor Stack64(IReadOnlyList<Tensor> stack) => torch.stack(stack.Select(t => t.to(ScalarType.Float64)).ToArray());
+
+    /// <summary>Σ xᵢ.</summary>
+    public static Tensor Sum(IReadOnlyList<Tensor> stack)
+    {
+        using var scope = NewDisposeScope();
+        return Owned(Stack64(stack).sum(0).to(stack[0].dtype));
+    }
+
+    /// <summary>(Σ xᵢ)/N.</summary>
+    public static Tensor Mean(IReadOnlyList<Tensor> stack)
+    {
+        using var scope = NewDisposeScope();
+        return Owned(Stack64(stack).sum(0).div((double)stack.Count).to(stack[0].dtype));
+    }
+
+    /// <summary>Σ xᵢ / max(1, #{i : xᵢ ≠ 0}) per element.</summary>
+    public static Tensor DisjointMean(IReadOnlyList<Tensor> stack)
+    {
+        using var scope = NewDisposeScope();
+        var s = Stack64(stack);
+        var count = s.ne(0.0).sum(0, type: ScalarType.Float64).clamp_min(1.0);
+        return Owned(s.sum(0).div(count).to(stack[0].dtype));
+    }
+
+    /// <summary>Σ wᵢ·xᵢ.</summary>
+    public static Tensor Weighted(IReadOnlyList<Tensor> stack, IReadOnlyList<double> weights)
+    {
+        using var scope = NewDisposeScope();
+        var acc = zeros_like(stack[0], dtype: ScalarType.Float64);
+        for (int i = 0; i < stack.Count; i++) acc = acc.add(stack[i].to(ScalarType.Float64).mul(weights[i]));
+        return Owned(acc.to(stack[0].dtype));
+    }
+
+    /// <summary>a + b.</summary>
+    public static Tensor Add(Tensor a, Tensor b) => a.add(b);
+
+    /// <summary>a − b.</summary>
+    public static Tensor Sub(Tensor a, Tensor b) => a.sub(b);
+
+    /// <summary>x·factor (in x's dtype).</summary>
+    public static Tensor Scale(Tensor x, double factor) => x.mul(factor);
+
+    /// <summary>(1 − t)·a + t·b, in float64.</summary>
+    public static Tensor Lerp(Tensor a, Tensor b, double t)
+    {
+        using var scope = NewDisposeScope();
+        var r = a.to(ScalarType.Float64).mul(1.0 - t).add(b.to(ScalarType.Float64).mul(t));
+        return Owned(r.to(a.dtype));
+    }
+
+    /// <summary>|cos| above which slerp falls back to lerp (mergekit's DOT_THRESHOLD).</summary>
+    public const double ParallelThreshold = 0.9995;
+
+    /// <summary>
+    /// Spherical interpolation (mergekit's formula): with the angle θ between a and b (as flat
+    /// vectors), sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b; lerp when |cos θ| &gt; 0.9995 or a norm is 0.
+    /// </summary>
+    public static Tensor Slerp(Tensor a, Tensor b, double t)
+    {
+        using var scope = NewDisposeScope();
+        var a64 = a.to(ScalarType.Float64).flatten();
+        var b64 = b.to(ScalarType.Float64).flatten();
+        double na = a64.norm().item<double>(), nb = b64.norm().item<double>();
+        if (na == 0 || nb == 0) return Owned(Lerp(a, b, t));
+        double dot = a64.dot(b64).item<double>() / (na * nb);
+        if (Math.Abs(dot) > ParallelThreshold || double.IsNaN(dot)) return Owned(Lerp(a, b, t));
+        double theta = Math.Acos(Math.Clamp(dot, -1.0, 1.0));
+        double sinTheta = Math.Sin(theta);
+        double s0 = Math.Sin((1 - t) * theta) / sinTheta;
+        double s1 = Math.Sin(t * theta) / sinTheta;
+        var r = a.to(ScalarType.Float64).mul(s0).add(b.to(ScalarType.Float64).mul(s1));
+        return Owned(r.to(a.dtype));
+    }
+
+    /// <summary>The Model Stock ratio t = k·cos/((k−1)·cos + 1) for k experts and their mean pairwise cosine.</summary>
+    public static double ModelStockRatio(int k, double cos) => k * cos / ((k - 1) * cos + 1);
+
+    /// <summary>
+    /// Model Stock: cos = mean over pairs i &lt; j of cos(τᵢ, τⱼ) with τᵢ = θᵢ − θ₀ flattened (0 when a
+    /// norm is 0); t = k·cos/((k−1)·cos + 1); result t·mean(θᵢ) + (1 − t)·θ₀.
+    /// </summary>
+    public static Tensor ModelStock(IReadOnlyList<Tensor> experts, Tensor baseTensor)
+    {
+        using var scope = NewDisposeScope();
+        var b64 = baseTensor.to(ScalarType.Float64);
+        var taus = experts.Select(e => e.to(ScalarType.Float64).sub(b64).flatten()).ToArray();
+        double cosSum = 0;
+        int pairs = 0;
+        for (int i = 0; i < taus.Length; i++)
+            for (int j = i + 1; j < taus.Length; j++)
+            {
+                double ni = taus[i].norm().item<double>(), nj = taus[j].norm().item<double>();
+                cosSum += ni == 0 || nj == 0 ? 0.0 : taus[i].dot(taus[j]).item<double>() / (ni * nj);
+                pairs++;
+            }
+        double cos = cosSum / pairs;
+        double t = ModelStockRatio(taus.Length, cos);
+        var avg = Stack64(experts).mean([0L]);
+        var r = avg.mul(t).add(b64.mul(1 - t));
+        return Owned(r.to(baseTensor.dtype));
+    }
+
+    /// <summary>
+    /// |x| rounded to float32, as its IEEE-754 bit pattern (int64): for non-negative floats the
+    /// integer order is the value order, which makes exact histogram selection possible. Computed
+    /// arithmetically (frexp) because TorchSharp has no dtype-reinterpreting view; works on any device.
+    /// </summary>
+    public static Tensor MagnitudeBits(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var a = x.abs().to(ScalarType.Float32).flatten();
+        var (m, e) = a.frexp();
+        const double two23 = 8388608.0;
+        var normal = e.to(ScalarType.Int64).add(126).mul(8388608L)
+            .add(m.to(ScalarType.Float64).mul(2.0).sub(1.0).mul(two23).to(ScalarType.Int64));
+        var sub = a.to(ScalarType.Float64).mul(Math.Pow(2, 149)).to(ScalarType.Int64);
+        var key = where(a.lt(Math.Pow(2, -126)), sub, normal);
+        key = where(a.isinf(), full_like(key, 0x7F800000L), key);
+        key = where(a.isnan(), full_like(key, 0x7FC00000L), key);
+        return Owned(key);
+    }
+
+    /// <summary>
+    /// Global top-k applied to one tensor: keep entries whose magnitude bits exceed
+    /// <paramref name="thresholdBits"/>, plus the first <paramref name="tieQuota"/> entries (by flat
+    /// index) that equal it. Returns the result and the number of ties used.
+    /// </summary>
+    public static (Tensor Result, long TiesUsed) ApplyThreshold(Tensor x, long thresholdBits, long tieQuota)
+    {
+        using var scope = NewDisposeScope();
+        var bits = MagnitudeBits(x);
+        var keep = bits.gt(thresholdBits);
+        long used = 0;
+        if (tieQuota > 0)
+        {
+            var eq = bits.eq(thresholdBits);
+            var rank = eq.to(ScalarType.Int64).cumsum(0);
+            var tie = eq.logical_and(rank.le(tieQuota));
+            used = tie.sum().item<long>();
+            keep = keep.logical_or(tie);
+        }
+        var r = Keep(x, keep.reshape(x.shape));
+        return (Owned(r), used);
+    }
+}

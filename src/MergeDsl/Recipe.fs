@@ -1,0 +1,102 @@
+namespace MergeDsl
+
+open MergeDsl.Core.Ir
+
+[<Sealed>]
+type TensorKind = class end
+
+[<Sealed>]
+type StackKind = class end
+
+[<Sealed>]
+type Value<'Kind>(ir: Expr) =
+    member _.Ir = ir
+    override _.ToString() = ir.ToString()
+
+type Tensor = Value<TensorKind>
+
+type Stack = Value<StackKind>
+
+type Sign =
+    | Mass
+    | Count
+
+type Scope =
+    | PerTensor
+    | Global
+
+type Rescale =
+    | Inverse
+    | L1
+    | NoRescale
+
+[<Sealed>]
+type Rule(ir: RecipeRule) =
+    member _.Ir = ir
+
+[<Sealed>]
+type Factor(ir: ScaleFactor) =
+    member _.Ir = ir
+
+[<RequireQualifiedAccess>]
+module Recipe =
+    let private mkTensor (e: Expr) : Tensor = Value<TensorKind>(e)
+    let private mkStack (e: Expr) : Stack = Value<StackKind>(e)
+
+    let baseModel = mkTensor (BaseModel())
+    let experts = mkStack (Experts())
+    let model (label: string) = mkTensor (ModelTensor label)
+    let stackOf (items: Tensor list) = mkStack (StackOf([| for i in items -> i.Ir |]))
+    let pair (a: Tensor) (b: Tensor) = stackOf [ a; b ]
+    let withBase (stack: Stack) = mkStack (StackOf([| (BaseModel() :> Expr); stack.Ir |]))
+    let pick (index: int) (stack: Stack) = mkTensor (Pick(stack.Ir, index))
+
+    let taskVectors (stack: Stack) = mkStack (TaskVectors(stack.Ir, BaseModel()))
+    let taskVectorsFrom (origin: Tensor) (stack: Stack) = mkStack (TaskVectors(stack.Ir, origin.Ir))
+    let sparsify (method: Sparsifier) (value: Value<'Kind>) = Value<'Kind>(Sparsify(value.Ir, method))
+    let topKWith (scope: Scope) (density: float) : Sparsifier =
+        TopK(density, (match scope with PerTensor -> TopKScope.PerTensor | Global -> TopKScope.Global))
+    let topK density = topKWith PerTensor density
+    let topKGlobal density = topKWith Global density
+    let bernoulliWith (rescale: Rescale) (density: float) : Sparsifier =
+        Bernoulli(density, (match rescale with Inverse -> DareRescale.Inverse | L1 -> DareRescale.L1 | NoRescale -> DareRescale.None))
+    let bernoulli density = bernoulliWith Inverse density
+    let breadcrumbs (density: float) (gamma: float) : Sparsifier = Breadcrumbs(density, gamma)
+    let della (density: float) (epsilon: float) : Sparsifier = Della(density, epsilon)
+    let electSign (rule: Sign) (stack: Stack) =
+        mkStack (ElectSign(stack.Ir, (match rule with Mass -> SignRule.Mass | Count -> SignRule.Count)))
+
+    let constant (value: float) = Factor(ConstantFactor value)
+    let scaleBy (factor: Factor) (value: Value<'Kind>) = Value<'Kind>(Scale(value.Ir, factor.Ir))
+    let scale (factor: float) (value: Value<'Kind>) = scaleBy (constant factor) value
+    let byLayer (anchors: float list) = Factor(LayerGradient(Array.ofList anchors))
+    let byName (rules: (string * Factor) list) (fallback: Factor) =
+        Factor(ByNameFactor([| for (p, f) in rules -> NamedFactor(NamePattern.Parse p, f.Ir) |], fallback.Ir))
+
+    let sum (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.Sum))
+    let mean (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.Mean))
+    let weighted (weights: float list) (stack: Stack) = mkTensor (Weighted(stack.Ir, Array.ofList weights))
+    let disjointMean (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.DisjointMean))
+    let lerp (t: float) (pair: Stack) = mkTensor (Lerp(pair.Ir, t))
+    let slerp (t: float) (pair: Stack) = mkTensor (Slerp(pair.Ir, t))
+    let modelStock (stack: Stack) = mkTensor (ModelStock(stack.Ir, BaseModel()))
+
+    let add (a: Tensor) (b: Tensor) = mkTensor (Add(a.Ir, b.Ir))
+    let addTo (origin: Tensor) (x: Tensor) = mkTensor (Add(origin.Ir, x.Ir))
+    let addToBase (x: Tensor) = addTo baseModel x
+    let passthrough (source: Tensor) = mkTensor (Passthrough source.Ir)
+
+    let rule (pattern: string) (expr: Tensor) = Rule(RecipeRule(NamePattern.Parse pattern, expr.Ir))
+    let select (rules: Rule list) (fallback: Tensor) = MergeRecipe([| for r in rules -> r.Ir |], fallback.Ir)
+    let ofTensor (expr: Tensor) = MergeRecipe.Of expr.Ir
+    let onExperts (labels: string list) (recipe: MergeRecipe) = recipe.WithExperts(Array.ofList labels)
+    let named (name: string) (parameters: (string * string) list) (recipe: MergeRecipe) =
+        recipe.WithName(name, readOnlyDict parameters)
+    let describe (recipe: MergeRecipe) = recipe.Describe()
+
+    let tensorOfIr (expr: Expr) =
+        if expr.Kind <> ValueKind.Tensor then invalidArg "expr" $"expected a tensor expression, got a stack: {expr}"
+        mkTensor expr
+    let stackOfIr (expr: Expr) =
+        if expr.Kind <> ValueKind.Stack then invalidArg "expr" $"expected a stack expression, got a tensor: {expr}"
+        mkStack expr
