@@ -14,6 +14,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<Run.Args>
     | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<Data.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -24,6 +25,7 @@ type Args =
             | Demo _ -> "build a small demo model zoo and inspect it."
             | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
+            | Data _ -> "task-pool data: `data fetch` installs and caches MNIST digits and Fashion-MNIST."
             | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
 
 [<EntryPoint>]
@@ -57,5 +59,7 @@ let main argv =
                 Plan.run (results.GetResult Plan)
             elif results.Contains Bench then
                 Bench.run (results.GetResult Bench)
+            elif results.Contains Data then
+                Data.run (results.GetResult Data)
             else
                 raise (UsageError "no command given; try `mergedsl --help`"))

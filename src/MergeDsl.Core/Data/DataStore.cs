@@ -136,15 +136,15 @@ public sealed class DataStore(string root)
     public SplitDataset LoadTask(TaskSpec task) => task.Derive(Load(task.Source));
 
     /// <summary>
-    /// Writes a task's test split in the evaluation format (<c>&lt;task&gt;.safetensors</c>: F32 <c>images</c>
-    /// [N, 1, H, W] scaled to [0, 1], I64 <c>labels</c> [N]; metadata: task, classes).
+    /// Writes a task's test split in the evaluation format (<c>&lt;task&gt;.safetensors</c>: U8 <c>images</c>
+    /// [N, 1, H, W], which readers normalise with the model folder's <c>mergedsl_preprocess</c>, and I64
+    /// <c>labels</c> [N]; metadata: task, classes).
     /// </summary>
     public static string ExportEval(TaskSpec task, ImageSet test, string folder)
     {
         using var scope = NewDisposeScope();
         var path = Path.Combine(folder, task.Name + ".safetensors");
-        var images = tensor(test.Pixels, new long[] { test.Count, 1, test.Height, test.Width }, ScalarType.Byte)
-            .to_type(ScalarType.Float32).div_(255f);
+        var images = tensor(test.Pixels, new long[] { test.Count, 1, test.Height, test.Width }, ScalarType.Byte);
         TensorFile.Write(path, new Dictionary<string, Tensor>
         {
             ["images"] = images, ["labels"] = tensor(test.Labels, new long[] { test.Count }),

@@ -57,7 +57,7 @@ public static class ZooBuilder
                 Settings = s, Folder = folder, FromCache = true, TrainSeconds = info,
                 Pretrained = TensorFile.Read(Path.Combine(folder, "pretrained", "model.safetensors")),
                 Experts = tasks.Select(t => TensorFile.Read(Path.Combine(folder, "experts", t.Task.Name, "model.safetensors"))).ToList(),
-                Heads = tasks.Select(t => TensorFile.Read(Path.Combine(folder, "heads", t.Task.Name + ".safetensors"))).ToList(),
+                Heads = tasks.Select(t => TensorFile.Read(Path.Combine(folder, "pretrained", "heads", t.Task.Name + ".safetensors"))).ToList(),
             };
         }
         torch.manual_seed(s.Seed);
@@ -74,18 +74,18 @@ public static class ZooBuilder
 
         var meta = new Dictionary<string, string> { ["zoo_settings"] = JsonSerializer.Serialize(s) };
         var config = s.Model.ToHfConfigJson();
+        // Every model is a CLIP model folder (config.json, model.safetensors, heads/<task>.safetensors), so
+        // `mergedsl eval` and the merge commands read the zoo directly.
         void Save(string dir, Dictionary<string, Tensor> p)
         {
             TensorFile.Write(Path.Combine(dir, "model.safetensors"), p, meta);
             File.WriteAllText(Path.Combine(dir, "config.json"), config);
+            for (int i = 0; i < tasks.Count; i++)
+                TensorFile.Write(Path.Combine(dir, "heads", tasks[i].Task.Name + ".safetensors"), heads[i],
+                    new Dictionary<string, string> { ["classes"] = JsonSerializer.Serialize(tasks[i].Task.Classes) });
         }
         Save(Path.Combine(folder, "pretrained"), pre);
-        for (int i = 0; i < tasks.Count; i++)
-        {
-            Save(Path.Combine(folder, "experts", tasks[i].Task.Name), experts[i]);
-            TensorFile.Write(Path.Combine(folder, "heads", tasks[i].Task.Name + ".safetensors"), heads[i],
-                new Dictionary<string, string> { ["classes"] = JsonSerializer.Serialize(tasks[i].Task.Classes) });
-        }
+        for (int i = 0; i < tasks.Count; i++) Save(Path.Combine(folder, "experts", tasks[i].Task.Name), experts[i]);
         File.WriteAllText(done, JsonSerializer.Serialize(times));
         return new ModelZoo
         {
@@ -118,7 +118,6 @@ public static class ZooBuilder
         var head = new Dictionary<string, Parameter>
         {
             ["weight"] = new Parameter(normal(0.0, 0.02, [20, s.Model.ProjectionDim], generator: gen), true),
-            ["bias"] = new Parameter(zeros(20), true),
         };
         var all = p.Values.Concat(head.Values).ToList();
         var opt = optim.AdamW(all, s.PretrainLr, weight_decay: 0.05);
@@ -132,7 +131,7 @@ public static class ZooBuilder
             var (xf, yf) = fashion.TrainBatch(rng, s.PretrainBatch - half);
             var x = cat([xd, xf], 0);
             var y = cat([yd, yf + 10], 0);
-            var hp = head.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value);
+            var hp = new Dictionary<string, Tensor> { ["weight"] = head["weight"], ["logit_scale"] = tensor(10f) };
             var loss = nn.functional.cross_entropy(TinyClip.Head(hp, TinyClip.Encode(s.Model, p.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value), x)), y);
             opt.zero_grad();
             loss.backward();
@@ -169,19 +168,19 @@ public static class ZooBuilder
         int classes = task.Task.ClassCount;
         var gen = new Generator((ulong)seed);
         var w = new Parameter(normal(0.0, 0.01, [classes, s.Model.ProjectionDim], generator: gen), true);
-        var b = new Parameter(zeros(classes), true);
-        var opt = optim.Adam([w, b], 1e-2);
+        var opt = optim.Adam([w], 1e-2);
+        var feN = nn.functional.normalize(feats, p: 2, dim: -1);
         for (int step = 0; step < s.HeadSteps; step++)
         {
             using var scope = NewDisposeScope();
-            var loss = nn.functional.cross_entropy(nn.functional.linear(feats, w, b), task.TrainLabels)
-                       + 1e-4 * w.pow(2).sum();
+            var loss = nn.functional.cross_entropy(feN.matmul(w.t()), task.TrainLabels) + 1e-5 * w.pow(2).sum();
             opt.zero_grad();
             loss.backward();
             opt.step();
         }
-        var head = new Dictionary<string, Tensor> { ["weight"] = w.detach().clone(), ["bias"] = b.detach().clone() };
-        feats.Dispose(); w.Dispose(); b.Dispose(); opt.Dispose();
+        // The scale is folded into the rows; logit_scale 1 keeps the file self-describing for other readers.
+        var head = new Dictionary<string, Tensor> { ["weight"] = w.detach().clone(), ["logit_scale"] = tensor(1f) };
+        feats.Dispose(); feN.Dispose(); w.Dispose(); opt.Dispose();
         log?.Invoke($"head {task.Task.Name}: fitted on {task.TrainImages.shape[0]} pretrained embeddings");
         return head;
     }

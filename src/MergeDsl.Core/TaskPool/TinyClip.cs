@@ -21,6 +21,8 @@ public sealed record TinyClipConfig(
         ["num_attention_heads"] = Heads, ["image_size"] = ImageSize, ["patch_size"] = PatchSize,
         ["num_channels"] = Channels, ["projection_dim"] = ProjectionDim, ["hidden_act"] = "quick_gelu",
         ["layer_norm_eps"] = LayerNormEps,
+        // Stored U8 images are scaled to [0, 1] and mapped to [-1, 1] (TaskTensors.ToInput).
+        ["mergedsl_preprocess"] = new Dictionary<string, float[]> { ["mean"] = [0.5f], ["std"] = [0.5f] },
     }, new JsonSerializerOptions { WriteIndented = true });
 }
 
@@ -30,7 +32,7 @@ public delegate Tensor MlpOverride(int layer, Tensor x);
 /// <summary>
 /// A functional CLIP vision transformer over a parameter map with Hugging Face names
 /// (<c>vision_model.encoder.layers.{i}.mlp.fc1.weight</c>, ...), so that merged and upscaled parameter maps
-/// run without building modules. Images are [B, C, H, W] floats in [0, 1].
+/// run without building modules. Images are [B, C, H, W] floats, normalised to [-1, 1].
 /// </summary>
 public static class TinyClip
 {
@@ -134,7 +136,10 @@ public static class TinyClip
         return nn.functional.linear(pooled, p["visual_projection.weight"]);
     }
 
-    /// <summary>Logits of a task head (<c>weight</c> [C, ProjectionDim], <c>bias</c> [C]) over image embeddings.</summary>
+    /// <summary>
+    /// Logits of a CLIP-style task head over image embeddings: <c>logit_scale</c> · (e / ‖e‖) · <c>weight</c>ᵀ
+    /// (<c>weight</c> [C, ProjectionDim], <c>logit_scale</c> []), the layout of <c>heads/&lt;task&gt;.safetensors</c>.
+    /// </summary>
     public static Tensor Head(IReadOnlyDictionary<string, Tensor> head, Tensor embeds) =>
-        nn.functional.linear(embeds, head["weight"], head["bias"]);
+        nn.functional.normalize(embeds, p: 2, dim: -1).matmul(head["weight"].t()) * head["logit_scale"];
 }
