@@ -18,6 +18,8 @@ type Args =
     | Out of dir: string
     | Seed of seed: int
     | Threads of count: int
+    | Wemoe_Lr of lr: float
+    | Wemoe_Steps of steps: int
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -26,7 +28,9 @@ type Args =
             | Data _ -> "data folder (default $MERGEDSL_DATA or ~/.cache/mergedsl); the model zoo is cached in <data>/zoo."
             | Out _ -> "report folder (default results/taskpool)."
             | Seed _ -> "seed of the zoo and of adaptation (default 42)."
-            | Threads _ -> "torch CPU threads (default: number of cores)."
+            | Threads _ -> "torch CPU threads (default 1: the model is tiny; more threads only help on an idle machine)."
+            | Wemoe_Lr _ -> "learning rate of WEMoE/E-WEMoE router adaptation (default 1e-4)."
+            | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 1000; --quick 10)."
 
 /// Renders the result table with Spectre.Console.
 let printTable (r: BenchmarkResult) =
@@ -84,8 +88,9 @@ let writePlot (r: BenchmarkResult) (path: string) =
     plot.SavePng(path, 1400, 700) |> ignore
 
 /// Runs the benchmark and writes the reports; returns the result.
-let execute (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) =
-    let options = BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log)
+let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (wemoeLr: float option) (wemoeSteps: int option) =
+    let options =
+        BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log, Option.toNullable wemoeLr, Option.toNullable wemoeSteps)
     let result = TaskPoolBenchmark.Run options
     Directory.CreateDirectory outDir |> ignore
     BenchmarkReports.WriteJson(result, Path.Combine(outDir, "results.json"))
@@ -93,17 +98,21 @@ let execute (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: 
     writePlot result (Path.Combine(outDir, "results.png"))
     result
 
+/// Runs the benchmark with default adaptation settings and writes the reports.
+let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log None None
+
 let run (args: ParseResults<Args>) =
     let dataRoot = args.TryGetResult Data |> Option.defaultWith DataStore.DefaultRoot
     let outDir = args.TryGetResult Out |> Option.defaultValue (Path.Combine("results", "taskpool"))
     let seed = args.TryGetResult Seed |> Option.defaultValue 42
-    let threads = args.TryGetResult Threads |> Option.defaultValue Environment.ProcessorCount
+    let threads = args.TryGetResult Threads |> Option.defaultValue 1
     if threads < 1 then raise (UsageError(sprintf "--threads: expected a positive count, got %d" threads))
     MergeDsl.Core.Torch.TorchRuntime.EnsureLoadable() |> ignore
     torch.set_num_threads threads
     try
         let log (line: string) = AnsiConsole.MarkupLine("[grey]" + Markup.Escape line + "[/]")
-        let result = execute dataRoot outDir (args.Contains Quick) seed log
+        let result =
+            executeWith dataRoot outDir (args.Contains Quick) seed log (args.TryGetResult Wemoe_Lr) (args.TryGetResult Wemoe_Steps)
         printTable result
         printfn "reports: %s" (String.Join(", ", [ "results.json"; "results.md"; "results.png" ] |> List.map (fun f -> Path.Combine(outDir, f))))
         ExitCode.Ok

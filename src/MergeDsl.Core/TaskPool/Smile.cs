@@ -66,7 +66,7 @@ public sealed class SmileModel : IDisposable
         var w = zeros_like(probs).scatter(-1, topi, topv);                                  // [B, T, N]
         var proj = matmul(x, m.Vh.t()).view(b, t, _n, k);                                   // [B, T, N, k]
         var expertOut = einsum("btnk,nok->btno", proj, m.Us) + m.Db;                        // [B, T, N, out]
-        return baseOut + (w.unsqueeze(-1) * expertOut).sum(2);
+        return baseOut + (w.unsqueeze(-1) * expertOut).sum(2L, false);
     }
 
     /// <summary>Image embeddings.</summary>

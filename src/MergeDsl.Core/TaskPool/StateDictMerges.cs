@@ -81,11 +81,11 @@ public static class StateDictMerges
         foreach (var (name, p0) in pre)
         {
             var st = torch.stack(taus.Select(t => t[name]).ToArray());           // [N, ...]
-            var sign = st.sum(0).sign();
+            var sign = st.sum(0L, false).sign();
             var agree = st.sign().eq(sign.unsqueeze(0)).logical_and(st.ne(0));
             var kept = st * agree;
-            var merged = kept.sum(0);
-            if (disjointMean) merged = merged / agree.sum(0).clamp_min(1);
+            var merged = kept.sum(0L, false);
+            if (disjointMean) merged = merged / agree.sum(0L, false).clamp_min(1);
             r[name] = p0 + lambda * merged;
         }
         return r;

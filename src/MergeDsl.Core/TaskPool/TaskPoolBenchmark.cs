@@ -38,7 +38,14 @@ public sealed record BenchmarkOptions
     public Action<string>? Log { get; init; }
 
     /// <summary>The full benchmark (or its --quick version for CI).</summary>
-    public static BenchmarkOptions Create(string dataRoot, bool quick, int seed = 42, Action<string>? log = null)
+    public static BenchmarkOptions Create(string dataRoot, bool quick, int seed = 42, Action<string>? log = null,
+        double? wemoeLr = null, int? wemoeSteps = null)
+    {
+        var o = CreateDefault(dataRoot, quick, seed, log);
+        return o with { WeMoE = o.WeMoE with { Lr = wemoeLr ?? o.WeMoE.Lr, Steps = wemoeSteps ?? o.WeMoE.Steps } };
+    }
+
+    static BenchmarkOptions CreateDefault(string dataRoot, bool quick, int seed, Action<string>? log)
     {
         if (!quick)
             return new BenchmarkOptions

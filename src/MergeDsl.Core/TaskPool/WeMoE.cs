@@ -79,10 +79,10 @@ public sealed class WeMoEModel : IDisposable
         int d = _config.Hidden, i = _config.Intermediate;
         var w1 = _base[TinyClip.Layer(layer, "mlp.fc1.weight")].unsqueeze(0) + matmul(routes, _t1w[layer]).view(b, i, d);
         var b1 = _base[TinyClip.Layer(layer, "mlp.fc1.bias")].unsqueeze(0) + matmul(routes, _t1b[layer]);
-        var a = TinyClip.QuickGelu(baddbmm(b1.unsqueeze(1), h, w1.transpose(1, 2)));
+        var a = TinyClip.QuickGelu(bmm(h, w1.transpose(1, 2)) + b1.unsqueeze(1));
         var w2 = _base[TinyClip.Layer(layer, "mlp.fc2.weight")].unsqueeze(0) + matmul(routes, _t2w[layer]).view(b, d, i);
         var b2 = _base[TinyClip.Layer(layer, "mlp.fc2.bias")].unsqueeze(0) + matmul(routes, _t2b[layer]);
-        return baddbmm(b2.unsqueeze(1), a, w2.transpose(1, 2));
+        return bmm(a, w2.transpose(1, 2)) + b2.unsqueeze(1);
     }
 
     /// <summary>Image embeddings.</summary>

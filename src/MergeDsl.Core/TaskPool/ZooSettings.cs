@@ -36,11 +36,11 @@ public sealed record ZooSettings
     /// <summary>Full-batch steps of head fitting on frozen pretrained features.</summary>
     public int HeadSteps { get; init; } = 300;
     /// <summary>Fine-tuning steps per expert.</summary>
-    public int FineTuneSteps { get; init; } = 300;
+    public int FineTuneSteps { get; init; } = 500;
     /// <summary>Fine-tuning batch size.</summary>
     public int FineTuneBatch { get; init; } = 64;
     /// <summary>Fine-tuning learning rate (Adam, constant after a short warm-up).</summary>
-    public double FineTuneLr { get; init; } = 5e-4;
+    public double FineTuneLr { get; init; } = 1e-3;
     /// <summary>What fine-tuning moves.</summary>
     public FineTuneScope Scope { get; init; } = FineTuneScope.Mlp;
 
