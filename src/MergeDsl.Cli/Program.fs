@@ -15,6 +15,9 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<Data.Args>
+    | [<CliPrefix(CliPrefix.None)>] Upscale of ParseResults<Upscale.Args>
+    | [<CliPrefix(CliPrefix.None)>] Adapt of ParseResults<Adapt.Args>
+    | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -27,6 +30,9 @@ type Args =
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
             | Data _ -> "task-pool data: `data fetch` installs and caches MNIST digits and Fashion-MNIST."
             | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
+            | Upscale _ -> "upscale a CLIP model and its experts into an MoE model (wemoe, e-wemoe, smile)."
+            | Adapt _ -> "test-time adaptation: train WEMoE routers (or AdaMerging coefficients) on unlabelled data."
+            | Eval _ -> "per-task accuracy and loss of a model with heads on labelled data (FusionBench JSON)."
 
 [<EntryPoint>]
 let main argv =
@@ -61,5 +67,11 @@ let main argv =
                 Bench.run (results.GetResult Bench)
             elif results.Contains Data then
                 Data.run (results.GetResult Data)
+            elif results.Contains Upscale then
+                Upscale.run (results.GetResult Upscale)
+            elif results.Contains Adapt then
+                Adapt.run (results.GetResult Adapt)
+            elif results.Contains Eval then
+                Eval.run (results.GetResult Eval)
             else
                 raise (UsageError "no command given; try `mergedsl --help`"))

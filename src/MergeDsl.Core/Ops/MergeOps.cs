@@ -129,8 +129,8 @@ public static class MergeOps
         using var scope = NewDisposeScope();
         var s = torch.stack(stack.ToArray());
         var elected = rule == SignRule.Mass
-            ? s.to(ScalarType.Float64).sum(0).sign()
-            : s.sign().to(ScalarType.Float64).sum(0).sign();
+            ? s.to(ScalarType.Float64).sum(0L).sign()
+            : s.sign().to(ScalarType.Float64).sum(0L).sign();
         var agree = s.sign().to(ScalarType.Float64).eq(elected.unsqueeze(0));
         var kept = where(agree, s, zeros_like(s));
         var result = new Tensor[stack.Count];
@@ -144,14 +144,14 @@ public static class MergeOps
     public static Tensor Sum(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        return Owned(Stack64(stack).sum(0).to(stack[0].dtype));
+        return Owned(Stack64(stack).sum(0L).to(stack[0].dtype));
     }
 
     /// <summary>(Σ xᵢ)/N.</summary>
     public static Tensor Mean(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        return Owned(Stack64(stack).sum(0).div((double)stack.Count).to(stack[0].dtype));
+        return Owned(Stack64(stack).sum(0L).div((double)stack.Count).to(stack[0].dtype));
     }
 
     /// <summary>Σ xᵢ / max(1, #{i : xᵢ ≠ 0}) per element.</summary>
@@ -160,7 +160,7 @@ public static class MergeOps
         using var scope = NewDisposeScope();
         var s = Stack64(stack);
         var count = s.ne(0.0).sum(0, type: ScalarType.Float64).clamp_min(1.0);
-        return Owned(s.sum(0).div(count).to(stack[0].dtype));
+        return Owned(s.sum(0L).div(count).to(stack[0].dtype));
     }
 
     /// <summary>Σ wᵢ·xᵢ.</summary>
@@ -275,7 +275,7 @@ public static class MergeOps
         if (tieQuota > 0)
         {
             var eq = bits.eq(thresholdBits);
-            var rank = eq.to(ScalarType.Int64).cumsum(0);
+            var rank = eq.to(ScalarType.Int64).cumsum(0L);
             var tie = eq.logical_and(rank.le(tieQuota));
             used = tie.sum().item<long>();
             keep = keep.logical_or(tie);

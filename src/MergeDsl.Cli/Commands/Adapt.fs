@@ -1,0 +1,140 @@
+/// `mergedsl adapt MODEL --data DIR [--steps N] [--batch N] [--lr X] [--out DIR]`: test-time adaptation
+/// (WEMoE routers, or AdaMerging coefficients with `--method adamerging --expert DIR...`).
+module MergeDsl.Cli.Commands.Adapt
+
+open System
+open System.IO
+open System.Text.Json
+open System.Text.Json.Nodes
+open Argu
+open Spectre.Console
+open MergeDsl.Core.Torch
+open MergeDsl.Core.Checkpoints
+open MergeDsl.Core.Models
+open MergeDsl.Core.Moe
+open MergeDsl.Core.Evaluation
+open MergeDsl.Core.Adaptation
+open MergeDsl.Cli.Failure
+
+type Args =
+    | [<MainCommand; ExactlyOnce>] Model of dir: string
+    | [<Mandatory; Unique>] Data of dir: string
+    | [<Unique>] Steps of n: int
+    | [<Unique>] Batch of n: int
+    | [<Unique>] Lr of rate: float
+    | [<Unique>] Out of dir: string
+    | [<Unique>] Method of ``method``: string
+    | Expert of dir: string
+    | [<Unique>] Seed of seed: int64
+    | [<Unique>] Device of device: string
+    | Overwrite
+    | Quiet
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Model _ -> "an upscaled WEMoE model folder (routers), or the base model for AdaMerging."
+            | Data _ -> "folder of <task>.safetensors with images (labels are not used)."
+            | Steps _ -> "optimiser steps (default 1000)."
+            | Batch _ -> "images per task per step (default 16)."
+            | Lr _ -> "Adam learning rate (default 1e-4 routers, 1e-3 AdaMerging)."
+            | Out _ -> "output folder (default MODEL-adapted); gets adapt_log.json too."
+            | Method _ -> "routers (default), adamerging (layer-wise) or adamerging-task."
+            | Expert _ -> "AdaMerging: an expert model folder (repeat, in task order)."
+            | Seed _ -> "batch sampling seed (default 0)."
+            | Device _ -> "auto (default), cpu or cuda."
+            | Overwrite -> "replace an existing output folder."
+            | Quiet -> "no progress bar."
+
+/// Runs `work` with a Spectre progress bar over `steps` (none when quiet or stderr is redirected).
+let withProgress (quiet: bool) (steps: int) (work: Action<AdaptStep> -> 'T) : 'T =
+    if quiet || Console.IsErrorRedirected || steps = 0 then
+        work (Action<AdaptStep>(ignore))
+    else
+        let console = AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(Console.Error)))
+        let mutable result = Unchecked.defaultof<'T>
+        console
+            .Progress()
+            .AutoClear(true)
+            .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), RemainingTimeColumn(), SpinnerColumn())
+            .Start(fun ctx ->
+                let task = ctx.AddTask("adapting", true, float steps)
+                result <-
+                    work (Action<AdaptStep>(fun s ->
+                        task.Description <- $"step {s.Step}/{steps} entropy {s.Loss:F4}"
+                        task.Value <- float s.Step)))
+        result
+
+let private logJson (r: AdaptResult) (extra: (string * JsonNode) list) =
+    let o = JsonObject()
+    o["steps"] <- JsonValue.Create r.Log.Count
+    o["seconds"] <- JsonValue.Create r.Seconds
+    o["steps_per_second"] <- JsonValue.Create(if Double.IsNaN r.StepsPerSecond then 0.0 else r.StepsPerSecond)
+    o["peak_rss_bytes"] <- JsonValue.Create r.PeakRssBytes
+    o["trained"] <- JsonArray(r.TrainedParameters |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq)
+    o["loss"] <- JsonArray(r.Log |> Seq.map (fun s -> JsonValue.Create s.Loss :> JsonNode) |> Array.ofSeq)
+    for k, v in extra do o[k] <- v
+    o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
+
+let run (args: ParseResults<Args>) : int =
+    let modelDir = args.GetResult Model
+    let options =
+        AdaptOptions(
+            Steps = args.GetResult(Steps, defaultValue = 1000),
+            BatchPerTask = args.GetResult(Batch, defaultValue = 16),
+            LearningRate = (args.TryGetResult Lr |> Option.toNullable),
+            Seed = args.GetResult(Seed, defaultValue = 0L),
+            Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
+    try options.Validate() |> ignore with :? ArgumentException as e -> raise (UsageError e.Message)
+    let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
+    let quiet = args.Contains Quiet
+    let overwrite = args.Contains Overwrite
+    match args.GetResult(Method, defaultValue = "routers").ToLowerInvariant() with
+    | "routers" | "wemoe" ->
+        use bundle = MoeModelFolder.Load modelDir
+        if isNull (box bundle.Moe) then raise (UsageError $"{modelDir}: not an upscaled model (no mergedsl_moe in config.json); use --method adamerging for plain models")
+        let data = TaskDataFolder.LoadAll(args.GetResult Data, false, bundle.Heads.Keys |> Seq.filter (fun t -> File.Exists(Path.Combine(args.GetResult Data, t + ".safetensors"))))
+        if data.Count = 0 then
+            let names = String.Join(", ", bundle.Heads.Keys)
+            raise (UsageError $"{args.GetResult Data}: no data file matches a head ({names})")
+        let r = withProgress quiet options.Steps (fun report -> RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report))
+        bundle.Save(out, overwrite)
+        File.WriteAllText(Path.Combine(out, "adapt_log.json"), logJson r [ "method", JsonValue.Create "wemoe-routers" ])
+        let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
+        let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
+        printfn "adapted %d router parameter tensors over %d tasks: entropy %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
+            r.TrainedParameters.Count data.Count first last r.StepsPerSecond (ByteSize.Format r.PeakRssBytes) out
+        for d in data do d.Dispose()
+        ExitCode.Ok
+    | "adamerging" | "adamerging-layer" | "adamerging-task" as m ->
+        let experts = args.GetResults Expert
+        if experts.IsEmpty then raise (UsageError "--method adamerging needs --expert DIR for each task's fine-tuned model")
+        let gran = if m = "adamerging-task" then AdaMergingGranularity.TaskWise else AdaMergingGranularity.LayerWise
+        let cfg = ClipVisionConfig.Load modelDir
+        let heads = Collections.Generic.Dictionary<string, ClassificationHead>()
+        for f in modelDir :: experts do
+            for KeyValue(t, h) in ClipModelFolder.LoadHeads f do
+                if not (heads.TryAdd(t, h)) then h.Dispose()
+        let dataDir = args.GetResult Data
+        let data = TaskDataFolder.LoadAll(dataDir, false, heads.Keys |> Seq.filter (fun t -> File.Exists(Path.Combine(dataDir, t + ".safetensors"))))
+        if data.Count = 0 then raise (UsageError $"{dataDir}: no data file matches a head")
+        use baseSource = Checkpoint.Open modelDir
+        let sources = experts |> List.map (fun e -> Checkpoint.Open e :> ITensorSource)
+        let preprocess = ClipModelFolder.ReadPreprocess(ClipModelFolder.ReadConfigJson modelDir)
+        try
+            let r =
+                withProgress quiet options.Steps (fun report ->
+                    AdaMerging.Run(cfg, baseSource, ResizeArray sources, heads, data, preprocess, options, AdaMergingOptions(gran), report))
+            use model = r.Model
+            ClipModelFolder.Save(out, model, heads, null, preprocess, overwrite)
+            let lambdas = r.Lambdas.data<float32>().ToArray()
+            File.WriteAllText(Path.Combine(out, "adapt_log.json"),
+                logJson r.Adapt [ "method", JsonValue.Create m
+                                  "lambdas", JsonArray(lambdas |> Array.map (fun l -> JsonValue.Create l :> JsonNode))
+                                  "lambda_rows", JsonArray(r.ParameterOrder |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq) ])
+            printfn "AdaMerging (%s): %d coefficients, %.2f steps/s; wrote %s" m lambdas.Length r.Adapt.StepsPerSecond out
+            ExitCode.Ok
+        finally
+            for s in sources do s.Dispose()
+            for d in data do d.Dispose()
+    | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")

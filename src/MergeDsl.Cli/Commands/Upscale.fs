@@ -1,0 +1,56 @@
+/// `mergedsl upscale wemoe|e-wemoe|smile --base DIR --model DIR... --out DIR [--set k=v]...`: MoE upscaling.
+module MergeDsl.Cli.Commands.Upscale
+
+open System
+open System.Text.Json
+open System.Text.Json.Nodes
+open Argu
+open MergeDsl
+open MergeDsl.Cli.Failure
+
+type Args =
+    | [<MainCommand; ExactlyOnce>] Method of ``method``: string
+    | [<Mandatory; Unique>] Base of dir: string
+    | [<Mandatory>] Model of dir: string
+    | [<Mandatory; Unique>] Out of dir: string
+    | Set of setting: string
+    | Overwrite
+    | Json
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Method _ -> "wemoe, e-wemoe or smile."
+            | Base _ -> "the pretrained (base) CLIP model folder."
+            | Model _ -> "a fine-tuned expert model folder (repeat for each expert, in expert order)."
+            | Out _ -> "output folder (written atomically)."
+            | Set _ ->
+                "key=value: lambda (rest TA, 0.3), init-lambda (0.3), router-depth (0|1|2), modules (comma-separated globs, default *.mlp), batch-reduce, routing (dense|top-k:K|top-p:P), keep (E-WEMoE, 0.1), shared-router, rank, gate-rank (SMILE), seed."
+            | Overwrite -> "replace an existing output folder."
+            | Json -> "print the summary as JSON."
+
+/// Splits `key=value`.
+let parseSetting (s: string) =
+    match s.IndexOf '=' with
+    | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
+    | _ -> raise (UsageError $"--set {s}: expected key=value")
+
+let run (args: ParseResults<Args>) : int =
+    let settings = args.GetResults Set |> List.map parseSetting
+    let experts = args.GetResults Model |> List.collect (fun m -> m.Split(',', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray)
+    let summary =
+        Upscale.runFromCli (args.GetResult Method) (args.GetResult Base) experts (args.GetResult Out) settings (args.Contains Overwrite)
+    if args.Contains Json then
+        let o = JsonObject()
+        o["output"] <- JsonValue.Create summary.Output
+        o["sites"] <- JsonArray(summary.Sites |> Seq.map (fun s -> JsonValue.Create s :> JsonNode) |> Array.ofSeq)
+        o["parameters"] <- JsonValue.Create summary.Parameters
+        o["router_parameters"] <- JsonValue.Create summary.TrainableRouterParameters
+        o["heads"] <- JsonArray(summary.Heads |> Seq.map (fun s -> JsonValue.Create s :> JsonNode) |> Array.ofSeq)
+        o["seconds"] <- JsonValue.Create summary.Seconds
+        printfn "%s" (o.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
+    else
+        printfn "upscaled %d module(s) into %s: %d parameters (%d in routers), heads: %s, %.2f s"
+            summary.Sites.Count summary.Output summary.Parameters summary.TrainableRouterParameters
+            (if summary.Heads.Count = 0 then "none" else String.Join(", ", summary.Heads)) summary.Seconds
+    ExitCode.Ok

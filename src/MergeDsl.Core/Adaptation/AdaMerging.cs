@@ -1,0 +1,142 @@
+using System.Diagnostics;
+using MergeDsl.Core.Checkpoints;
+using MergeDsl.Core.Evaluation;
+using MergeDsl.Core.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MergeDsl.Core.Adaptation;
+
+/// <summary>Granularity of the learned merging coefficients.</summary>
+public enum AdaMergingGranularity
+{
+    /// <summary>One λᵢ per task, shared by every parameter.</summary>
+    TaskWise,
+    /// <summary>One λ_{p,i} per parameter tensor p and task i (FusionBench's "layer-wise").</summary>
+    LayerWise,
+}
+
+/// <summary>AdaMerging settings beyond <see cref="AdaptOptions"/>.</summary>
+/// <param name="Granularity">Task-wise or layer-wise.</param>
+/// <param name="InitLambda">Initial λ (0.3).</param>
+/// <param name="Clamp">Clamp λ to [0, 1] when merging (FusionBench's default).</param>
+public sealed record AdaMergingOptions(AdaMergingGranularity Granularity = AdaMergingGranularity.LayerWise, double InitLambda = 0.3, bool Clamp = true);
+
+/// <summary>An AdaMerging result: the merged plain model and the learned coefficients.</summary>
+/// <param name="Model">θ₀ + Σᵢ λᵢ τᵢ with the final λ.</param>
+/// <param name="Lambdas">[1, N] (task-wise) or [P, N] (layer-wise, rows in <see cref="ParameterOrder"/>), after clamping.</param>
+/// <param name="ParameterOrder">Parameter names of the rows of a layer-wise <see cref="Lambdas"/>.</param>
+/// <param name="Adapt">Loss log and timing.</param>
+public sealed record AdaMergingResult(ClipVisionModel Model, Tensor Lambdas, IReadOnlyList<string> ParameterOrder, AdaptResult Adapt);
+
+/// <summary>
+/// AdaMerging (Yang et al., ICLR 2024): learns the task-arithmetic coefficients by minimising the same
+/// entropy objective as WEMoE (Adam, lr 1e-3). Each step merges θ₀ + Σᵢ λᵢ τᵢ functionally (the model reads
+/// the merged tensors through <see cref="FunctionalParameters"/>, so gradients reach λ).
+/// </summary>
+public static class AdaMerging
+{
+    /// <summary>Runs AdaMerging over a base and expert checkpoints.</summary>
+    public static AdaMergingResult Run(ClipVisionConfig cfg, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts,
+        IReadOnlyDictionary<string, ClassificationHead> heads, IReadOnlyList<TaskData> data, ImagePreprocess? preprocess,
+        AdaptOptions options, AdaMergingOptions? adaOptions = null, Action<AdaptStep>? onStep = null)
+    {
+        options.Validate();
+        var ada = adaOptions ?? new AdaMergingOptions();
+        if (experts.Count == 0) throw new ArgumentException("AdaMerging needs at least one expert model");
+        var missing = data.Where(d => !heads.ContainsKey(d.Task)).Select(d => d.Task).ToList();
+        if (missing.Count > 0) throw new ArgumentException($"no head for task(s) {string.Join(", ", missing)}");
+        var device = options.Device ?? CPU;
+        var model = new ClipVisionModel(cfg);
+        try
+        {
+            ClipModelFolder.LoadWeights(model, baseModel);   // validates names and shapes of the base
+            model.to(device);
+            foreach (var h in heads.Values) h.to(device);
+            var names = model.ParametersByName().Keys.ToList();
+            int n = experts.Count;
+            var theta0 = new Dictionary<string, Tensor>();
+            var taus = new Dictionary<string, Tensor>();
+            using (no_grad())
+            {
+                foreach (var name in names)
+                {
+                    var p = model.ParametersByName()[name];
+                    var b = p.detach().clone();
+                    theta0[name] = b;
+                    var stack = experts.Select(e =>
+                    {
+                        if (!e.TryGetInfo(name, out var info)) throw new ModelWeightsException(e.Label, [name], []);
+                        if (!info.Shape.SequenceEqual(p.shape))
+                            throw new ModelWeightsException(e.Label, [], [$"{name} [{string.Join(",", info.Shape)}] (model expects [{string.Join(",", p.shape)}])"]);
+                        using var x = e.Load(name);
+                        return (x.to(ScalarType.Float32).to(device) - b).reshape(-1);
+                    }).ToArray();
+                    taus[name] = torch.stack(stack, 0);   // [N, numel]
+                    foreach (var s in stack) s.Dispose();
+                }
+            }
+            foreach (var p in model.parameters()) p.requires_grad = false;
+            long rows = ada.Granularity == AdaMergingGranularity.TaskWise ? 1 : names.Count;
+            var lambdas = new Parameter(torch.full([rows, n], ada.InitLambda, dtype: ScalarType.Float32, device: device), true);
+            using var adam = optim.Adam([lambdas], lr: options.LearningRate ?? 1e-3);
+
+            Dictionary<string, Tensor> Merge()
+            {
+                var lam = ada.Clamp ? lambdas.clamp(0.0, 1.0) : (Tensor)lambdas;
+                var merged = new Dictionary<string, Tensor>(names.Count);
+                for (int i = 0; i < names.Count; i++)
+                {
+                    var row = lam[ada.Granularity == AdaMergingGranularity.TaskWise ? 0 : i].unsqueeze(0);   // [1, N]
+                    var b = theta0[names[i]];
+                    merged[names[i]] = b + row.matmul(taus[names[i]]).view(b.shape);
+                }
+                return merged;
+            }
+
+            var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device);
+            var log = new List<AdaptStep>();
+            using var gradOn = enable_grad();   // callers may be inside no_grad
+            var clock = Stopwatch.StartNew();
+            for (int step = 1; step <= options.Steps; step++)
+            {
+                using var scope = NewDisposeScope();
+                adam.zero_grad();
+                var merged = Merge();
+                var batches = sampler.Next();
+                Tensor emb;
+                using (FunctionalParameters.Use(merged)) emb = model.forward(torch.cat(batches, 0));
+                var entropies = new List<Tensor>();
+                for (int t = 0; t < data.Count; t++)
+                    entropies.Add(EntropyObjective.MeanEntropy(heads[data[t].Task].forward(emb.narrow(0, (long)t * options.BatchPerTask, options.BatchPerTask))));
+                var loss = torch.stack(entropies.ToArray()).sum();
+                loss.backward();
+                adam.step();
+                var perTask = new Dictionary<string, double>();
+                for (int t = 0; t < data.Count; t++) perTask[data[t].Task] = entropies[t].item<float>();
+                var s = new AdaptStep(step, loss.item<float>(), perTask, clock.Elapsed.TotalSeconds);
+                log.Add(s);
+                onStep?.Invoke(s);
+            }
+            double seconds = clock.Elapsed.TotalSeconds;
+            Tensor final;
+            using (no_grad())
+            {
+                using var scope = NewDisposeScope();
+                var merged = Merge();
+                var own = model.ParametersByName();
+                foreach (var (name, t) in merged) own[name].copy_(t);
+                final = (ada.Clamp ? lambdas.clamp(0.0, 1.0) : lambdas).detach().cpu().clone().MoveToOuterDisposeScope();
+            }
+            foreach (var t in theta0.Values.Concat(taus.Values)) t.Dispose();
+            lambdas.Dispose();
+            return new AdaMergingResult(model, final, names, new AdaptResult(log, seconds, EntropyObjective.PeakRssBytes(), ["lambdas"]));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+}

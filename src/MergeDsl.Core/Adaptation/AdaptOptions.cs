@@ -1,0 +1,45 @@
+using static TorchSharp.torch;
+
+namespace MergeDsl.Core.Adaptation;
+
+/// <summary>Settings of test-time adaptation (entropy minimisation on unlabelled batches).</summary>
+public sealed record AdaptOptions
+{
+    /// <summary>Optimiser steps (default 1000, as in WEMoE).</summary>
+    public int Steps { get; init; } = 1000;
+    /// <summary>Unlabelled examples per task per step (default 16).</summary>
+    public int BatchPerTask { get; init; } = 16;
+    /// <summary>Adam learning rate; null = 1e-4 for WEMoE routers, 1e-3 for AdaMerging.</summary>
+    public double? LearningRate { get; init; }
+    /// <summary>Seed of the batch sampling.</summary>
+    public long Seed { get; init; }
+    /// <summary>Device to train on (CPU when null).</summary>
+    public Device? Device { get; init; }
+
+    /// <summary>Throws on non-positive steps or batch size.</summary>
+    public AdaptOptions Validate()
+    {
+        if (Steps < 0) throw new ArgumentException($"--steps must be ≥ 0, got {Steps}");
+        if (BatchPerTask <= 0) throw new ArgumentException($"--batch must be positive, got {BatchPerTask}");
+        if (LearningRate is <= 0) throw new ArgumentException($"--lr must be positive, got {LearningRate}");
+        return this;
+    }
+}
+
+/// <summary>One logged step: the summed objective and each task's mean prediction entropy.</summary>
+/// <param name="Step">1-based step number.</param>
+/// <param name="Loss">Σ over tasks of the mean entropy (the minimised objective).</param>
+/// <param name="TaskEntropy">Mean entropy per task.</param>
+/// <param name="ElapsedSeconds">Wall time since the start.</param>
+public sealed record AdaptStep(int Step, double Loss, IReadOnlyDictionary<string, double> TaskEntropy, double ElapsedSeconds);
+
+/// <summary>Result of an adaptation run.</summary>
+/// <param name="Log">Every step.</param>
+/// <param name="Seconds">Total wall time of the steps.</param>
+/// <param name="PeakRssBytes">Peak resident memory of the process (VmHWM) at the end, or -1 where unavailable.</param>
+/// <param name="TrainedParameters">Names of the parameters that were trained.</param>
+public sealed record AdaptResult(IReadOnlyList<AdaptStep> Log, double Seconds, long PeakRssBytes, IReadOnlyList<string> TrainedParameters)
+{
+    /// <summary>Steps per second.</summary>
+    public double StepsPerSecond => Seconds > 0 ? Log.Count / Seconds : double.NaN;
+}

@@ -1,0 +1,58 @@
+using MergeDsl.Core.Evaluation;
+using MergeDsl.Core.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MergeDsl.Core.Adaptation;
+
+/// <summary>The test-time objective: mean Shannon entropy of each task's softmax predictions, summed over tasks.</summary>
+public static class EntropyObjective
+{
+    /// <summary>Mean entropy −Σ p log p over the rows of <paramref name="logits"/> [B, C].</summary>
+    public static Tensor MeanEntropy(Tensor logits)
+    {
+        var logp = nn.functional.log_softmax(logits, -1);
+        return -(logp.exp() * logp).sum(-1).mean();
+    }
+
+    /// <summary>Peak resident memory of this process in bytes (Linux VmHWM), or -1.</summary>
+    public static long PeakRssBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                    return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return -1;
+    }
+}
+
+/// <summary>Draws each step's unlabelled batch per task (uniformly with replacement, seeded).</summary>
+internal sealed class BatchSampler
+{
+    readonly IReadOnlyList<TaskData> tasks;
+    readonly int batch;
+    readonly Generator gen;
+    readonly ImagePreprocess preprocess;
+    readonly Device device;
+
+    public BatchSampler(IReadOnlyList<TaskData> tasks, int batch, long seed, ImagePreprocess? preprocess, Device device)
+    {
+        if (tasks.Count == 0) throw new ArgumentException("adaptation needs data for at least one task");
+        foreach (var t in tasks)
+            if (t.Count == 0) throw new ArgumentException($"task {t.Task}: no images");
+        this.tasks = tasks; this.batch = batch; this.device = device;
+        this.preprocess = preprocess ?? ImagePreprocess.Symmetric((int)tasks[0].Images.shape[1]);
+        gen = new Generator((ulong)seed);
+    }
+
+    /// <summary>One batch [B, C, H, W] of model-ready pixels per task, in task order.</summary>
+    public List<Tensor> Next() => tasks.Select(t =>
+    {
+        var idx = torch.randint(0, t.Count, [batch], dtype: ScalarType.Int64, generator: gen);
+        return preprocess.Apply(t.Images.index_select(0, idx), device);
+    }).ToList();
+}

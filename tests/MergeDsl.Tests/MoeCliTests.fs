@@ -1,0 +1,89 @@
+module MergeDsl.Tests.MoeCliTests
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Expecto
+open TorchSharp
+open MergeDsl
+open MergeDsl.Core.Models
+open MergeDsl.Core.Moe
+open MergeDsl.Core.Evaluation
+open MergeDsl.Tests.ClipTests
+open MergeDsl.Tests.WemoeTests
+open MergeDsl.Tests.CliTests
+
+/// A base + two expert model folders (each expert carries its task's head) and a labelled data folder.
+let onDisk =
+    lazy
+        (let root = Directory.CreateTempSubdirectory("mergedsl-moe-cli-").FullName
+         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(root, true) with _ -> ())
+         let cfg = tinyConfig "quick_gelu"
+         let b, experts = WemoeTests.zoo cfg 51L 2
+         let save name (w: Collections.Generic.Dictionary<string, torch.Tensor>) heads =
+             use m = new ClipVisionModel(cfg)
+             m.LoadWeights(w) |> ignore
+             let dir = Path.Combine(root, name)
+             ClipModelFolder.Save(dir, m, heads)
+             dir
+         torch.manual_seed 52L |> ignore
+         let head t = new ClassificationHead(t, torch.nn.functional.normalize(torch.randn([| 3L; 8L |]), dim = -1L), 20.0f)
+         let baseDir = save "base" b (readOnlyDict [])
+         let e0 = save "taskA" experts.[0] (readOnlyDict [ "taskA", head "taskA" ])
+         let e1 = save "taskB" experts.[1] (readOnlyDict [ "taskB", head "taskB" ])
+         let data = Path.Combine(root, "data")
+         Directory.CreateDirectory data |> ignore
+         for t in [ "taskA"; "taskB" ] do
+             TaskDataFolder.Save(Path.Combine(data, t + ".safetensors"),
+                                 torch.randint(0L, 256L, [| 24L; 3L; 8L; 8L |], dtype = torch.uint8), torch.randint(0L, 3L, [| 24L |]))
+         cfg, b, experts, baseDir, e0, e1, data, root)
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "MoE command line and DSL" [
+        test "upscale -> adapt -> eval end to end through `mergedsl`" {
+            let _, _, _, baseDir, e0, e1, data, root = onDisk.Value
+            let up = Path.Combine(root, "wemoe-" + Guid.NewGuid().ToString("N").Substring(0, 6))
+            let code, out, err = mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; e0; "--model"; e1; "--out"; up; "--set"; "router-depth=1"; "--set"; "lambda=0.3" ]
+            Expect.equal code 0 $"upscale: {err}"
+            Expect.stringContains out "upscaled 2 module(s)" "summary"
+            let adapted = up + "-adapted"
+            let code, out, err = mergedsl [ "adapt"; up; "--data"; data; "--steps"; "5"; "--batch"; "4"; "--lr"; "1e-3"; "--quiet" ]
+            Expect.equal code 0 $"adapt: {err}"
+            Expect.stringContains out "steps/s" "speed printed"
+            Expect.isTrue (File.Exists(Path.Combine(adapted, "adapt_log.json"))) "loss log"
+            let json = Path.Combine(root, "eval.json")
+            let code, _, err = mergedsl [ "eval"; adapted; "--data"; data; "--json"; json ]
+            Expect.equal code 0 $"eval: {err}"
+            let j = JsonNode.Parse(File.ReadAllText json)
+            for key in [ "taskA"; "taskB"; "average" ] do
+                let acc = j.[key].["accuracy"].GetValue<float>()
+                Expect.isTrue (acc >= 0.0 && acc <= 1.0) $"{key} accuracy in [0,1]"
+            Expect.equal (j.["model_info"].["kind"].GetValue<string>()) "wemoe" "model_info"
+        }
+
+        test "bad --set and a missing head are one-line errors with exit codes" {
+            let _, _, _, baseDir, e0, _, data, root = onDisk.Value
+            let code, _, err = mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; e0; "--out"; Path.Combine(root, "x"); "--set"; "colour=red" ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "colour" "names the key"
+            let code, _, err = mergedsl [ "eval"; baseDir; "--data"; data ]
+            Expect.equal code 2 "no heads in the base"
+            Expect.stringContains err "no head for task(s) taskA, taskB" "names the tasks"
+        }
+
+        test "the F# DSL: a rest recipe run by the algebra executor equals the built-in task arithmetic" {
+            use _ = torch.NewDisposeScope()
+            let cfg, b, experts, _, _, _, _, _ = onDisk.Value
+            let bs, es = sources b experts
+            let viaDsl = Upscale.upscaleToMoE { Upscale.wemoe with RouterDepth = 0; Rest = Methods.taskArithmetic 0.7 } cfg bs (List.ofSeq es)
+            let builtIn = Upscaler.Upscale(cfg, bs, es, UpscaleSpec(RouterDepth = 0, RestLambda = 0.7))
+            use _a = viaDsl.Model
+            use _b = builtIn.Model
+            let x = torch.randn([| 2L; 3L; 8L; 8L |])
+            use _ng = torch.no_grad ()
+            Expect.isLessThan (maxDiff (viaDsl.Model.forward x) (builtIn.Model.forward x)) 1e-5f "same model"
+            let core, _ = Upscale.toCore { Upscale.smile with Modules = [ "*.mlp"; "*.q_proj" ]; Routing = Some(TopP 0.8); Rank = 4 }
+            Expect.equal (core.Kind, core.Rank, core.EffectiveRouting) (MoeKind.Smile, 4, RouterSelection.TopPOf 0.8) "toCore"
+        }
+    ]
