@@ -180,3 +180,28 @@ let quickBenchmark =
             Directory.Delete(out, true)
         }
     ]
+
+/// The zoo's folders are CLIP model folders: the project's CLIP runtime (Models/) reads them and computes the
+/// same embeddings and head logits as the task pool's functional model.
+[<Tests>]
+let interop =
+    testList "TaskPool interop" [
+        test "a zoo-format folder loads in ClipModelFolder and gives the same embeddings and logits" {
+            use _ = torch.NewDisposeScope()
+            let p = model 3
+            let dir = Path.Combine(Path.GetTempPath(), "mergedsl-zoo-" + Guid.NewGuid().ToString("N"))
+            TensorFile.Write(Path.Combine(dir, "model.safetensors"), p)
+            File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToHfConfigJson())
+            let head = readOnlyDict [ "weight", torch.randn(5L, 8L); "logit_scale", torch.tensor 1.0f ]
+            TensorFile.Write(Path.Combine(dir, "heads", "t.safetensors"), head)
+            let struct (m, heads) = MergeDsl.Core.Models.ClipModelFolder.LoadPlain dir
+            use m = m
+            let x = images 9 4
+            use _ng = torch.no_grad()
+            let theirs = m.forward x
+            let ours = TinyClip.Encode(cfg, p, x)
+            Expect.isLessThan (maxDiff theirs ours) 1e-5f "same embeddings"
+            Expect.isLessThan (maxDiff (heads["t"].forward theirs) (TinyClip.Head(head, ours))) 1e-4f "same logits"
+            Directory.Delete(dir, true)
+        }
+    ]

@@ -30,7 +30,7 @@ type Args =
             | Seed _ -> "seed of the zoo and of adaptation (default 42)."
             | Threads _ -> "torch CPU threads (default 1: the model is tiny; more threads only help on an idle machine)."
             | Wemoe_Lr _ -> "learning rate of WEMoE/E-WEMoE router adaptation (default 1e-4)."
-            | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 1000; --quick 10)."
+            | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 400; --quick 10)."
 
 /// Renders the result table with Spectre.Console.
 let printTable (r: BenchmarkResult) =

@@ -53,9 +53,10 @@ public sealed record BenchmarkOptions
                 DataRoot = dataRoot, Quick = false, Log = log,
                 Zoo = new ZooSettings { Seed = seed },
                 TestImagesPerTask = 2000,
-                AdaMergingTaskWise = new AdaptationSettings { Steps = 300, Lr = 1e-3, Seed = seed + 1 },
-                AdaMergingLayerWise = new AdaptationSettings { Steps = 300, Lr = 1e-3, Seed = seed + 2 },
-                WeMoE = new AdaptationSettings { Steps = 1000, Lr = 1e-4, Seed = seed + 3 },
+                AdaMergingTaskWise = new AdaptationSettings { Steps = 200, Lr = 1e-3, Seed = seed + 1 },
+                AdaMergingLayerWise = new AdaptationSettings { Steps = 200, Lr = 1e-3, Seed = seed + 2 },
+                // The paper's 1000 steps do not fit the 20-minute budget on 2 cores; 400 at the paper's lr.
+                WeMoE = new AdaptationSettings { Steps = 400, Lr = 1e-4, Seed = seed + 3 },
             };
         return new BenchmarkOptions
         {
@@ -236,5 +237,5 @@ public static class TaskPoolBenchmark
 
     static string Describe(AdaptationReport r) =>
         $"{r.StepsRun} steps, entropy loss {r.FirstLoss:F3} -> {r.LastLoss:F3}" +
-        (r.CollapseDetected ? $"; collapse guard fired, restored step {r.RestoredStep}" : "; no collapse");
+        (r.CollapseDetected ? $"; collapse guard fired (left the objective: {(r.ExcludedTasks.Count == 0 ? "none" : string.Join(", ", r.ExcludedTasks))})" : "; no collapse");
 }

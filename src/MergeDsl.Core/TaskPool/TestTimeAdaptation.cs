@@ -28,14 +28,19 @@ public sealed record AdaptationSettings
 
 /// <summary>What an adaptation run did.</summary>
 public sealed record AdaptationReport(int StepsRun, bool CollapseDetected, int RestoredStep, double FirstLoss, double LastLoss,
-    IReadOnlyList<double> InitialHistogramEntropy, IReadOnlyList<double> FinalHistogramEntropy);
+    IReadOnlyList<double> InitialHistogramEntropy, IReadOnlyList<double> FinalHistogramEntropy)
+{
+    /// <summary>Tasks the guard removed from the objective after their predictions collapsed.</summary>
+    public IReadOnlyList<string> ExcludedTasks { get; init; } = [];
+}
 
 /// <summary>
 /// Test-time adaptation by entropy minimisation on unlabeled test batches, with a label-free guard against
 /// collapse: every <see cref="AdaptationSettings.CheckEvery"/> steps the normalised entropy of each task's
 /// prediction-class histogram on a fixed probe batch is compared with its value before adaptation; when one
 /// drops below <see cref="AdaptationSettings.CollapseRatio"/> of it, the parameters of the last healthy check
-/// are restored and adaptation stops.
+/// are restored, that task leaves the objective, and adaptation goes on with the others (it stops when none is
+/// left). No labels are read.
 /// </summary>
 public static class TestTimeAdaptation
 {
@@ -74,6 +79,9 @@ public static class TestTimeAdaptation
         var h0 = Probe();
         var snapshot = parameters.Select(p => p.detach().clone()).ToList();
         int snapshotStep = 0;
+        // Tasks whose predictions collapsed leave the objective: their inputs still run through the model,
+        // but their entropy no longer pulls the parameters.
+        var active = Enumerable.Repeat(true, tasks.Count).ToArray();
         var opt = optim.Adam(parameters, s.Lr);
         double first = double.NaN, last = double.NaN;
         bool collapsed = false;
@@ -81,13 +89,13 @@ public static class TestTimeAdaptation
         double[] h = h0;
         try
         {
-            for (; step < s.Steps; step++)
+            for (; step < s.Steps && active.Any(a => a); step++)
             {
                 using (var scope = NewDisposeScope())
                 {
                     Tensor loss = zeros(1);
                     for (int i = 0; i < tasks.Count; i++)
-                        loss = loss + MeanEntropy(logits(i, tasks[i].TestBatch(rng, s.BatchPerTask)));
+                        if (active[i]) loss = loss + MeanEntropy(logits(i, tasks[i].TestBatch(rng, s.BatchPerTask)));
                     opt.zero_grad();
                     loss.backward();
                     opt.step();
@@ -97,19 +105,34 @@ public static class TestTimeAdaptation
                 if ((step + 1) % s.CheckEvery == 0 || step + 1 == s.Steps)
                 {
                     h = Probe();
-                    if (h.Select((v, i) => v < s.CollapseRatio * h0[i]).Any(b => b))
+                    var bad = Enumerable.Range(0, tasks.Count).Where(i => active[i] && h[i] < s.CollapseRatio * h0[i]).ToList();
+                    if (bad.Count > 0)
                     {
                         collapsed = true;
                         using (no_grad())
                             for (int i = 0; i < parameters.Count; i++) parameters[i].copy_(snapshot[i]);
-                        log?.Invoke($"adaptation: prediction histogram collapsed at step {step + 1}; restored step {snapshotStep}");
-                        step++;
+                        foreach (var i in bad) active[i] = false;
+                        opt.Dispose();
+                        opt = optim.Adam(parameters, s.Lr);
+                        log?.Invoke($"adaptation: prediction histogram of {string.Join(", ", bad.Select(i => tasks[i].Task.Name))} collapsed at step {step + 1}; restored step {snapshotStep}, task(s) left the objective");
                         h = Probe();
-                        break;
+                        continue;
                     }
                     for (int i = 0; i < parameters.Count; i++) { snapshot[i].Dispose(); snapshot[i] = parameters[i].detach().clone(); }
                     snapshotStep = step + 1;
                     log?.Invoke($"adaptation step {step + 1}/{s.Steps}: entropy loss {last:F3}");
+                }
+            }
+            // Steps after the last check are not vetted: end on the last healthy state.
+            if (snapshotStep < step)
+            {
+                h = Probe();
+                if (Enumerable.Range(0, tasks.Count).Any(i => active[i] && h[i] < s.CollapseRatio * h0[i]))
+                {
+                    collapsed = true;
+                    using (no_grad())
+                        for (int i = 0; i < parameters.Count; i++) parameters[i].copy_(snapshot[i]);
+                    h = Probe();
                 }
             }
         }
@@ -119,6 +142,9 @@ public static class TestTimeAdaptation
             foreach (var t in snapshot) t.Dispose();
             foreach (var t in probes) t.Dispose();
         }
-        return new AdaptationReport(step, collapsed, snapshotStep, first, last, h0, h);
+        return new AdaptationReport(step, collapsed, snapshotStep, first, last, h0, h)
+        {
+            ExcludedTasks = Enumerable.Range(0, tasks.Count).Where(i => !active[i]).Select(i => tasks[i].Task.Name).ToList(),
+        };
     }
 }
