@@ -205,3 +205,30 @@ let interop =
             Directory.Delete(dir, true)
         }
     ]
+
+[<Tests>]
+let guard =
+    testList "TaskPool adaptation guard" [
+        test "entropy minimisation that piles predictions onto one class trips the guard and is undone" {
+            use _ = torch.NewDisposeScope()
+            let spec = TaskPoolTasks.Find "digits"
+            // Images whose first pixel spreads the predictions over 10 classes at the start.
+            let n = 200
+            let pixels = Array.init (n * 784) (fun k -> if k % 784 = 0 then byte ((k / 784) % 10 * 25) else 0uy)
+            let labels = Array.init n (fun i -> int64 (i % 10))
+            let set = ImageSet(pixels, labels, 28, 28)
+            use task = new TaskTensors(spec, SplitDataset("toy", set, set, spec.Classes))
+            let bias = new TorchSharp.Modules.Parameter(torch.zeros(10L), true)
+            let centres = torch.linspace(-1.0, 1.0, 10L)
+            // Logits peak at the class whose centre is nearest the first pixel; the bias can swamp that.
+            let logits (_: int) (x: torch.Tensor) =
+                let v = x.flatten(1L).narrow(1L, 0L, 1L)
+                let d = v - centres.unsqueeze 0L
+                -(d * d) * 5.0 + bias
+            let s = AdaptationSettings(Steps = 200, Lr = 0.5, CheckEvery = 10, ProbeImages = 200, CollapseRatio = 0.6)
+            let r = TestTimeAdaptation.Run([ bias ], Func<_, _, _> logits, [ task ], s)
+            Expect.isTrue r.CollapseDetected "the guard fired"
+            Expect.equal (List.ofSeq r.ExcludedTasks) [ "digits" ] "the collapsing task left the objective"
+            Expect.isGreaterThanOrEqual r.FinalHistogramEntropy[0] (0.6 * r.InitialHistogramEntropy[0]) "ended on a healthy state"
+        }
+    ]

@@ -39,8 +39,9 @@ public sealed record AdaptationReport(int StepsRun, bool CollapseDetected, int R
 /// collapse: every <see cref="AdaptationSettings.CheckEvery"/> steps the normalised entropy of each task's
 /// prediction-class histogram on a fixed probe batch is compared with its value before adaptation; when one
 /// drops below <see cref="AdaptationSettings.CollapseRatio"/> of it, the parameters of the last healthy check
-/// are restored, that task leaves the objective, and adaptation goes on with the others (it stops when none is
-/// left). No labels are read.
+/// are restored, that task leaves the objective, and adaptation goes on with the others; when a task that already
+/// left collapses again (dragged by the others), the last healthy state is restored and adaptation stops. No
+/// labels are read.
 /// </summary>
 public static class TestTimeAdaptation
 {
@@ -105,12 +106,21 @@ public static class TestTimeAdaptation
                 if ((step + 1) % s.CheckEvery == 0 || step + 1 == s.Steps)
                 {
                     h = Probe();
-                    var bad = Enumerable.Range(0, tasks.Count).Where(i => active[i] && h[i] < s.CollapseRatio * h0[i]).ToList();
+                    var bad = Enumerable.Range(0, tasks.Count).Where(i => h[i] < s.CollapseRatio * h0[i]).ToList();
                     if (bad.Count > 0)
                     {
                         collapsed = true;
                         using (no_grad())
                             for (int i = 0; i < parameters.Count; i++) parameters[i].copy_(snapshot[i]);
+                        // A task that collapses again after leaving the objective is being dragged by the others:
+                        // the last healthy state is final.
+                        if (bad.Any(i => !active[i]))
+                        {
+                            log?.Invoke($"adaptation: {string.Join(", ", bad.Select(i => tasks[i].Task.Name))} collapsed at step {step + 1}; restored step {snapshotStep} and stopped");
+                            step++;
+                            h = Probe();
+                            break;
+                        }
                         foreach (var i in bad) active[i] = false;
                         opt.Dispose();
                         opt = optim.Adam(parameters, s.Lr);
@@ -127,7 +137,7 @@ public static class TestTimeAdaptation
             if (snapshotStep < step)
             {
                 h = Probe();
-                if (Enumerable.Range(0, tasks.Count).Any(i => active[i] && h[i] < s.CollapseRatio * h0[i]))
+                if (Enumerable.Range(0, tasks.Count).Any(i => h[i] < s.CollapseRatio * h0[i]))
                 {
                     collapsed = true;
                     using (no_grad())
