@@ -73,7 +73,8 @@ let writePlot (r: BenchmarkResult) (path: string) =
         let legend = ScottPlot.LegendItem(LabelText = t, FillColor = palette.GetColor ti)
         plot.Legend.ManualItems.Add legend)
     plot.Legend.ManualItems.Add(ScottPlot.LegendItem(LabelText = "average", FillColor = ScottPlot.Colors.Black))
-    plot.Legend.Alignment <- ScottPlot.Alignment.LowerRight
+    plot.Legend.Alignment <- ScottPlot.Alignment.UpperCenter
+    plot.Legend.Orientation <- ScottPlot.Orientation.Horizontal
     let ticks =
         r.Methods
         |> Seq.mapi (fun mi m -> ScottPlot.Tick(float mi * groupWidth + float r.Tasks.Count / 2.0, m.Method))
@@ -82,7 +83,7 @@ let writePlot (r: BenchmarkResult) (path: string) =
     plot.Axes.Bottom.TickLabelStyle.Rotation <- 30.0f
     plot.Axes.Bottom.TickLabelStyle.Alignment <- ScottPlot.Alignment.MiddleLeft
     plot.Axes.Bottom.MinimumSize <- 140.0f
-    plot.Axes.SetLimitsY(0.0, 105.0)
+    plot.Axes.SetLimitsY(0.0, 115.0)
     plot.YLabel "top-1 accuracy (%)"
     plot.Title(sprintf "Task pool: %d tasks, tiny CLIP ViT%s" r.Tasks.Count (if r.Quick then " (--quick)" else ""))
     plot.SavePng(path, 1400, 700) |> ignore
