@@ -14,6 +14,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<Run.Args>
     | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<Data.Args>
     | [<CliPrefix(CliPrefix.None)>] Upscale of ParseResults<Upscale.Args>
     | [<CliPrefix(CliPrefix.None)>] Adapt of ParseResults<Adapt.Args>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.Args>
@@ -27,6 +28,7 @@ type Args =
             | Demo _ -> "build a small demo model zoo and inspect it."
             | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
+            | Data _ -> "task-pool data: `data fetch` installs and caches MNIST digits and Fashion-MNIST."
             | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
             | Upscale _ -> "upscale a CLIP model and its experts into an MoE model (wemoe, e-wemoe, smile)."
             | Adapt _ -> "test-time adaptation: train WEMoE routers (or AdaMerging coefficients) on unlabelled data."
@@ -63,6 +65,8 @@ let main argv =
                 Plan.run (results.GetResult Plan)
             elif results.Contains Bench then
                 Bench.run (results.GetResult Bench)
+            elif results.Contains Data then
+                Data.run (results.GetResult Data)
             elif results.Contains Upscale then
                 Upscale.run (results.GetResult Upscale)
             elif results.Contains Adapt then

