@@ -21,7 +21,7 @@ type Args =
             | Version -> "print the version."
             | Verbose -> "print stack traces with errors."
             | Inspect _ -> "list a checkpoint's tensors (validates every header)."
-            | Demo _ -> "build a small demo model zoo and inspect it."
+            | Demo _ -> "build a small demo model zoo, inspect it and merge it with several methods."
             | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
             | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
