@@ -162,7 +162,7 @@ let private crossCheck (recipe: MergeRecipe) (seed: int) =
             plan.Tensors |> Seq.forall (fun t ->
                 let planned = t.Loads |> Seq.filter (fun n -> plan.Models[n.Model].Label = m.Label) |> Seq.length
                 let actual = match c.Loads.TryGetValue t.Name with | true, n -> n | _ -> 0
-                if members.Contains t.Name then actual <= 3 * planned else actual = planned))
+                planned <= 1 && (if members.Contains t.Name then actual <= 3 * planned else actual = planned)))
     let expected = reference opts recipe ins
     let same = expected |> Map.forall (fun k v -> sameBits v compiled[k])
     if not same || not loadsOk then

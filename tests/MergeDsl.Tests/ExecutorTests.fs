@@ -117,6 +117,28 @@ let tests =
             expectRecipeError [ "t3: the merged tensor" ] (fun () -> run (Methods.taskArithmetic 1.0) ins |> ignore) |> ignore
         }
 
+        test "a failing sink or a failing source stops the merge with its error, without hanging" {
+            let names = [ for i in 0..7 -> $"t{i}" ]
+            let ins = inputs (Some(model "base" [ for n in names -> n, vec [ 1.0 ] ])) [ model "e1" [ for n in names -> n, vec [ 2.0 ] ] ]
+            let plan = Compiler.Compile(Methods.taskArithmetic 1.0, ins)
+            let failing =
+                { new ITensorSink with
+                    member _.Write(name, _) = if name = "t2" then raise (System.IO.IOException "disk full") }
+            Expect.throwsT<System.IO.IOException> (fun () -> Executor.Run(plan, failing, MergeOptions(MaxPrefetchBytes = 8L)) |> ignore) "sink error"
+            let broken =
+                { new ITensorSource with
+                    member _.Label = "broken"
+                    member _.Tensors = ins.Base.Source.Tensors
+                    member _.Metadata = ins.Base.Source.Metadata
+                    member _.TryGetInfo(name, info) = ins.Base.Source.TryGetInfo(name, &info)
+                    member _.Load name = if name = "t5" then raise (System.IO.IOException "read error in t5") else ins.Base.Source.Load name
+                    member _.Dispose() = () }
+            let plan = Compiler.Compile(Methods.taskArithmetic 1.0, MergeInputs(NamedSource("base", broken), ins.Experts |> Array.ofSeq))
+            use sink = new MemorySink()
+            Expect.throwsT<System.IO.IOException> (fun () -> Executor.Run(plan, sink, MergeOptions()) |> ignore) "source error"
+            Expect.isLessThan sink.Tensors.Count 8 "stopped early"
+        }
+
         test "global top-k statistics are exact over many tensors with heavy ties" {
             // magnitudes from {0.5, 1, 1.5}: thresholds always land on ties
             let rng = Random 11

@@ -16,7 +16,15 @@ namespace MergeDsl.Core.Execution;
 /// <param name="PeakPrefetchBytes">Most input bytes held ahead of the computation at once.</param>
 /// <param name="StatisticsTime">Time in the statistics phase.</param>
 /// <param name="MergeTime">Time in the merge phase.</param>
-public sealed record MergeStats(int Tensors, long BytesRead, long BytesWritten, long PeakPrefetchBytes, TimeSpan StatisticsTime, TimeSpan MergeTime);
+public sealed record MergeStats(int Tensors, long BytesRead, long BytesWritten, long PeakPrefetchBytes, TimeSpan StatisticsTime, TimeSpan MergeTime)
+{
+    /// <summary>Time the compute thread waited for the reader (I/O bound when large).</summary>
+    public TimeSpan InputWaitTime { get; init; }
+    /// <summary>Time spent evaluating graphs.</summary>
+    public TimeSpan ComputeTime { get; init; }
+    /// <summary>Time in the finite check, output conversion and waiting for the writer queue.</summary>
+    public TimeSpan OutputTime { get; init; }
+}
 
 /// <summary>
 /// Runs a plan as a bounded pipeline: a reader thread loads (and moves to the device) the next
@@ -29,15 +37,34 @@ public static class Executor
     internal static Tensor LoadOnDevice(ITensorSource source, string name, MergeOptions options)
     {
         var t = source.Load(name);
-        if (options.Device is null || options.Device.type == DeviceType.CPU) return t;
+        if (options.Device is null || options.Device.type == DeviceType.CPU)
+        {
+            Prefault(t);
+            return t;
+        }
         try { return t.to(options.Device); }
         finally { t.Dispose(); }
+    }
+
+    /// <summary>
+    /// Touches one byte per page of a CPU tensor so that a memory-mapped (zero-copy) input is paged in
+    /// by the reader thread, in parallel with the computation, instead of faulting in the compute thread.
+    /// </summary>
+    static unsafe void Prefault(Tensor t)
+    {
+        if (!NativeTensors.Available || !t.is_contiguous() || t.numel() == 0) return;
+        byte* p = (byte*)NativeTensors.DataPointer(t);
+        long bytes = t.numel() * t.element_size();
+        int sum = 0;
+        for (long off = 0; off < bytes; off += 4096) sum += Volatile.Read(ref p[off]);
+        GC.KeepAlive(sum);
     }
 
     /// <summary>Runs the statistics phase (if the plan has global top-k) and the merge phase.</summary>
     public static MergeStats Run(MergePlan plan, ITensorSink sink, MergeOptions? options = null)
     {
         options ??= MergeOptions.Default;
+        if (options.ReuseNativeMemory) NativeHeap.KeepLargeBlocks();
         var clock = Stopwatch.StartNew();
         var thresholds = plan.Groups.Count > 0
             ? GlobalStatistics.Compute(plan, options)
@@ -107,19 +134,24 @@ public static class Executor
             catch (Exception e) { Fail(e); }
         }) { IsBackground = true, Name = "mergedsl-writer" };
 
+        var tEval = new Stopwatch(); var tWait = new Stopwatch(); var tPost = new Stopwatch();
         reader.Start();
         writer.Start();
         try
         {
+            tWait.Start();
             foreach (var (index, loads) in toCompute.GetConsumingEnumerable(ct))
             {
+                tWait.Stop();
                 var t = plan.Tensors[index];
                 Tensor result;
+                tEval.Start();
                 try
                 {
                     result = (Tensor)evaluator.Evaluate(t, loads, [t.Output])[0];
                 }
-                finally { prefetch.Release(t.InputBytes); }
+                finally { prefetch.Release(t.InputBytes); tEval.Stop(); }
+                tPost.Start();
                 try
                 {
                     if (!t.IsCopy)
@@ -141,7 +173,10 @@ public static class Executor
                     throw;
                 }
                 toWrite.Add((index, result, t.OutputBytes), ct);
+                tPost.Stop();
+                tWait.Start();
             }
+            tWait.Stop();
         }
         catch (OperationCanceledException) { }
         catch (Exception e) { Fail(e); }
@@ -159,7 +194,12 @@ public static class Executor
         if (written != plan.Tensors.Count)
             throw new InvalidOperationException($"merge stopped after {written} of {plan.Tensors.Count} tensors");
         long read = plan.MergeBytesRead + plan.StatisticsBytesRead;
-        return new MergeStats(written, read, bytesWritten, prefetch.Peak, statsTime, clock.Elapsed);
+        return new MergeStats(written, read, bytesWritten, prefetch.Peak, statsTime, clock.Elapsed)
+        {
+            InputWaitTime = tWait.Elapsed,
+            ComputeTime = tEval.Elapsed,
+            OutputTime = tPost.Elapsed,
+        };
     }
 
     static void CheckFinite(TensorPlan t, Tensor result)

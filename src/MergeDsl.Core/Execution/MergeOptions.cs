@@ -30,10 +30,18 @@ public sealed record MergeOptions
     public bool AllowNonFinite { get; init; }
 
     /// <summary>Bytes of inputs the reader may hold ahead of the computation (prefetch budget).</summary>
-    public long MaxPrefetchBytes { get; init; } = 1L << 30;
+    public long MaxPrefetchBytes { get; init; } = 512L << 20;
 
     /// <summary>Bytes of results waiting for the writer.</summary>
-    public long MaxPendingWriteBytes { get; init; } = 1L << 30;
+    public long MaxPendingWriteBytes { get; init; } = 512L << 20;
+
+    /// <summary>
+    /// Keep freed large native blocks for reuse instead of returning them to the OS (glibc mallopt;
+    /// process-wide, Linux only). Saves a page fault per 4 KiB of every intermediate tensor
+    /// (task arithmetic, 3×400 MB f32: minor faults 1.25 M → 0.32 M, system time 3.3 s → 2.1 s) at the
+    /// price of a higher resident peak (1.97 → 2.53 GB), hence off by default.
+    /// </summary>
+    public bool ReuseNativeMemory { get; init; }
 
     /// <summary>Called after each tensor (from the writer or statistics thread).</summary>
     public Action<MergeProgress>? Progress { get; init; }

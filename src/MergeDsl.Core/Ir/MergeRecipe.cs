@@ -45,6 +45,7 @@ public sealed record MergeRecipe(IReadOnlyList<RecipeRule> Rules, Expr Fallback)
         var lines = new List<string>();
         foreach (var r in Rules) lines.Add($"{r.Pattern.Text} -> {r.Expr}");
         lines.Add($"* (fallback) -> {Fallback}");
+        if (ExpertLabels is not null) lines.Add($"experts: {string.Join(", ", ExpertLabels)}");
         return string.Join("\n", lines);
     }
 }

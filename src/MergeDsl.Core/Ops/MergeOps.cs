@@ -127,48 +127,57 @@ public static class MergeOps
     public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule)
     {
         using var scope = NewDisposeScope();
-        var s = torch.stack(stack.ToArray());
         var elected = rule == SignRule.Mass
-            ? s.to(ScalarType.Float64).sum(0L).sign()
-            : s.sign().to(ScalarType.Float64).sum(0L).sign();
-        var agree = s.sign().to(ScalarType.Float64).eq(elected.unsqueeze(0));
-        var kept = where(agree, s, zeros_like(s));
+            ? Accumulate64(stack, x => x).sign()
+            : Accumulate64(stack, x => x.sign()).sign();
         var result = new Tensor[stack.Count];
-        for (int i = 0; i < result.Length; i++) result[i] = kept[i].clone().MoveToOuterDisposeScope();
+        for (int i = 0; i < result.Length; i++)
+        {
+            var x = stack[i];
+            result[i] = where(x.sign().eq(elected), x, zeros_like(x)).MoveToOuterDisposeScope();
+        }
         return result;
     }
 
-    static Tensor Stack64(IReadOnlyList<Tensor> stack) => torch.stack(stack.Select(t => t.to(ScalarType.Float64)).ToArray());
+    /// <summary>
+    /// Σᵢ f(xᵢ) in one float64 buffer, added in stack order (in place: no N-fold stacked copy,
+    /// which matters for memory traffic on large tensors).
+    /// </summary>
+    static Tensor Accumulate64(IReadOnlyList<Tensor> stack, Func<Tensor, Tensor> f)
+    {
+        var acc = f(stack[0]).to(ScalarType.Float64, copy: true);
+        for (int i = 1; i < stack.Count; i++) acc.add_(f(stack[i]));
+        return acc;
+    }
 
     /// <summary>Σ xᵢ.</summary>
     public static Tensor Sum(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        return Owned(Stack64(stack).sum(0L).to(stack[0].dtype));
+        return Owned(Accumulate64(stack, x => x).to(stack[0].dtype));
     }
 
     /// <summary>(Σ xᵢ)/N.</summary>
     public static Tensor Mean(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        return Owned(Stack64(stack).sum(0L).div((double)stack.Count).to(stack[0].dtype));
+        return Owned(Accumulate64(stack, x => x).div_((double)stack.Count).to(stack[0].dtype));
     }
 
     /// <summary>Σ xᵢ / max(1, #{i : xᵢ ≠ 0}) per element.</summary>
     public static Tensor DisjointMean(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        var s = Stack64(stack);
-        var count = s.ne(0.0).sum(0, type: ScalarType.Float64).clamp_min(1.0);
-        return Owned(s.sum(0L).div(count).to(stack[0].dtype));
+        var count = Accumulate64(stack, x => x.ne(0.0)).clamp_min_(1.0);
+        return Owned(Accumulate64(stack, x => x).div_(count).to(stack[0].dtype));
     }
 
-    /// <summary>Σ wᵢ·xᵢ.</summary>
+    /// <summary>Σ wᵢ·xᵢ (each product and the sum in float64).</summary>
     public static Tensor Weighted(IReadOnlyList<Tensor> stack, IReadOnlyList<double> weights)
     {
         using var scope = NewDisposeScope();
-        var acc = zeros_like(stack[0], dtype: ScalarType.Float64);
-        for (int i = 0; i < stack.Count; i++) acc = acc.add(stack[i].to(ScalarType.Float64).mul(weights[i]));
+        var acc = stack[0].to(ScalarType.Float64, copy: true).mul_(weights[0]);
+        for (int i = 1; i < stack.Count; i++) acc.add_(stack[i].to(ScalarType.Float64, copy: true).mul_(weights[i]));
         return Owned(acc.to(stack[0].dtype));
     }
 
@@ -236,7 +245,7 @@ public static class MergeOps
             }
         double cos = cosSum / pairs;
         double t = ModelStockRatio(taus.Length, cos);
-        var avg = Stack64(experts).mean([0L]);
+        var avg = Accumulate64(experts, x => x).div_((double)experts.Count);
         var r = avg.mul(t).add(b64.mul(1 - t));
         return Owned(r.to(baseTensor.dtype));
     }
