@@ -176,7 +176,10 @@ let private stream (args: ParseResults<StreamArgs>) =
         // Logs and docs capture this table; do not wrap it at the 80 columns of a redirected stdout.
         if Console.IsOutputRedirected then AnsiConsole.Profile.Width <- 140
         AnsiConsole.Write table
-        printfn "%d experts + base, %s each (f32), method %s; round %d is warm (page cache not dropped)." experts (ByteSize.Format size) methodName runs
+        let cache =
+            if runs > 1 then $"round {runs} is warm (page cache not dropped)"
+            else "single round: inputs are cached only as far as earlier runs left them"
+        printfn "%d experts + base, %s each (f32), method %s; %s." experts (ByteSize.Format size) methodName cache
         printfn "GB/s = (bytes read + bytes written) / wall time. Peak RSS is the kernel's VmHWM (it counts pages of the"
         printfn "memory-mapped inputs); anon and file are the sampled peaks of its anonymous and file-backed parts."
         printfn "merge stages (round %d): compute %.2f s, waiting for inputs %.2f s, output (finite check, conversion, write queue) %.2f s, commit (fsync + rename) %.2f s"
