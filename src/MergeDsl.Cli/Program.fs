@@ -5,7 +5,7 @@ open MergeDsl.Cli.Failure
 open MergeDsl.Cli.Commands
 
 /// Every subcommand of `mergedsl`; each lives in its own module under Commands/.
-[<RequireSubcommand>]
+// No [<RequireSubcommand>]: `mergedsl version` is a flag-style command and must parse on its own.
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Version
     | [<AltCommandLine("-v"); Inherit>] Verbose
