@@ -62,6 +62,25 @@ let tests =
             Expect.equal (j.["model_info"].["kind"].GetValue<string>()) "wemoe" "model_info"
         }
 
+        test "`run wemoe` upscales like `upscale wemoe`, and without --base it is a one-line usage error" {
+            let _, _, _, baseDir, e0, e1, _, root = onDisk.Value
+            let viaRun = Path.Combine(root, "run-wemoe-" + Guid.NewGuid().ToString("N").Substring(0, 6))
+            let viaUpscale = viaRun + "-upscale"
+            let args = [ "--model"; e0; "--model"; e1; "--set"; "router-depth=0"; "--set"; "seed=3" ]
+            let code, out, err = mergedsl ([ "run"; "wemoe"; "--base"; baseDir; "--out"; viaRun ] @ args)
+            Expect.equal code 0 $"run wemoe: {err}"
+            Expect.stringContains out "upscaled 2 module(s)" "summary"
+            let code, _, err = mergedsl ([ "upscale"; "wemoe"; "--base"; baseDir; "--out"; viaUpscale ] @ args)
+            Expect.equal code 0 $"upscale wemoe: {err}"
+            let weights dir = File.ReadAllBytes(Path.Combine(dir, "model.safetensors"))
+            Expect.equal (weights viaRun) (weights viaUpscale) "same upscaled weights"
+            let missing = Path.Combine(root, "run-wemoe-nobase")
+            let code, _, err = mergedsl ([ "run"; "wemoe"; "--out"; missing ] @ args)
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "--base" "names the missing option"
+            Expect.isFalse (Directory.Exists missing) "nothing at --out"
+        }
+
         test "bad --set and a missing head are one-line errors with exit codes" {
             let _, _, _, baseDir, e0, _, data, root = onDisk.Value
             let code, _, err = mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; e0; "--out"; Path.Combine(root, "x"); "--set"; "colour=red" ]

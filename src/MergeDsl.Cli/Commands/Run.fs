@@ -26,7 +26,7 @@ type Args =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Recipe _ -> "a built-in method (average, task-arithmetic, ties, dare-linear, dare-ties, breadcrumbs, breadcrumbs-ties, della, model-stock, slerp) or an .fsx recipe script."
+            | Recipe _ -> "a built-in method (average, task-arithmetic, ties, dare-linear, dare-ties, breadcrumbs, breadcrumbs-ties, della, model-stock, slerp), an upscale to MoE (wemoe, e-wemoe, smile; same --set keys as `mergedsl upscale`) or an .fsx recipe script."
             | Base _ -> "the base (pretrained) model folder; needed by task-vector methods."
             | Model _ -> "a fine-tuned model folder; repeat for each model."
             | Out _ -> "folder to write the merged model to (must not exist unless --force)."
@@ -67,8 +67,15 @@ let run (args: ParseResults<Args>) : int =
         match args.TryGetResult Out with
         | Some o -> o
         | None -> raise (UsageError "--out: give the folder to write the merged model to")
+    let recipe = args.GetResult Recipe
+    if Upscale.methods.Contains recipe then
+        let settings = args.GetResults Set |> List.map Upscale.parseSetting
+        let summary = Upscale.upscale recipe (args.TryGetResult Base) (args.GetResults Model) out settings (args.Contains Force)
+        if not (args.Contains Quiet) || args.Contains Json then Upscale.report (args.Contains Json) summary
+        ExitCode.Ok
+    else
     let req =
-        { request (args.GetResult Recipe) (args.TryGetResult Base) (args.GetResults Model) (Some out) (args.GetResults Set) with
+        { request recipe (args.TryGetResult Base) (args.GetResults Model) (Some out) (args.GetResults Set) with
             Device = args.GetResult(Device, defaultValue = "auto")
             DType = args.TryGetResult Dtype
             ShardSize = args.TryGetResult Shard_Size

@@ -35,12 +35,12 @@ let parseSetting (s: string) =
     | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
     | _ -> raise (UsageError $"--set {s}: expected key=value")
 
-let run (args: ParseResults<Args>) : int =
-    let settings = args.GetResults Set |> List.map parseSetting
-    let experts = args.GetResults Model |> List.collect (fun m -> m.Split(',', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray)
-    let summary =
-        Upscale.runFromCli (args.GetResult Method) (args.GetResult Base) experts (args.GetResult Out) settings (args.Contains Overwrite)
-    if args.Contains Json then
+/// The upscale methods, also accepted by `mergedsl run`.
+let methods = set [ "wemoe"; "e-wemoe"; "smile" ]
+
+/// Prints a finished upscale's summary (text, or JSON with --json).
+let report (json: bool) (summary: MergeDsl.Core.Moe.UpscaleSummary) =
+    if json then
         let o = JsonObject()
         o["output"] <- JsonValue.Create summary.Output
         o["sites"] <- JsonArray(summary.Sites |> Seq.map (fun s -> JsonValue.Create s :> JsonNode) |> Array.ofSeq)
@@ -53,4 +53,20 @@ let run (args: ParseResults<Args>) : int =
         printfn "upscaled %d module(s) into %s: %d parameters (%d in routers), heads: %s, %.2f s"
             summary.Sites.Count summary.Output summary.Parameters summary.TrainableRouterParameters
             (if summary.Heads.Count = 0 then "none" else String.Join(", ", summary.Heads)) summary.Seconds
+
+/// Runs an upscale method from `run`-style arguments.
+let upscale (methodName: string) (baseDir: string option) (experts: string list) (out: string) (settings: (string * string) list) (overwrite: bool) =
+    let baseDir =
+        match baseDir with
+        | Some b -> b
+        | None -> raise (UsageError $"--base: {methodName} needs the pretrained model folder (W0 of every expert module)")
+    if List.isEmpty experts then raise (UsageError $"--model: {methodName} needs at least one expert")
+    Upscale.runFromCli methodName baseDir experts out settings overwrite
+
+let run (args: ParseResults<Args>) : int =
+    let settings = args.GetResults Set |> List.map parseSetting
+    let experts = args.GetResults Model |> List.collect (fun m -> m.Split(',', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray)
+    let summary =
+        upscale (args.GetResult Method) (Some(args.GetResult Base)) experts (args.GetResult Out) settings (args.Contains Overwrite)
+    report (args.Contains Json) summary
     ExitCode.Ok
