@@ -7,18 +7,7 @@ open System.Text.Json
 open Expecto
 open MergeDsl.Tests.CheckpointFixtures
 
-/// Runs the CLI with stdout and stderr captured.
-let private runCli (args: string list) =
-    let out, err = new StringWriter(), new StringWriter()
-    let oldOut, oldErr = Console.Out, Console.Error
-    Console.SetOut out
-    Console.SetError err
-    try
-        let code = MergeDsl.Cli.Program.main (Array.ofList args)
-        code, out.ToString(), err.ToString()
-    finally
-        Console.SetOut oldOut
-        Console.SetError oldErr
+let private runCli = MergeDsl.Tests.CliHarness.mergedsl
 
 [<Tests>]
 let tests =

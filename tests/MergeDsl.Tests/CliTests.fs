@@ -9,17 +9,7 @@ open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Demo
 
 /// Runs `mergedsl args` in-process; returns exit code, stdout, stderr.
-let mergedsl (args: string list) : int * string * string =
-    let out, err = new StringWriter(), new StringWriter()
-    let oldOut, oldErr = Console.Out, Console.Error
-    Console.SetOut out
-    Console.SetError err
-    try
-        let code = MergeDsl.Cli.Program.main (Array.ofList args)
-        code, out.ToString(), err.ToString()
-    finally
-        Console.SetOut oldOut
-        Console.SetError oldErr
+let mergedsl = MergeDsl.Tests.CliHarness.mergedsl
 
 /// A scratch folder deleted at the end of the test run.
 let scratch =
