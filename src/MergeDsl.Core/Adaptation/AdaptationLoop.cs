@@ -84,6 +84,7 @@ public static class AdaptationLoop
             monitor?.Start(control);
             for (int step = 1; step <= options.Steps && !control.Stop && control.InObjective.Any(a => a); step++)
             {
+                AdaptStep s;
                 using (var scope = NewDisposeScope())
                 {
                     adam.zero_grad();
@@ -94,11 +95,12 @@ public static class AdaptationLoop
                     adam.step();
                     var perTask = new Dictionary<string, double>();
                     for (int t = 0; t < tasks.Count; t++) perTask[tasks[t]] = entropies[t].item<float>();
-                    var s = new AdaptStep(step, loss.item<float>(), perTask, clock.Elapsed.TotalSeconds);
-                    log.Add(s);
-                    onStep?.Invoke(s);
-                    monitor?.AfterStep(s, control);
+                    s = new AdaptStep(step, loss.item<float>(), perTask, clock.Elapsed.TotalSeconds);
                 }
+                log.Add(s);
+                onStep?.Invoke(s);
+                // Outside the step's dispose scope: what the monitor keeps (snapshots) must outlive the step.
+                monitor?.AfterStep(s, control);
                 if (control.ResetRequested)
                 {
                     adam.Dispose();

@@ -62,7 +62,7 @@ public sealed class CollapseGuard : IAdaptMonitor, IDisposable
     public CollapseGuard(AdaptationSettings settings, IReadOnlyList<Tensor> probePixels, Action<string>? log = null)
     {
         s = settings;
-        probes = probePixels.Select(p => p.narrow(0, 0, Math.Min(s.ProbeImages, p.shape[0])).clone()).ToList();
+        probes = probePixels.Select(p => p.narrow(0, 0, Math.Min(s.ProbeImages, p.shape[0])).clone().DetachFromDisposeScope()).ToList();
         this.log = log;
     }
 
@@ -92,7 +92,8 @@ public sealed class CollapseGuard : IAdaptMonitor, IDisposable
     void TakeSnapshot(AdaptControl c, int step)
     {
         foreach (var t in snapshot) t.Dispose();
-        snapshot = c.Trainable.Select(p => p.detach().clone()).ToList();
+        // Owned by the guard (disposed here or in Dispose), whatever dispose scope the loop runs in.
+        snapshot = c.Trainable.Select(p => p.detach().clone().DetachFromDisposeScope()).ToList();
         snapshotStep = step;
     }
 

@@ -181,7 +181,8 @@ public static class TaskPoolBenchmark
             void Add(string name, Func<double[]> body, Dictionary<string, string> config, Func<string>? notes = null)
             {
                 var t = Stopwatch.StartNew();
-                using var scope = NewDisposeScope();
+                // No dispose scope here: every method disposes what it builds, and the executor's and the core
+                // loop's threads must not touch a scope this thread holds open.
                 var acc = body();
                 methods.Add(new MethodResult(name, acc, t.Elapsed.TotalSeconds, config, notes?.Invoke() ?? ""));
                 log($"{name}: avg {acc.Average():F1}  [{string.Join(" ", acc.Select(a => a.ToString("F1")))}]  ({t.Elapsed.TotalSeconds:F1} s)");
