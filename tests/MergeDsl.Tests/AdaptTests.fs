@@ -88,3 +88,40 @@ let tests =
                 r0.Model.Dispose(); r.Model.Dispose()
             }
     ]
+
+/// A monitor that records what it saw and steers the loop: stops after `stopAt` steps, drops task "b" from the
+/// objective after step 1.
+type private Steering(stopAt: int) =
+    member val Calls = List<string>()
+    member val Kept: torch.Tensor = null with get, set
+    interface IAdaptMonitor with
+        member this.Start _ = this.Calls.Add "start"
+        member this.AfterStep(s, c) =
+            this.Calls.Add $"step {s.Step}"
+            if s.Step = 1 then
+                c.InObjective.[1] <- false
+                // A snapshot taken here must outlive the step (the guard restores from such snapshots).
+                this.Kept <- c.Trainable.[0].detach().clone()
+            if s.Step = stopAt then c.Stop <- true
+        member this.Finish _ = this.Calls.Add $"finish {this.Kept.shape.[0]}" 
+
+[<Tests>]
+let loopTests =
+    testList "Adaptation loop" [
+        test "a monitor sees start, every step and finish, can stop the loop and drop a task from the objective" {
+            use _ = torch.NewDisposeScope()
+            let heads = tinyHeads 40L
+            let data = tinyTasks 41L
+            let w = new TorchSharp.Modules.Parameter(torch.randn([| 8L; 8L |], generator = new torch.Generator(3UL)), true)
+            let logits (batches: IReadOnlyList<torch.Tensor>) : IReadOnlyList<torch.Tensor> =
+                [| for i, x in Seq.indexed batches -> heads.[data.[i].Task].forward(x.flatten(1L).narrow(1L, 0L, 8L).matmul w) |] :> _
+            let m = Steering(3)
+            let r = AdaptationLoop.Run([ w ], [ "w" ], data, System.Func<_, _> logits, AdaptOptions(Steps = 10, BatchPerTask = 4), 1e-2, null, monitor = m)
+            Expect.equal (List.ofSeq m.Calls) [ "start"; "step 1"; "step 2"; "step 3"; "finish 8" ] "stopped after step 3"
+            Expect.equal r.Log.Count 3 "three steps logged"
+            let s1 = r.Log.[0]
+            Expect.floatClose Accuracy.medium s1.Loss (s1.TaskEntropy.["a"] + s1.TaskEntropy.["b"]) "both tasks at step 1"
+            for s in Seq.skip 1 r.Log do
+                Expect.floatClose Accuracy.medium s.Loss s.TaskEntropy.["a"] "only task a after step 1"
+        }
+    ]

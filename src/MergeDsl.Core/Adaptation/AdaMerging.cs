@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using MergeDsl.Core.Checkpoints;
 using MergeDsl.Core.Evaluation;
 using MergeDsl.Core.Models;
@@ -37,10 +36,11 @@ public sealed record AdaMergingResult(ClipVisionModel Model, Tensor Lambdas, IRe
 /// </summary>
 public static class AdaMerging
 {
-    /// <summary>Runs AdaMerging over a base and expert checkpoints.</summary>
+    /// <summary>Runs AdaMerging over a base and expert checkpoints; <paramref name="monitor"/> may steer the run.</summary>
     public static AdaMergingResult Run(ClipVisionConfig cfg, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts,
         IReadOnlyDictionary<string, ClassificationHead> heads, IReadOnlyList<TaskData> data, ImagePreprocess? preprocess,
-        AdaptOptions options, AdaMergingOptions? adaOptions = null, Action<AdaptStep>? onStep = null)
+        AdaptOptions options, AdaMergingOptions? adaOptions = null, Action<AdaptStep>? onStep = null,
+        IAdaptMonitor? monitor = null)
     {
         options.Validate();
         var ada = adaOptions ?? new AdaMergingOptions();
@@ -80,7 +80,6 @@ public static class AdaMerging
             foreach (var p in model.parameters()) p.requires_grad = false;
             long rows = ada.Granularity == AdaMergingGranularity.TaskWise ? 1 : names.Count;
             var lambdas = new Parameter(torch.full([rows, n], ada.InitLambda, dtype: ScalarType.Float32, device: device), true);
-            using var adam = optim.Adam([lambdas], lr: options.LearningRate ?? 1e-3);
 
             Dictionary<string, Tensor> Merge()
             {
@@ -95,31 +94,14 @@ public static class AdaMerging
                 return merged;
             }
 
-            var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device);
-            var log = new List<AdaptStep>();
-            using var gradOn = enable_grad();   // callers may be inside no_grad
-            var clock = Stopwatch.StartNew();
-            for (int step = 1; step <= options.Steps; step++)
+            IReadOnlyList<Tensor> Logits(IReadOnlyList<Tensor> batches)
             {
-                using var scope = NewDisposeScope();
-                adam.zero_grad();
-                var merged = Merge();
-                var batches = sampler.Next();
                 Tensor emb;
-                using (FunctionalParameters.Use(merged)) emb = model.forward(torch.cat(batches, 0));
-                var entropies = new List<Tensor>();
-                for (int t = 0; t < data.Count; t++)
-                    entropies.Add(EntropyObjective.MeanEntropy(heads[data[t].Task].forward(emb.narrow(0, (long)t * options.BatchPerTask, options.BatchPerTask))));
-                var loss = torch.stack(entropies.ToArray()).sum();
-                loss.backward();
-                adam.step();
-                var perTask = new Dictionary<string, double>();
-                for (int t = 0; t < data.Count; t++) perTask[data[t].Task] = entropies[t].item<float>();
-                var s = new AdaptStep(step, loss.item<float>(), perTask, clock.Elapsed.TotalSeconds);
-                log.Add(s);
-                onStep?.Invoke(s);
+                using (FunctionalParameters.Use(Merge())) emb = model.forward(torch.cat(batches.ToArray(), 0));
+                return AdaptationLoop.SplitByTask(emb, batches, (t, e) => heads[data[t].Task].forward(e));
             }
-            double seconds = clock.Elapsed.TotalSeconds;
+
+            var adapt = AdaptationLoop.Run([lambdas], ["lambdas"], data, Logits, options, 1e-3, preprocess, onStep, monitor);
             Tensor final;
             using (no_grad())
             {
@@ -131,7 +113,7 @@ public static class AdaMerging
             }
             foreach (var t in theta0.Values.Concat(taus.Values)) t.Dispose();
             lambdas.Dispose();
-            return new AdaMergingResult(model, final, names, new AdaptResult(log, seconds, EntropyObjective.PeakRssBytes(), ["lambdas"]));
+            return new AdaMergingResult(model, final, names, adapt);
         }
         catch
         {

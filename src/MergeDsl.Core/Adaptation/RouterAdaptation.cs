@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using MergeDsl.Core.Evaluation;
 using MergeDsl.Core.Models;
 using MergeDsl.Core.Moe;
@@ -16,9 +15,9 @@ namespace MergeDsl.Core.Adaptation;
 /// </summary>
 public static class RouterAdaptation
 {
-    /// <summary>Adapts <paramref name="moe"/> in place; reports each step to <paramref name="onStep"/>.</summary>
+    /// <summary>Adapts <paramref name="moe"/> in place; reports each step to <paramref name="onStep"/>; <paramref name="monitor"/> may steer the run.</summary>
     public static AdaptResult Run(MoeModel moe, IReadOnlyDictionary<string, ClassificationHead> heads, IReadOnlyList<TaskData> data,
-        ImagePreprocess? preprocess, AdaptOptions options, Action<AdaptStep>? onStep = null)
+        ImagePreprocess? preprocess, AdaptOptions options, Action<AdaptStep>? onStep = null, IAdaptMonitor? monitor = null)
     {
         options.Validate();
         var device = options.Device ?? CPU;
@@ -36,41 +35,26 @@ public static class RouterAdaptation
             p.requires_grad = train;
             if (train) trainable.Add(p);
         }
-        using var adam = optim.Adam(trainable, lr: options.LearningRate ?? 1e-4);
-        var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device);
         bool together = !moe.Spec.BatchReduce;
-        var log = new List<AdaptStep>();
-        using var gradOn = enable_grad();   // callers may be inside no_grad
-        var clock = Stopwatch.StartNew();
-        model.train();
-        for (int step = 1; step <= options.Steps; step++)
+        IReadOnlyList<Tensor> Logits(IReadOnlyList<Tensor> batches)
         {
-            using var scope = NewDisposeScope();
-            adam.zero_grad();
-            var batches = sampler.Next();
-            var entropies = new List<Tensor>();
-            if (together)
-            {
-                var emb = model.forward(torch.cat(batches, 0));
-                for (int t = 0; t < data.Count; t++)
-                    entropies.Add(EntropyObjective.MeanEntropy(heads[data[t].Task].forward(emb.narrow(0, (long)t * options.BatchPerTask, options.BatchPerTask))));
-            }
-            else
-            {
-                for (int t = 0; t < data.Count; t++)
-                    entropies.Add(EntropyObjective.MeanEntropy(heads[data[t].Task].forward(model.forward(batches[t]))));
-            }
-            var loss = torch.stack(entropies.ToArray()).sum();
-            loss.backward();
-            adam.step();
-            var perTask = new Dictionary<string, double>();
-            for (int t = 0; t < data.Count; t++) perTask[data[t].Task] = entropies[t].item<float>();
-            var s = new AdaptStep(step, loss.item<float>(), perTask, clock.Elapsed.TotalSeconds);
-            log.Add(s);
-            onStep?.Invoke(s);
+            if (!together)
+                return data.Select((d, t) => heads[d.Task].forward(model.forward(batches[t]))).ToList();
+            var emb = model.forward(torch.cat(batches.ToArray(), 0));
+            return AdaptationLoop.SplitByTask(emb, batches, (t, e) => heads[data[t].Task].forward(e));
         }
-        model.eval();
-        foreach (var p in model.parameters()) p.requires_grad = false;
-        return new AdaptResult(log, clock.Elapsed.TotalSeconds, EntropyObjective.PeakRssBytes(), routerNames.OrderBy(n => n, StringComparer.Ordinal).ToList());
+        model.train();
+        AdaptResult result;
+        try
+        {
+            result = AdaptationLoop.Run(trainable, routerNames.OrderBy(n => n, StringComparer.Ordinal).ToList(), data, Logits, options, 1e-4,
+                preprocess, onStep, monitor);
+        }
+        finally
+        {
+            model.eval();
+            foreach (var p in model.parameters()) p.requires_grad = false;
+        }
+        return result;
     }
 }

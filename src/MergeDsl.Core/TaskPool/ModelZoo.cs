@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using MergeDsl.Core.Data;
+using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -106,23 +107,33 @@ public static class ZooBuilder
         foreach (var g in opt.ParamGroups) g.LearningRate = lr;
     }
 
-    static Dictionary<string, Tensor> Detach(Dictionary<string, Parameter> p) =>
-        p.ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+    /// <summary>A core CLIP model with CLIP's init (N(0, 0.02) weights, zero biases, unit LayerNorms) from a seeded generator.</summary>
+    static ClipVisionModel NewModel(ZooSettings s, Generator gen)
+    {
+        var model = new ClipVisionModel(s.Model.ToClipVisionConfig());
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (name.EndsWith(".bias")) p.zero_();
+            else if (name.Contains("layernorm") || name.Contains("layer_norm") || name.Contains("layrnorm")) p.fill_(1.0);
+            else p.copy_(normal(0.0, 0.02, p.shape, generator: gen));
+        }
+        return model;
+    }
 
     /// <summary>Generic supervised pretraining on the union of raw digits (classes 0-9) and raw Fashion (10-19).</summary>
     static Dictionary<string, Tensor> Pretrain(ZooSettings s, TaskTensors digits, TaskTensors fashion, Action<string>? log)
     {
         var gen = new Generator((ulong)s.Seed);
-        var init = TinyClip.Init(s.Model, gen);
-        var p = init.ToDictionary(kv => kv.Key, kv => new Parameter(kv.Value, true));
-        var head = new Dictionary<string, Parameter>
-        {
-            ["weight"] = new Parameter(normal(0.0, 0.02, [20, s.Model.ProjectionDim], generator: gen), true),
-        };
-        var all = p.Values.Concat(head.Values).ToList();
-        var opt = optim.AdamW(all, s.PretrainLr, weight_decay: 0.05);
+        using var model = NewModel(s, gen);
+        // A 20-class head trained with the encoder, logit scale 10.
+        using var head = new ClassificationHead("pretrain", normal(0.0, 0.02, [20, s.Model.ProjectionDim], generator: gen), 10f);
+        head.Weight.requires_grad = true;
+        var all = model.parameters().Append(head.Weight).ToList();
+        using var opt = optim.AdamW(all, s.PretrainLr, weight_decay: 0.05);
         var rng = new Random(s.Seed);
         int half = s.PretrainBatch / 2;
+        model.train();
         for (int step = 0; step < s.PretrainSteps; step++)
         {
             using var scope = NewDisposeScope();
@@ -131,18 +142,14 @@ public static class ZooBuilder
             var (xf, yf) = fashion.TrainBatch(rng, s.PretrainBatch - half);
             var x = cat([xd, xf], 0);
             var y = cat([yd, yf + 10], 0);
-            var hp = new Dictionary<string, Tensor> { ["weight"] = head["weight"], ["logit_scale"] = tensor(10f) };
-            var loss = nn.functional.cross_entropy(TinyClip.Head(hp, TinyClip.Encode(s.Model, p.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value), x)), y);
+            var loss = nn.functional.cross_entropy(head.forward(model.forward(x)), y);
             opt.zero_grad();
             loss.backward();
             opt.step();
             if (log is not null && (step + 1) % Math.Max(1, s.PretrainSteps / 5) == 0)
                 log($"pretrain step {step + 1}/{s.PretrainSteps}: loss {loss.item<float>():F3}");
         }
-        var result = Detach(p);
-        foreach (var t in all) t.Dispose();
-        opt.Dispose();
-        return result;
+        return model.StateTensors();
     }
 
     /// <summary>
@@ -152,18 +159,10 @@ public static class ZooBuilder
     static Dictionary<string, Tensor> FitHead(ZooSettings s, Dictionary<string, Tensor> pre, TaskTensors task, int seed, Action<string>? log)
     {
         Tensor feats;
-        using (no_grad())
+        using (var model = new ClipVisionModel(s.Model.ToClipVisionConfig()))
         {
-            var chunks = new List<Tensor>();
-            long n = task.TrainImages.shape[0];
-            for (long i = 0; i < n; i += 1000)
-            {
-                using var scope = NewDisposeScope();
-                var x = TaskTensors.ToInput(task.TrainImages[TensorIndex.Slice(i, Math.Min(n, i + 1000))]);
-                chunks.Add(TinyClip.Encode(s.Model, pre, x).MoveToOuterDisposeScope());
-            }
-            feats = cat(chunks, 0);
-            foreach (var c in chunks) c.Dispose();
+            model.LoadWeights(pre, "pretrained");
+            feats = ClipInference.Embed(model, task.TrainImages, 1000, CPU, s.Model.ToPreprocess());
         }
         int classes = task.Task.ClassCount;
         var gen = new Generator((ulong)seed);
@@ -185,10 +184,16 @@ public static class ZooBuilder
         return head;
     }
 
+    /// <summary>A stored head (<c>weight</c>, <c>logit_scale</c>) as the core's frozen head module.</summary>
+    public static ClassificationHead ToHead(string task, IReadOnlyDictionary<string, Tensor> head) =>
+        new(task, head["weight"], head["logit_scale"].item<float>());
+
+    static bool IsMlp(string name) => name.Contains(".mlp.", StringComparison.Ordinal);
+
     static bool Trainable(FineTuneScope scope, string name) => scope switch
     {
-        FineTuneScope.Mlp => TinyClip.IsMlp(name),
-        FineTuneScope.MlpAndAttention => TinyClip.IsMlp(name) || name.Contains(".self_attn."),
+        FineTuneScope.Mlp => IsMlp(name),
+        FineTuneScope.MlpAndAttention => IsMlp(name) || name.Contains(".self_attn."),
         _ => false,
     };
 
@@ -196,25 +201,26 @@ public static class ZooBuilder
     static Dictionary<string, Tensor> FineTune(ZooSettings s, Dictionary<string, Tensor> pre, Dictionary<string, Tensor> head,
         TaskTensors task, int seed, Action<string>? log)
     {
-        var p = pre.ToDictionary(kv => kv.Key, kv => new Parameter(kv.Value.clone(), Trainable(s.Scope, kv.Key)));
-        var opt = optim.Adam(p.Values.Where(v => v.requires_grad).ToList(), s.FineTuneLr);
+        using var model = new ClipVisionModel(s.Model.ToClipVisionConfig());
+        model.LoadWeights(pre, "pretrained");
+        foreach (var (name, p) in model.named_parameters()) p.requires_grad = Trainable(s.Scope, name);
+        using var h = ToHead(task.Task.Name, head);
+        using var opt = optim.Adam(model.parameters().Where(v => v.requires_grad).ToList(), s.FineTuneLr);
         var rng = new Random(seed);
         float last = 0;
+        model.train();
         for (int step = 0; step < s.FineTuneSteps; step++)
         {
             using var scope = NewDisposeScope();
             SetLr(opt, s.FineTuneLr * Math.Min(1.0, (step + 1) / 20.0));
             var (x, y) = task.TrainBatch(rng, s.FineTuneBatch);
-            var loss = nn.functional.cross_entropy(TinyClip.Head(head, TinyClip.Encode(s.Model, p.ToDictionary(kv => kv.Key, kv => (Tensor)kv.Value), x)), y);
+            var loss = nn.functional.cross_entropy(h.forward(model.forward(x)), y);
             opt.zero_grad();
             loss.backward();
             opt.step();
             last = loss.item<float>();
         }
-        var result = Detach(p);
-        foreach (var t in p.Values) t.Dispose();
-        opt.Dispose();
         log?.Invoke($"expert {task.Task.Name}: {s.FineTuneSteps} steps, last loss {last:F3}");
-        return result;
+        return model.StateTensors();
     }
 }

@@ -1,7 +1,13 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using MergeDsl.Core.Adaptation;
+using MergeDsl.Core.Checkpoints;
 using MergeDsl.Core.Data;
+using MergeDsl.Core.Evaluation;
+using MergeDsl.Core.Ir;
+using MergeDsl.Core.Models;
+using MergeDsl.Core.Moe;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,8 +38,12 @@ public sealed record BenchmarkOptions
     public required AdaptationSettings WeMoE { get; init; }
     /// <summary>E-WEMoE: fraction of each task-vector tensor kept.</summary>
     public double EWeMoEDensity { get; init; } = 0.1;
-    /// <summary>SMILE options.</summary>
-    public SmileOptions Smile { get; init; } = new();
+    /// <summary>SMILE: rank k of each expert's SVD approximation.</summary>
+    public int SmileRank { get; init; } = 16;
+    /// <summary>SMILE: right singular vectors g the router reads.</summary>
+    public int SmileGateRank { get; init; } = 2;
+    /// <summary>SMILE: experts per token.</summary>
+    public int SmileTopK { get; init; } = 1;
     /// <summary>Progress lines.</summary>
     public Action<string>? Log { get; init; }
 
@@ -132,32 +142,65 @@ public static class TaskPoolBenchmark
             Stage(zoo.FromCache ? "zoo (cached)" : "zoo (train)");
             if (!zoo.FromCache)
                 foreach (var (k, v) in zoo.TrainSeconds) log($"  zoo {k}: {v:F1} s");
-            var cfg = o.Zoo.Model;
-            var heads = zoo.Heads.Select(h => (IReadOnlyDictionary<string, Tensor>)h).ToList();
+            var cfg = o.Zoo.Model.ToClipVisionConfig();
+            var preprocess = o.Zoo.Model.ToPreprocess();
+            var names = specs.Select(t => t.Name).ToList();
+            var heads = names.Select((t, i) => (t, ZooBuilder.ToHead(t, zoo.Heads[i]))).ToDictionary(p => p.t, p => p.Item2);
+            // Views of the task tensors (not owned: the tasks dispose them).
+            var testData = tasks.Select(t => new TaskData(t.Task.Name, t.TestImages, t.TestLabels)).ToList();
+            var preSource = new InMemorySource("pretrained", zoo.Pretrained);
+            var expertSources = zoo.Experts.Select((e, i) => (ITensorSource)new InMemorySource(names[i], e)).ToList();
 
-            double[] Eval(Func<int, Tensor, Tensor> embed) =>
-                Enumerable.Range(0, n).Select(i => PoolEvaluation.Accuracy(x => embed(i, x), heads[i], tasks[i].TestImages, tasks[i].TestLabels)).ToArray();
+            double Score(nn.Module<Tensor, Tensor> model, int task) =>
+                100.0 * Evaluator.Score(model, heads[names[task]], testData[task], 500, CPU, preprocess).Accuracy;
+            double[] Eval(nn.Module<Tensor, Tensor> model) => Enumerable.Range(0, n).Select(i => Score(model, i)).ToArray();
+            ClipVisionModel Plain(IReadOnlyDictionary<string, Tensor> weights, string label)
+            {
+                var m = new ClipVisionModel(cfg);
+                m.LoadWeights(weights, label);
+                return m;
+            }
+            double[] EvalWeights(IReadOnlyDictionary<string, Tensor> weights, string label)
+            {
+                using var m = Plain(weights, label);
+                return Eval(m);
+            }
+            double[] EvalRecipe(MergeRecipe recipe)
+            {
+                var merged = TaskPoolRecipes.Run(recipe, preSource, expertSources, o.Zoo.Seed);
+                try { return EvalWeights(merged, recipe.Name); }
+                finally { foreach (var t in merged.Values) t.Dispose(); }
+            }
+            AdaptationReport Guarded(AdaptationSettings s, Func<IAdaptMonitor, AdaptResult> run)
+            {
+                using var guard = new CollapseGuard(s, tasks.Select(t => TaskTensors.ToInput(t.TestImages.narrow(0, 0, Math.Min(s.ProbeImages, t.TestImages.shape[0])))).ToList(), log);
+                run(guard);
+                return guard.Report();
+            }
+
             void Add(string name, Func<double[]> body, Dictionary<string, string> config, Func<string>? notes = null)
             {
                 var t = Stopwatch.StartNew();
-                using var scope = NewDisposeScope();
+                // No dispose scope here: every method disposes what it builds, and the executor's and the core
+                // loop's threads must not touch a scope this thread holds open.
                 var acc = body();
                 methods.Add(new MethodResult(name, acc, t.Elapsed.TotalSeconds, config, notes?.Invoke() ?? ""));
                 log($"{name}: avg {acc.Average():F1}  [{string.Join(" ", acc.Select(a => a.ToString("F1")))}]  ({t.Elapsed.TotalSeconds:F1} s)");
             }
             var none = new Dictionary<string, string>();
-            Add("Pretrained", () => Eval((_, x) => TinyClip.Encode(cfg, zoo.Pretrained, x)), none);
-            Add("Individual", () => Eval((i, x) => TinyClip.Encode(cfg, zoo.Experts[i], x)), none);
+            Add("Pretrained", () => EvalWeights(zoo.Pretrained, "pretrained"), none);
+            Add("Individual", () => Enumerable.Range(0, n).Select(i =>
+            {
+                using var m = Plain(zoo.Experts[i], names[i]);
+                return Score(m, i);
+            }).ToArray(), none);
             Stage("pretrained + individual");
 
-            using var scopeTaus = NewDisposeScope();
-            var taus = StateDictMerges.TaskVectors(zoo.Pretrained, zoo.Experts);
-            Add("Simple Average", () => { var m = StateDictMerges.Average(zoo.Pretrained, taus); return Eval((_, x) => TinyClip.Encode(cfg, m, x)); }, none);
-            Add("Task Arithmetic", () => { var m = StateDictMerges.TaskArithmetic(zoo.Pretrained, taus, o.Lambda); return Eval((_, x) => TinyClip.Encode(cfg, m, x)); },
-                new() { ["lambda"] = $"{o.Lambda}" });
-            Add("TIES-Merging", () => { var m = StateDictMerges.Ties(zoo.Pretrained, taus, o.TiesDensity, o.Lambda); return Eval((_, x) => TinyClip.Encode(cfg, m, x)); },
+            Add("Simple Average", () => EvalRecipe(TaskPoolRecipes.SimpleAverage()), none);
+            Add("Task Arithmetic", () => EvalRecipe(TaskPoolRecipes.TaskArithmetic(o.Lambda)), new() { ["lambda"] = $"{o.Lambda}" });
+            Add("TIES-Merging", () => EvalRecipe(TaskPoolRecipes.Ties(o.TiesDensity, o.Lambda)),
                 new() { ["lambda"] = $"{o.Lambda}", ["density"] = $"{o.TiesDensity}", ["merge"] = "sum" });
-            Add("DARE-TIES", () => { var m = StateDictMerges.DareTies(zoo.Pretrained, taus, o.DareDensity, o.Lambda, o.Zoo.Seed); return Eval((_, x) => TinyClip.Encode(cfg, m, x)); },
+            Add("DARE-TIES", () => EvalRecipe(TaskPoolRecipes.DareTies(o.DareDensity, o.Lambda)),
                 new() { ["lambda"] = $"{o.Lambda}", ["density"] = $"{o.DareDensity}", ["merge"] = "sum" });
             Stage("static merges");
 
@@ -167,51 +210,78 @@ public static class TaskPoolBenchmark
                 AdaptationReport? rep = null;
                 Add(layerWise ? "AdaMerging (layer-wise)" : "AdaMerging (task-wise)", () =>
                 {
-                    var (merged, _, r) = AdaMerging.Run(cfg, zoo.Pretrained, taus, heads, tasks, layerWise, s, o.Lambda, log);
-                    rep = r;
-                    return Eval((_, x) => TinyClip.Encode(cfg, merged, x));
+                    AdaMergingResult? r = null;
+                    rep = Guarded(s, guard =>
+                    {
+                        r = Adaptation.AdaMerging.Run(cfg, preSource, expertSources, heads, testData, preprocess, s.ToAdaptOptions(),
+                            new AdaMergingOptions(layerWise ? AdaMergingGranularity.LayerWise : AdaMergingGranularity.TaskWise, o.Lambda, Clamp: true),
+                            monitor: guard);
+                        return r.Adapt;
+                    });
+                    using var model = r!.Model;
+                    r.Lambdas.Dispose();
+                    return Eval(model);
                 }, AdaptConfig(s), () => Describe(rep!));
                 Stage(layerWise ? "adamerging layer-wise" : "adamerging task-wise");
+            }
+
+            MoeModel Upscale(MoeKind kind, Func<UpscaleSpec, UpscaleSpec>? extra = null)
+            {
+                var spec = new UpscaleSpec
+                {
+                    Kind = kind, Modules = ["*.mlp"], RouterDepth = 2, InitLambda = o.Lambda, RestLambda = o.Lambda,
+                    Seed = o.Zoo.Seed + 11, ExpertNames = names,
+                };
+                return Upscaler.Upscale(cfg, preSource, expertSources, extra is null ? spec : extra(spec));
             }
 
             foreach (var sparse in new[] { false, true })
             {
                 AdaptationReport? rep = null;
-                var wo = new WeMoEOptions
-                {
-                    InitLambda = o.Lambda, Seed = o.Zoo.Seed + 11,
-                    TaskVectorDensity = sparse ? o.EWeMoEDensity : 1.0, SharedRouter = sparse,
-                };
                 var config = AdaptConfig(o.WeMoE);
                 config["init_lambda"] = $"{o.Lambda}";
+                config["router_depth"] = "2";
                 if (sparse) { config["task_vector_density"] = $"{o.EWeMoEDensity}"; config["shared_router"] = "true"; }
                 Add(sparse ? "E-WEMoE" : "WEMoE", () =>
                 {
-                    using var moe = new WeMoEModel(cfg, zoo.Pretrained, taus, wo);
-                    rep = TestTimeAdaptation.Run(moe.RouterParameters, (i, x) => TinyClip.Head(heads[i], moe.Encode(x)), tasks, o.WeMoE, log);
-                    return Eval((_, x) => moe.Encode(x));
+                    var moe = sparse
+                        ? Upscale(MoeKind.EWeMoE, sp => sp with { KeepFraction = o.EWeMoEDensity, SharedRouter = true })
+                        : Upscale(MoeKind.WeMoE);
+                    using var model = moe.Model;
+                    rep = Guarded(o.WeMoE, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, o.WeMoE.ToAdaptOptions(), monitor: guard));
+                    return Eval(model);
                 }, config, () => Describe(rep!));
                 Stage(sparse ? "e-wemoe" : "wemoe");
             }
 
             Add("SMILE", () =>
             {
-                using var smile = new SmileModel(cfg, zoo.Pretrained, zoo.Experts, taus, o.Smile, o.Lambda);
-                return Eval((_, x) => smile.Encode(x));
-            }, new() { ["rank"] = $"{o.Smile.Rank}", ["gate_rank"] = $"{o.Smile.GateRank}", ["top_k"] = $"{o.Smile.TopK}" });
+                var moe = Upscale(MoeKind.Smile, sp => sp with { Rank = o.SmileRank, GateRank = o.SmileGateRank, Routing = RouterSelection.TopKOf(o.SmileTopK) });
+                using var model = moe.Model;
+                return Eval(model);
+            }, new() { ["rank"] = $"{o.SmileRank}", ["gate_rank"] = $"{o.SmileGateRank}", ["top_k"] = $"{o.SmileTopK}" });
             Stage("smile");
 
-            // Oracle routing: each task's inputs run the TA-merged non-MLP parameters with that task's own
-            // expert MLPs: what a perfect WEMoE router could reach.
+            // Oracle routing: an unadapted WEMoE (non-MLP parameters TA(lambda)) whose routing is forced to each
+            // task's own expert for that task's inputs: what a perfect router could reach.
             Add("Oracle routing", () =>
             {
-                var ta = StateDictMerges.TaskArithmetic(zoo.Pretrained, taus, o.Lambda);
-                var perTask = Enumerable.Range(0, n).Select(i => ta.ToDictionary(kv => kv.Key,
-                    kv => TinyClip.IsMlp(kv.Key) ? zoo.Experts[i][kv.Key] : kv.Value)).ToList();
-                return Eval((i, x) => TinyClip.Encode(cfg, perTask[i], x));
-            }, new() { ["routing"] = "each task's inputs to its own expert MLPs; non-MLP parameters TA(lambda)" });
+                var moe = Upscale(MoeKind.WeMoE);
+                using var model = moe.Model;
+                try
+                {
+                    return Enumerable.Range(0, n).Select(i =>
+                    {
+                        using var route = nn.functional.one_hot(tensor(new long[] { i }), n).to_type(ScalarType.Float32);
+                        moe.ForceRoutes(route);
+                        return Score(model, i);
+                    }).ToArray();
+                }
+                finally { moe.ForceRoutes(null); }
+            }, new() { ["routing"] = "each task's inputs to its own expert MLPs (MoeModel.ForceRoutes); non-MLP parameters TA(lambda)" });
             Stage("oracle routing");
 
+            foreach (var h in heads.Values) h.Dispose();
             var settings = new Dictionary<string, string>
             {
                 ["zoo"] = JsonSerializer.Serialize(o.Zoo),

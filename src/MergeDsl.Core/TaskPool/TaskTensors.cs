@@ -1,4 +1,5 @@
 using MergeDsl.Core.Data;
+using MergeDsl.Core.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,7 +34,7 @@ public sealed class TaskTensors : IDisposable
     static Tensor ToTensor(ImageSet s) => tensor(s.Pixels, new long[] { s.Count, 1, s.Height, s.Width }, ScalarType.Byte);
 
     /// <summary>U8 images to model input: x / 255 mapped to [-1, 1] (mean 0.5, std 0.5, as in config.json).</summary>
-    public static Tensor ToInput(Tensor u8) => u8.to_type(ScalarType.Float32).div_(127.5f).sub_(1f);
+    public static Tensor ToInput(Tensor u8) => ImagePreprocess.Symmetric((int)u8.shape[1]).Apply(u8, CPU);
 
     /// <summary>A random training batch (indices from <paramref name="rng"/>).</summary>
     public (Tensor Images, Tensor Labels) TrainBatch(Random rng, int size) => Batch(TrainImages, TrainLabels, rng, size);
