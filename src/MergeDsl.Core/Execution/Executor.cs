@@ -205,6 +205,10 @@ public static class Executor
     static void CheckFinite(TensorPlan t, Tensor result)
     {
         using var scope = NewDisposeScope();
+        // One reduction pass: NaN and ±Inf propagate through a float64 sum, and finite float32/16
+        // values cannot overflow it. Counting and locating only run when it fails (a float64 sum of
+        // finite float64 values may overflow; the exact count below then finds nothing and returns).
+        if (result.numel() == 0 || double.IsFinite(result.sum(ScalarType.Float64).item<double>())) return;
         var bad = result.isfinite().logical_not();
         long count = bad.sum().item<long>();
         if (count == 0) return;

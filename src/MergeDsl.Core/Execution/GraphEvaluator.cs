@@ -21,6 +21,122 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
     /// </summary>
     public object[] Evaluate(TensorPlan plan, Dictionary<int, Tensor> loads, IReadOnlyList<int> targets)
     {
+        var preset = new Dictionary<int, object>();
+        foreach (var (id, t) in loads) preset[id] = t;
+        loads.Clear();
+        if (targets.Count == 1 && ChunkedPart(plan, targets[0]) is { } chunked)
+            return [EvaluateChunked(plan, preset, targets[0], chunked)];
+        return EvaluateCore(plan, preset, targets);
+    }
+
+    /// <summary>Elements per block of a chunked evaluation (1 MiB of float32: the block's intermediates stay in cache).</summary>
+    internal static long ChunkElements { get; set; } = long.TryParse(Environment.GetEnvironmentVariable("MERGEDSL_CHUNK"), out var c) ? c : 1L << 18; // TEMP
+
+    /// <summary>Ops whose every output element depends only on the same element of each input (and on no noise or statistic).</summary>
+    static bool Elementwise(OpKind op) => op is OpKind.Cast or OpKind.Pack or OpKind.Pick or OpKind.Sub or OpKind.Add
+        or OpKind.Scale or OpKind.Sum or OpKind.Mean or OpKind.DisjointMean or OpKind.Weighted or OpKind.Lerp or OpKind.ElectSign;
+
+    /// <summary>
+    /// The needed nodes that can be evaluated block by block: elementwise nodes none of whose
+    /// descendants (towards the target) needs the whole tensor. Null when chunking does not apply:
+    /// small tensors, non-CPU devices, or a target outside that set.
+    /// </summary>
+    bool[]? ChunkedPart(TensorPlan plan, int target)
+    {
+        if (options.Device is { } d && d.type != DeviceType.CPU) return null;
+        if (ChunkElements <= 0 || plan.ElementCount < 2 * ChunkElements) return null;
+        var nodes = plan.Nodes;
+        if (!Elementwise(nodes[target].Op) || nodes[target].Kind != ValueKind.Tensor) return null;
+        var needed = new bool[nodes.Count];
+        var st = new Stack<int>([target]);
+        while (st.Count > 0)
+        {
+            int id = st.Pop();
+            if (needed[id]) continue;
+            needed[id] = true;
+            foreach (int i in nodes[id].Inputs) st.Push(i);
+        }
+        // whole[i]: node i must be computed on the whole tensor (a load, a non-elementwise op, or an input of one).
+        var whole = new bool[nodes.Count];
+        for (int id = nodes.Count - 1; id >= 0; id--)
+        {
+            if (!needed[id]) continue;
+            if (nodes[id].Op == OpKind.Load || !Elementwise(nodes[id].Op)) whole[id] = true;
+            if (whole[id]) foreach (int i in nodes[id].Inputs) whole[i] = true;
+        }
+        if (whole[target]) return null;
+        var chunked = new bool[nodes.Count];
+        for (int id = 0; id < nodes.Count; id++) chunked[id] = needed[id] && !whole[id];
+        return chunked;
+    }
+
+    /// <summary>
+    /// Evaluates the whole-tensor part first, then the elementwise rest block by block over flat
+    /// ranges, each block's result copied into one output tensor. Per element the same operations run
+    /// in the same dtypes as in <see cref="EvaluateCore"/>, so results are bit-identical; what changes is
+    /// that intermediates are cache-sized and their buffers are reused (no page faults, no memory traffic
+    /// for full-size temporaries).
+    /// </summary>
+    Tensor EvaluateChunked(TensorPlan plan, Dictionary<int, object> preset, int target, bool[] chunked)
+    {
+        var nodes = plan.Nodes;
+        var boundary = new List<int>();
+        foreach (var n in nodes)
+            if (chunked[n.Id])
+                foreach (int i in n.Inputs)
+                    if (!chunked[i] && !boundary.Contains(i)) boundary.Add(i);
+        var whole = EvaluateCore(plan, preset, boundary);
+        var flat = new Dictionary<int, object>();
+        Tensor? output = null;
+        try
+        {
+            long n = plan.ElementCount;
+            for (int k = 0; k < boundary.Count; k++)
+            {
+                var v = whole[k];
+                flat[boundary[k]] = v is Tensor t ? Flat(t, n) : ((Tensor[])v).Select(x => Flat(x, n)).ToArray();
+            }
+            Tensor? outFlat = null;
+            for (long start = 0; start < n; start += ChunkElements)
+            {
+                long len = Math.Min(ChunkElements, n - start);
+                var block = new Dictionary<int, object>();
+                foreach (var (id, v) in flat)
+                    block[id] = v is Tensor t ? t.narrow(0, start, len) : ((Tensor[])v).Select(x => x.narrow(0, start, len)).ToArray();
+                using var r = (Tensor)EvaluateCore(plan, block, [target])[0];
+                if (output is null)
+                {
+                    output = empty(plan.Shape, r.dtype, r.device);
+                    outFlat = output.view(-1);
+                }
+                using var dst = outFlat!.narrow(0, start, len);
+                dst.copy_(r.view(-1));
+            }
+            outFlat?.Dispose();
+            return output!;
+        }
+        catch
+        {
+            output?.Dispose();
+            throw;
+        }
+        finally
+        {
+            foreach (var v in flat.Values) Release(v);
+            foreach (var v in whole) Release(v);
+        }
+    }
+
+    static Tensor Flat(Tensor t, long n) =>
+        t.numel() == n && t.is_contiguous() ? t.view(-1)
+        : throw new InvalidOperationException($"chunked evaluation needs contiguous inputs of {n} elements, got {string.Join("x", t.shape)}");
+
+    /// <summary>
+    /// Computes <paramref name="targets"/> from preset node values (loads, or blocks of them; ownership
+    /// passes to the evaluator). Nodes with a preset value are not computed and never overwritten in place.
+    /// </summary>
+    object[] EvaluateCore(TensorPlan plan, Dictionary<int, object> loads, IReadOnlyList<int> targets)
+    {
         var nodes = plan.Nodes;
         var needed = new bool[nodes.Count];
         var uses = new int[nodes.Count];
@@ -30,10 +146,11 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
             int id = st.Pop();
             if (needed[id]) continue;
             needed[id] = true;
+            if (loads.ContainsKey(id)) continue;
             foreach (int i in nodes[id].Inputs) st.Push(i);
         }
         foreach (var n in nodes)
-            if (needed[n.Id])
+            if (needed[n.Id] && !loads.ContainsKey(n.Id))
                 foreach (int i in n.Inputs) uses[i]++;
         foreach (int t in targets) uses[t]++;
 
@@ -47,8 +164,13 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
             foreach (var n in nodes)
             {
                 if (!needed[n.Id]) continue;
+                if (loads.Remove(n.Id, out var l))
+                {
+                    values[n.Id] = l;
+                    continue;
+                }
                 if (n.Op == OpKind.Load)
-                    values[n.Id] = loads.Remove(n.Id, out var l) ? l : throw new InvalidOperationException($"{plan.Name}: input of node %{n.Id} was not loaded");
+                    throw new InvalidOperationException($"{plan.Name}: input of node %{n.Id} was not loaded");
                 else if (TryInPlace(n, values, uses, reusable) is { } inPlace)
                     values[n.Id] = inPlace;
                 else
@@ -75,7 +197,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
         }
         finally
         {
-            foreach (var l in loads.Values) l.Dispose();
+            foreach (var l in loads.Values) Release(l);
             loads.Clear();
         }
     }
