@@ -116,6 +116,28 @@ internal static unsafe class NativeTensors
     [DllImport("libc", EntryPoint = "madvise", SetLastError = false)]
     static extern int Madvise(IntPtr addr, nuint length, int advice);
 
+    const int MADV_POPULATE_READ = 22; // Linux 5.14+
+    static int populateBroken;
+
+    /// <summary>
+    /// Maps the pages of [data, data + bytes) into this process (madvise MADV_POPULATE_READ) with one
+    /// call instead of one fault per page. False when the kernel or platform lacks it (then nothing happened
+    /// that matters: the caller touches the pages itself).
+    /// </summary>
+    public static bool Populate(IntPtr data, long bytes)
+    {
+        if (!OperatingSystem.IsLinux() || Volatile.Read(ref populateBroken) != 0) return false;
+        long start = (long)data / PageSize * PageSize;
+        long end = ((long)data + bytes + PageSize - 1) / PageSize * PageSize;
+        try
+        {
+            if (Madvise((IntPtr)start, (nuint)(end - start), MADV_POPULATE_READ) == 0) return true;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
+        Volatile.Write(ref populateBroken, 1);
+        return false;
+    }
+
     /// <summary>
     /// Takes the whole pages of a released view out of this process's resident set. The mapping is
     /// private and never written, so the pages stay in the page cache and a later access (the same

@@ -82,9 +82,21 @@ public static class MergeOps
     public static Tensor TopK(Tensor x, double density)
     {
         using var scope = NewDisposeScope();
+        if (MagnitudeSelect.Applies(x))
+        {
+            var r = empty_like(x);
+            if (MagnitudeSelect.Apply(x, r, KeepCount(density, x.numel()))) return Owned(r);
+        }
         // masked_fill writes +0, as where(mask, x, 0) does, with one allocation instead of two.
         return Owned(x.masked_fill(TopKDropMask(x, density), 0.0));
     }
+
+    /// <summary>
+    /// <see cref="TopK"/> written over <paramref name="x"/> itself when it can be (float32, contiguous, CPU);
+    /// returns false, leaving x unchanged, otherwise. The caller must own x exclusively.
+    /// </summary>
+    internal static bool TryTopKInPlace(Tensor x, double density) =>
+        MagnitudeSelect.Applies(x) && MagnitudeSelect.Apply(x, x, KeepCount(density, x.numel()));
 
     /// <summary>
     /// DARE: entries whose noise is below density survive; survivors are divided by density
