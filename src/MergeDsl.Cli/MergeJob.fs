@@ -46,7 +46,13 @@ type Summary =
       BytesWritten: int64
       Seconds: float
       Device: string
-      PeakRssBytes: int64 }
+      PeakRssBytes: int64
+      /// Where the executor's time went: waiting for inputs, evaluating graphs, output (finite
+      /// check, conversion, write queue), and the writer's commit (fsync of every shard + rename).
+      InputWaitSeconds: float
+      ComputeSeconds: float
+      OutputSeconds: float
+      CommitSeconds: float }
 
 /// `--dtype` text to a dtype.
 let parseDType (text: string) =
@@ -127,6 +133,7 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
             Overwrite = p.WriterOptions.Overwrite, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata,
             CopyFilesFrom = Option.toObj copyFrom)
     let clock = Stopwatch.StartNew()
+    let commitClock = Stopwatch()
     let stats =
       try
         Progress.run showProgress (fun report ->
@@ -136,7 +143,9 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
             let stats = Executor.Run(p.Plan, CheckpointSink(writer), options)
             // Inside the temporary folder, so the card appears atomically with the weights.
             File.WriteAllText(Path.Combine(writer.TemporaryFolder, "README.md"), ModelCard.render prov)
+            commitClock.Start()
             writer.Commit()
+            commitClock.Stop()
             stats)
       with :? RecipeException as e when e.Message.Contains "NaN/Inf" ->
         raise (RecipeException(e.Message + " (--allow-nonfinite keeps them)"))
@@ -149,7 +158,11 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
       BytesWritten = stats.BytesWritten
       Seconds = clock.Elapsed.TotalSeconds
       Device = string (defaultArg (Option.ofObj p.Options.Device) TorchSharp.torch.CPU)
-      PeakRssBytes = MergeDsl.Core.Benchmarks.PeakMemory.PeakResidentBytes() }
+      PeakRssBytes = MergeDsl.Core.Benchmarks.PeakMemory.PeakResidentBytes()
+      InputWaitSeconds = stats.InputWaitTime.TotalSeconds
+      ComputeSeconds = stats.ComputeTime.TotalSeconds
+      OutputSeconds = stats.OutputTime.TotalSeconds
+      CommitSeconds = commitClock.Elapsed.TotalSeconds }
 
 /// Prepares and executes.
 let run (req: Request) : Summary =

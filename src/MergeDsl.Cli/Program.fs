@@ -5,7 +5,7 @@ open MergeDsl.Cli.Failure
 open MergeDsl.Cli.Commands
 
 /// Every subcommand of `mergedsl`; each lives in its own module under Commands/.
-[<RequireSubcommand>]
+// No [<RequireSubcommand>]: `mergedsl version` is a flag-style command and must parse on its own.
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Version
     | [<AltCommandLine("-v"); Inherit>] Verbose
@@ -24,7 +24,7 @@ type Args =
             | Version -> "print the version."
             | Verbose -> "print stack traces with errors."
             | Inspect _ -> "list a checkpoint's tensors (validates every header)."
-            | Demo _ -> "build a small demo model zoo and inspect it."
+            | Demo _ -> "build a small demo model zoo, inspect it and merge it with several methods."
             | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
             | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."

@@ -231,6 +231,15 @@ let tests =
             Expect.isTrue (cp.Tensors |> Seq.forall (fun t -> t.DType = DType.BF16)) "bf16"
         }
 
+        test "version, and no command" {
+            let code, out, _ = mergedsl [ "version" ]
+            Expect.equal code 0 "version exits 0"
+            Expect.stringContains out MergeDsl.Version.Current "prints the version"
+            let code, _, err = mergedsl []
+            Expect.equal code 2 "no command is a usage error"
+            Expect.stringContains err "no command" "says so"
+        }
+
         test "plan: phases, op counts, bytes" {
             let b, es = zoo.Value
             let code, stdout, err = mergedsl ([ "plan"; "ties" ] @ baseAndExperts 3 @ [ "--set"; "scope=global"; "--json" ])

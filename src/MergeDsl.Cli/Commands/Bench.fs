@@ -65,7 +65,12 @@ type StepResult =
       BytesWritten: int64
       PeakRssBytes: int64
       PeakAnonBytes: int64
-      PeakFileBytes: int64 }
+      PeakFileBytes: int64
+      /// Merge only: executor stage times (see MergeJob.Summary); 0 for the copy.
+      InputWaitSeconds: float
+      ComputeSeconds: float
+      OutputSeconds: float
+      CommitSeconds: float }
 
 let private methods = [ "task-arithmetic"; "ties" ]
 
@@ -90,7 +95,8 @@ let runStep (step: string) (dir: string) (experts: int) (methodName: string) : S
         deleteIfExists out
         { Step = "copy"; Seconds = r.Seconds; BytesRead = r.BytesRead; BytesWritten = r.BytesWritten
           PeakRssBytes = PeakMemory.PeakResidentBytes(); PeakAnonBytes = sampler.PeakAnonymousBytes
-          PeakFileBytes = sampler.PeakFileBackedBytes }
+          PeakFileBytes = sampler.PeakFileBackedBytes; InputWaitSeconds = 0.0; ComputeSeconds = 0.0; OutputSeconds = 0.0
+          CommitSeconds = 0.0 }
     | "merge" ->
         let out = Path.Combine(dir, "out-merge")
         deleteIfExists out
@@ -108,7 +114,8 @@ let runStep (step: string) (dir: string) (experts: int) (methodName: string) : S
         deleteIfExists out
         { Step = "merge"; Seconds = clock.Elapsed.TotalSeconds; BytesRead = summary.BytesRead
           BytesWritten = written; PeakRssBytes = PeakMemory.PeakResidentBytes(); PeakAnonBytes = sampler.PeakAnonymousBytes
-          PeakFileBytes = sampler.PeakFileBackedBytes }
+          PeakFileBytes = sampler.PeakFileBackedBytes; InputWaitSeconds = summary.InputWaitSeconds
+          ComputeSeconds = summary.ComputeSeconds; OutputSeconds = summary.OutputSeconds; CommitSeconds = summary.CommitSeconds }
     | other -> raise (UsageError $"--step: unknown step '{other}' (expected copy or merge)")
 
 let private runChild (step: string) (dir: string) (experts: int) (methodName: string) : StepResult =
@@ -152,7 +159,7 @@ let private stream (args: ParseResults<StreamArgs>) =
         let payload =
             {| size = size; experts = experts; method = methodName; runs = runs
                cache = "warm (inputs read in an earlier round; the page cache was not dropped)"
-               results = results |> List.map (fun (r, s) -> {| round = r; step = s.Step; seconds = s.Seconds; bytesRead = s.BytesRead; bytesWritten = s.BytesWritten; peakRssBytes = s.PeakRssBytes; peakAnonBytes = s.PeakAnonBytes; peakFileBytes = s.PeakFileBytes |})
+               results = results |> List.map (fun (r, s) -> {| round = r; step = s.Step; seconds = s.Seconds; bytesRead = s.BytesRead; bytesWritten = s.BytesWritten; peakRssBytes = s.PeakRssBytes; peakAnonBytes = s.PeakAnonBytes; peakFileBytes = s.PeakFileBytes; inputWaitSeconds = s.InputWaitSeconds; computeSeconds = s.ComputeSeconds; outputSeconds = s.OutputSeconds; commitSeconds = s.CommitSeconds |})
                ratioToFloor = ratio |}
         printfn "%s" (JsonSerializer.Serialize(payload, JsonSerializerOptions(WriteIndented = true)))
     else
@@ -169,9 +176,14 @@ let private stream (args: ParseResults<StreamArgs>) =
         // Logs and docs capture this table; do not wrap it at the 80 columns of a redirected stdout.
         if Console.IsOutputRedirected then AnsiConsole.Profile.Width <- 140
         AnsiConsole.Write table
-        printfn "%d experts + base, %s each (f32), method %s; round %d is warm (page cache not dropped)." experts (ByteSize.Format size) methodName runs
+        let cache =
+            if runs > 1 then $"round {runs} is warm (page cache not dropped)"
+            else "single round: inputs are cached only as far as earlier runs left them"
+        printfn "%d experts + base, %s each (f32), method %s; %s." experts (ByteSize.Format size) methodName cache
         printfn "GB/s = (bytes read + bytes written) / wall time. Peak RSS is the kernel's VmHWM (it counts pages of the"
         printfn "memory-mapped inputs); anon and file are the sampled peaks of its anonymous and file-backed parts."
+        printfn "merge stages (round %d): compute %.2f s, waiting for inputs %.2f s, output (finite check, conversion, write queue) %.2f s, commit (fsync + rename) %.2f s"
+            runs merge.ComputeSeconds merge.InputWaitSeconds merge.OutputSeconds merge.CommitSeconds
         printfn "merge / copy floor (warm): %.2fx; merge peak RSS %.0f MB (anon %.0f MB)" ratio (float merge.PeakRssBytes / 1e6) (float merge.PeakAnonBytes / 1e6)
     ExitCode.Ok
 

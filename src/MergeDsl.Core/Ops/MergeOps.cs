@@ -195,7 +195,11 @@ public static class MergeOps
     static Tensor Accumulate64(IReadOnlyList<Tensor> stack, Func<Tensor, Tensor> f)
     {
         var acc = f(stack[0]).to(ScalarType.Float64, copy: true);
-        for (int i = 1; i < stack.Count; i++) acc.add_(f(stack[i]));
+        // add_(x) builds its alpha Scalar as a temporary that the GC may finalize during the native
+        // call (TorchSharp reads .Handle and keeps no reference): libtorch then read a freed Scalar
+        // ("toDouble ... Scalar.h:140") in large merges. A using-local stays alive to the end.
+        using var one = 1.0.ToScalar();
+        for (int i = 1; i < stack.Count; i++) acc.add_(f(stack[i]), one);
         return acc;
     }
 
