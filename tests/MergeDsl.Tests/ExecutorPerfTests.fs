@@ -61,6 +61,21 @@ let tests =
                 && sameMask
                 && bitsOf (values r64) = bitsOf expected)
 
+        testProperty "fused sign election and disjoint mean equal their op-by-op definitions bit for bit"
+            (fun (seed: int) (PositiveInt len) (special: bool) ->
+                let rng = Random seed
+                let n = 1 + len % 200
+                let m = 1 + rng.Next 5
+                let stack = List.init m (fun _ -> torch.tensor (tieHeavy rng n special))
+                let elected = MergeOps.ElectSign(stack, MergeDsl.Core.Ir.SignRule.Mass)
+                let electedRef = MergeOps.ElectSignOps(stack, MergeDsl.Core.Ir.SignRule.Mass)
+                use mean = MergeOps.DisjointMean(stack)
+                use meanRef = MergeOps.DisjointMeanOps(stack)
+                let same (a: torch.Tensor) (b: torch.Tensor) = sameBits (values a) (values b)
+                let ok = Array.forall2 same elected electedRef && same mean meanRef
+                for t in Seq.concat [ Seq.ofArray elected; Seq.ofArray electedRef; Seq.ofList stack ] do t.Dispose()
+                ok)
+
         test "TopK golden: exactly k kept, equal magnitudes by index, NaN ranks largest" {
             Expect.equal (values (MergeOps.TopK(vec [ 1.0; -1.0; 1.0; 0.5; -1.0 ], 0.4))) [| 1.0f; -1.0f; 0.0f; 0.0f; 0.0f |] "k = 2 of three ties"
             let r = values (MergeOps.TopK(vec [ 1.0; nan; 3.0; -2.0 ], 0.5))

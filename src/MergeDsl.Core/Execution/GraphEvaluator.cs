@@ -236,7 +236,11 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
         switch (n.Op)
         {
             case OpKind.Scale when Own(0):
-                return Take(0).mul_(n.Scalar);
+                {
+                    // Scalars live in using-locals: a temporary may be finalized during the native call (see MergeOps.Accumulate64).
+                    using var f = n.Scalar.ToScalar();
+                    return Take(0).mul_(f);
+                }
             case OpKind.TopK when Own(0):
                 return MergeOps.TryTopKInPlace((Tensor)values[n.Inputs[0]]!, n.Sparsifier!.Density) ? Take(0) : null;
             case OpKind.Add when n.Inputs[0] != n.Inputs[1]:
@@ -244,8 +248,9 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                     var a = (Tensor)values[n.Inputs[0]]!;
                     var b = (Tensor)values[n.Inputs[1]]!;
                     if (a.dtype != b.dtype) return null;
-                    if (Own(0)) return Take(0).add_(b);
-                    if (Own(1)) return Take(1).add_(a);
+                    using var one = 1.0.ToScalar();
+                    if (Own(0)) return Take(0).add_(b, one);
+                    if (Own(1)) return Take(1).add_(a, one);
                     return null;
                 }
             case OpKind.Sub when n.Inputs[0] != n.Inputs[1] && Own(0):

@@ -1,3 +1,4 @@
+using System.Numerics;
 using MergeDsl.Core.Checkpoints;
 using static TorchSharp.torch;
 
@@ -40,27 +41,68 @@ internal static unsafe class MagnitudeSelect
             for (long i = 0; i < n; i++) dst[i] = 0;
             return true;
         }
-        var hist = new long[1 << 16];
+        // int counters (256 KiB, cache-resident) when no bin can overflow them.
+        if (n < int.MaxValue) return Select(src, dst, n, k, new int[1 << 16]);
+        return Select(src, dst, n, k, new long[1 << 16]);
+    }
+
+    static bool Select<C>(uint* src, uint* dst, long n, long k, C[] hist) where C : unmanaged, IBinaryInteger<C>
+    {
         for (long i = 0; i < n; i++) hist[(src[i] & Magnitude) >> 16]++;
         long above = 0;
         uint high = 0xFFFF;
-        while (above + hist[high] < k) above += hist[high--];
+        while (above + long.CreateTruncating(hist[high]) < k) above += long.CreateTruncating(hist[high--]);
         Array.Clear(hist);
-        for (long i = 0; i < n; i++)
+        // Second pass: only the entries of bin `high` count; whole vectors without one are skipped.
+        int w = Vector<uint>.Count;
+        var magnitude = new Vector<uint>(Magnitude);
+        var highV = new Vector<uint>(high);
+        long j = 0;
+        for (; j + w <= n; j += w)
         {
-            uint u = src[i] & Magnitude;
-            if (u >> 16 == high) hist[u & 0xFFFF]++;
+            var u = *(Vector<uint>*)(src + j) & magnitude;
+            if (!Vector.EqualsAny(Vector.ShiftRightLogical(u, 16), highV)) continue;
+            for (long i = j; i < j + w; i++)
+            {
+                uint x = src[i] & Magnitude;
+                if (x >> 16 == high) hist[x & 0xFFFF]++;
+            }
+        }
+        for (; j < n; j++)
+        {
+            uint x = src[j] & Magnitude;
+            if (x >> 16 == high) hist[x & 0xFFFF]++;
         }
         uint low = 0xFFFF;
-        while (above + hist[low] < k) above += hist[low--];
+        while (above + long.CreateTruncating(hist[low]) < k) above += long.CreateTruncating(hist[low--]);
         uint t = high << 16 | low;
         if (t > PositiveInfinity) return false;
         long ties = k - above; // entries equal to t that are kept, by ascending flat index
-        for (long i = 0; i < n; i++)
+        // Third pass: keep u > t vector-wise; vectors holding an entry equal to t go element by element
+        // so that the ties are taken in index order.
+        var tV = new Vector<uint>(t);
+        j = 0;
+        for (; j + w <= n; j += w)
         {
-            uint v = src[i];
-            uint u = v & Magnitude;
-            dst[i] = u > t || (u == t && ties-- > 0) ? v : 0u;
+            var v = *(Vector<uint>*)(src + j);
+            var u = v & magnitude;
+            if (Vector.EqualsAny(u, tV))
+            {
+                for (long i = j; i < j + w; i++)
+                {
+                    uint x = src[i] & Magnitude;
+                    dst[i] = x > t || (x == t && ties-- > 0) ? src[i] : 0u;
+                }
+            }
+            else
+            {
+                *(Vector<uint>*)(dst + j) = v & Vector.GreaterThan(u, tV);
+            }
+        }
+        for (; j < n; j++)
+        {
+            uint x = src[j] & Magnitude;
+            dst[j] = x > t || (x == t && ties-- > 0) ? src[j] : 0u;
         }
         return true;
     }

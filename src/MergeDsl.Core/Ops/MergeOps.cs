@@ -88,7 +88,9 @@ public static class MergeOps
             if (MagnitudeSelect.Apply(x, r, KeepCount(density, x.numel()))) return Owned(r);
         }
         // masked_fill writes +0, as where(mask, x, 0) does, with one allocation instead of two.
-        return Owned(x.masked_fill(TopKDropMask(x, density), 0.0));
+        // Scalars are kept in using-locals: see Accumulate64.
+        using var zero = 0.0.ToScalar();
+        return Owned(x.masked_fill(TopKDropMask(x, density), zero));
     }
 
     /// <summary>
@@ -175,6 +177,18 @@ public static class MergeOps
     /// </summary>
     public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule)
     {
+        if (rule == SignRule.Mass && TiesKernels.Applies(stack))
+        {
+            var outs = stack.Select(x => empty_like(x)).ToArray();
+            if (TiesKernels.ElectSignMass(stack, outs)) return outs;
+            foreach (var t in outs) t.Dispose();
+        }
+        return ElectSignOps(stack, rule);
+    }
+
+    /// <summary>The op-by-op definition of <see cref="ElectSign"/> (any dtype, NaN semantics of torch.sign).</summary>
+    internal static Tensor[] ElectSignOps(IReadOnlyList<Tensor> stack, SignRule rule)
+    {
         using var scope = NewDisposeScope();
         var elected = rule == SignRule.Mass
             ? Accumulate64(stack, x => x).sign()
@@ -214,14 +228,29 @@ public static class MergeOps
     public static Tensor Mean(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        return Owned(Accumulate64(stack, x => x).div_((double)stack.Count).to(stack[0].dtype));
+        using var n = ((double)stack.Count).ToScalar();
+        return Owned(Accumulate64(stack, x => x).div_(n).to(stack[0].dtype));
     }
 
     /// <summary>Σ xᵢ / max(1, #{i : xᵢ ≠ 0}) per element.</summary>
     public static Tensor DisjointMean(IReadOnlyList<Tensor> stack)
     {
+        if (TiesKernels.Applies(stack))
+        {
+            var r = empty_like(stack[0]);
+            if (TiesKernels.DisjointMean(stack, r)) return r;
+            r.Dispose();
+        }
+        return DisjointMeanOps(stack);
+    }
+
+    /// <summary>The op-by-op definition of <see cref="DisjointMean"/>.</summary>
+    internal static Tensor DisjointMeanOps(IReadOnlyList<Tensor> stack)
+    {
         using var scope = NewDisposeScope();
-        var count = Accumulate64(stack, x => x.ne(0.0)).clamp_min_(1.0);
+        using var zero = 0.0.ToScalar();
+        using var one = 1.0.ToScalar();
+        var count = Accumulate64(stack, x => x.ne(zero)).clamp_min_(one);
         return Owned(Accumulate64(stack, x => x).div_(count).to(stack[0].dtype));
     }
 
@@ -229,25 +258,45 @@ public static class MergeOps
     public static Tensor Weighted(IReadOnlyList<Tensor> stack, IReadOnlyList<double> weights)
     {
         using var scope = NewDisposeScope();
-        var acc = stack[0].to(ScalarType.Float64, copy: true).mul_(weights[0]);
-        for (int i = 1; i < stack.Count; i++) acc.add_(stack[i].to(ScalarType.Float64, copy: true).mul_(weights[i]));
-        return Owned(acc.to(stack[0].dtype));
+        using var one = 1.0.ToScalar();
+        var ws = weights.Select(w => w.ToScalar()).ToArray();
+        try
+        {
+            var acc = stack[0].to(ScalarType.Float64, copy: true).mul_(ws[0]);
+            for (int i = 1; i < stack.Count; i++) acc.add_(stack[i].to(ScalarType.Float64, copy: true).mul_(ws[i]), one);
+            return Owned(acc.to(stack[0].dtype));
+        }
+        finally
+        {
+            foreach (var w in ws) w.Dispose();
+        }
     }
 
     /// <summary>a + b.</summary>
-    public static Tensor Add(Tensor a, Tensor b) => a.add(b);
+    public static Tensor Add(Tensor a, Tensor b)
+    {
+        using var one = 1.0.ToScalar();
+        return a.add(b, one);
+    }
 
     /// <summary>a − b.</summary>
-    public static Tensor Sub(Tensor a, Tensor b) => a.sub(b);
+    public static Tensor Sub(Tensor a, Tensor b) => a.sub(b); // TorchSharp passes no alpha Scalar here
 
     /// <summary>x·factor (in x's dtype).</summary>
-    public static Tensor Scale(Tensor x, double factor) => x.mul(factor);
+    public static Tensor Scale(Tensor x, double factor)
+    {
+        using var f = factor.ToScalar();
+        return x.mul(f);
+    }
 
     /// <summary>(1 − t)·a + t·b, in float64.</summary>
     public static Tensor Lerp(Tensor a, Tensor b, double t)
     {
         using var scope = NewDisposeScope();
-        var r = a.to(ScalarType.Float64).mul(1.0 - t).add(b.to(ScalarType.Float64).mul(t));
+        using var s0 = (1.0 - t).ToScalar();
+        using var s1 = t.ToScalar();
+        using var one = 1.0.ToScalar();
+        var r = a.to(ScalarType.Float64).mul(s0).add(b.to(ScalarType.Float64).mul(s1), one);
         return Owned(r.to(a.dtype));
     }
 
