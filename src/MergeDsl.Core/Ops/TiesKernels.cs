@@ -1,3 +1,4 @@
+using System.Numerics;
 using MergeDsl.Core.Checkpoints;
 using static TorchSharp.torch;
 
@@ -32,6 +33,21 @@ internal static unsafe class TiesKernels
 
     static int Sign(double v) => v > 0 ? 1 : v < 0 ? -1 : 0;
 
+    // Vector lanes: the same arithmetic as the scalar loops (float64 adds in stack order; −1/0/+1
+    // signs; one float64 division rounded once to float32 by Narrow).
+    static bool Finite(Vector<double> s) => Vector.EqualsAll(s - s, Vector<double>.Zero);
+
+    static Vector<double> Sign(Vector<double> s) =>
+        Vector.ConditionalSelect(Vector.GreaterThan(s, Vector<double>.Zero), Vector<double>.One, Vector<double>.Zero)
+        - Vector.ConditionalSelect(Vector.LessThan(s, Vector<double>.Zero), Vector<double>.One, Vector<double>.Zero);
+
+    static Vector<float> Sign(Vector<float> s) =>
+        Vector.ConditionalSelect(Vector.GreaterThan(s, Vector<float>.Zero), Vector<float>.One, Vector<float>.Zero)
+        - Vector.ConditionalSelect(Vector.LessThan(s, Vector<float>.Zero), Vector<float>.One, Vector<float>.Zero);
+
+    static Vector<float> NonZero(Vector<float> v) =>
+        Vector.ConditionalSelect(Vector.Equals(v, Vector<float>.Zero), Vector<float>.Zero, Vector<float>.One);
+
     /// <summary>
     /// elected = sign(Σ xᵢ) (float64, in stack order); outᵢ = xᵢ where sign(xᵢ) = elected, else +0.
     /// False (outputs unspecified) when an input is not finite.
@@ -42,7 +58,27 @@ internal static unsafe class TiesKernels
         var o = Pointers(outputs);
         long n = stack[0].numel();
         int m = x.Length;
-        for (long j = 0; j < n; j++)
+        int w = Vector<float>.Count;
+        long j = 0;
+        for (; j + w <= n; j += w)
+        {
+            Vector.Widen(*(Vector<float>*)(x[0] + j), out var sLo, out var sHi);
+            for (int i = 1; i < m; i++)
+            {
+                Vector.Widen(*(Vector<float>*)(x[i] + j), out var lo, out var hi);
+                sLo += lo;
+                sHi += hi;
+            }
+            if (!Finite(sLo) || !Finite(sHi)) return false;
+            var e = Vector.Narrow(Sign(sLo), Sign(sHi));
+            for (int i = 0; i < m; i++)
+            {
+                var v = *(Vector<float>*)(x[i] + j);
+                var keep = Vector.AsVectorInt32(Vector.Equals(Sign(v), e));
+                *(Vector<int>*)(o[i] + j) = Vector.AsVectorInt32(v) & keep;
+            }
+        }
+        for (; j < n; j++)
         {
             double s = x[0][j];
             for (int i = 1; i < m; i++) s += x[i][j];
@@ -67,7 +103,27 @@ internal static unsafe class TiesKernels
         var o = (float*)NativeTensors.DataPointer(output);
         long n = stack[0].numel();
         int m = x.Length;
-        for (long j = 0; j < n; j++)
+        int w = Vector<float>.Count;
+        long j = 0;
+        var oneD = Vector<double>.One;
+        for (; j + w <= n; j += w)
+        {
+            var v0 = *(Vector<float>*)(x[0] + j);
+            Vector.Widen(v0, out var sLo, out var sHi);
+            var count = NonZero(v0);
+            for (int i = 1; i < m; i++)
+            {
+                var v = *(Vector<float>*)(x[i] + j);
+                Vector.Widen(v, out var lo, out var hi);
+                sLo += lo;
+                sHi += hi;
+                count += NonZero(v);
+            }
+            if (!Finite(sLo) || !Finite(sHi)) return false;
+            Vector.Widen(count, out var cLo, out var cHi);
+            *(Vector<float>*)(o + j) = Vector.Narrow(sLo / Vector.Max(cLo, oneD), sHi / Vector.Max(cHi, oneD));
+        }
+        for (; j < n; j++)
         {
             float v0 = x[0][j];
             double s = v0;
