@@ -43,6 +43,9 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
 
     static long ChunkElements => ChunkElementsOverride ?? DefaultChunkElements;
 
+    /// <summary>Whole-tensor results at least this large come from the output pool.</summary>
+    const long PooledElements = 1L << 20;
+
     /// <summary>Ops whose every output element depends only on the same element of each input (and on no noise or statistic).</summary>
     static bool Elementwise(OpKind op) => op is OpKind.Cast or OpKind.Pack or OpKind.Pick or OpKind.Sub or OpKind.Add
         or OpKind.Scale or OpKind.Sum or OpKind.Mean or OpKind.DisjointMean or OpKind.Weighted or OpKind.Lerp or OpKind.ElectSign;
@@ -96,7 +99,8 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
             if (chunked[n.Id])
                 foreach (int i in n.Inputs)
                     if (!chunked[i] && !boundary.Contains(i)) boundary.Add(i);
-        var whole = EvaluateCore(plan, preset, boundary);
+        var unshared = new bool[boundary.Count];
+        var whole = EvaluateCore(plan, preset, boundary, unshared);
         var flat = new Dictionary<int, object>();
         Tensor? output = null;
         try
@@ -140,7 +144,8 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
         finally
         {
             foreach (var v in flat.Values) Release(v);
-            foreach (var v in whole) Release(v);
+            // With their block views gone, whole-phase results that no other value aliases can be reused.
+            for (int k = 0; k < whole.Length; k++) Free(whole[k], unshared[k]);
         }
     }
 
@@ -152,7 +157,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
     /// Computes <paramref name="targets"/> from preset node values (loads, or blocks of them; ownership
     /// passes to the evaluator). Nodes with a preset value are not computed and never overwritten in place.
     /// </summary>
-    object[] EvaluateCore(TensorPlan plan, Dictionary<int, object> loads, IReadOnlyList<int> targets)
+    object[] EvaluateCore(TensorPlan plan, Dictionary<int, object> loads, IReadOnlyList<int> targets, bool[]? targetUnshared = null)
     {
         var nodes = plan.Nodes;
         var needed = new bool[nodes.Count];
@@ -196,14 +201,16 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                 if (n.Op is OpKind.Pack or OpKind.Pick or OpKind.Cast)
                     foreach (int i in n.Inputs) reusable[i] = false;
                 foreach (int i in n.Inputs)
-                    if (--uses[i] == 0) { Release(values[i]); values[i] = null; }
+                    if (--uses[i] == 0) { Free(values[i], reusable[i]); values[i] = null; }
             }
             var result = new object[targets.Count];
             for (int k = 0; k < targets.Count; k++)
             {
                 var v = values[targets[k]]!;
                 // A node listed twice as a target gets its own handle each time.
+                bool repeated = targets.Where((t, i) => t == targets[k] && i != k).Any();
                 result[k] = k > 0 && targets.Take(k).Contains(targets[k]) ? Alias(v) : v;
+                if (targetUnshared is not null) targetUnshared[k] = reusable[targets[k]] && !repeated;
             }
             return result;
         }
@@ -266,6 +273,17 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
 
     static object Alias(object v) => v is Tensor t ? t.alias() : ((Tensor[])v).Select(x => x.alias()).ToArray();
 
+    /// <summary>
+    /// Releases a value at its last use: an unshared tensor goes back to the pool (kept when it was
+    /// rented there), anything else is disposed.
+    /// </summary>
+    void Free(object? v, bool unshared)
+    {
+        if (pool is null || v is not Tensor t) Release(v);
+        else if (unshared) pool.Return(t);
+        else pool.Discard(t);
+    }
+
     public static void Release(object? v)
     {
         if (v is Tensor t) t.Dispose();
@@ -289,7 +307,17 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                 }
             case OpKind.Pack: return n.Inputs.Select(i => ((Tensor)values[i]!).alias()).ToArray();
             case OpKind.Pick: return S(0)[n.Index].alias();
-            case OpKind.Sub: return MergeOps.Sub(T(0), T(1));
+            case OpKind.Sub:
+                {
+                    // Whole large tensors (task vectors ahead of a top-k): into a pooled buffer, no page faults.
+                    if (pool is not null && T(0).numel() >= PooledElements && FloatKernels.Applies(T(0), T(1)))
+                    {
+                        var r = pool.Rent(T(0).shape, ScalarType.Float32);
+                        FloatKernels.Sub(T(0), T(1), r);
+                        return r;
+                    }
+                    return MergeOps.Sub(T(0), T(1));
+                }
             case OpKind.Add: return MergeOps.Add(T(0), T(1));
             case OpKind.Scale: return MergeOps.Scale(T(0), n.Scalar);
             case OpKind.TopK: return MergeOps.TopK(T(0), n.Sparsifier!.Density);

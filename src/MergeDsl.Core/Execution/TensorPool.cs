@@ -51,6 +51,13 @@ internal sealed class TensorPool(long maxBytes) : IDisposable
         t.Dispose();
     }
 
+    /// <summary>Disposes a tensor that may have been rented here but can no longer be reused (its storage is shared).</summary>
+    public void Discard(Tensor t)
+    {
+        lock (gate) rented.Remove(t);
+        t.Dispose();
+    }
+
     /// <summary>Disposes the idle buffers.</summary>
     public void Dispose()
     {
