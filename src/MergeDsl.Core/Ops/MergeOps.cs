@@ -107,17 +107,22 @@ public static class MergeOps
     public static Tensor Dare(Tensor x, Tensor noise, double density, DareRescale rescale)
     {
         using var scope = NewDisposeScope();
-        var mask = noise.to(x.device).lt(density);
+        using var d = density.ToScalar(); // kept alive across the native calls (see Accumulate64)
+        var mask = noise.to(x.device).lt(d);
         var kept = Keep(x, mask);
         switch (rescale)
         {
             case DareRescale.Inverse:
-                kept = kept.div(density);
+                kept = kept.div(d);
                 break;
             case DareRescale.L1:
                 double before = x.abs().to(ScalarType.Float64).sum().item<double>();
                 double after = kept.abs().to(ScalarType.Float64).sum().item<double>();
-                if (after > 0) kept = kept.to(ScalarType.Float64).mul(before / after).to(x.dtype);
+                if (after > 0)
+                {
+                    using var ratio = (before / after).ToScalar();
+                    kept = kept.to(ScalarType.Float64).mul(ratio).to(x.dtype);
+                }
                 break;
         }
         return Owned(kept);
@@ -362,13 +367,24 @@ public static class MergeOps
         using var scope = NewDisposeScope();
         var a = x.abs().to(ScalarType.Float32).flatten();
         var (m, e) = a.frexp();
-        const double two23 = 8388608.0;
-        var normal = e.to(ScalarType.Int64).add(126).mul(8388608L)
-            .add(m.to(ScalarType.Float64).mul(2.0).sub(1.0).mul(two23).to(ScalarType.Int64));
-        var sub = a.to(ScalarType.Float64).mul(Math.Pow(2, 149)).to(ScalarType.Int64);
-        var key = where(a.lt(Math.Pow(2, -126)), sub, normal);
-        key = where(a.isinf(), full_like(key, 0x7F800000L), key);
-        key = where(a.isnan(), full_like(key, 0x7FC00000L), key);
+        // Every Scalar lives in a using-local: an implicit temporary may be finalized by the GC during
+        // the native call (seen here as "alpha must not be a floating point number" in the test suite).
+        using var bias = 126L.ToScalar();
+        using var two23i = 8388608L.ToScalar();
+        using var two = 2.0.ToScalar();
+        using var oneD = 1.0.ToScalar();
+        using var oneI = 1L.ToScalar();
+        using var two23 = 8388608.0.ToScalar();
+        using var two149 = Math.Pow(2, 149).ToScalar();
+        using var minNormal = Math.Pow(2, -126).ToScalar();
+        using var inf = 0x7F800000L.ToScalar();
+        using var nan = 0x7FC00000L.ToScalar();
+        var normal = e.to(ScalarType.Int64).add(bias, oneI).mul(two23i)
+            .add(m.to(ScalarType.Float64).mul(two).sub(oneD).mul(two23).to(ScalarType.Int64), oneI);
+        var sub = a.to(ScalarType.Float64).mul(two149).to(ScalarType.Int64);
+        var key = where(a.lt(minNormal), sub, normal);
+        key = where(a.isinf(), full_like(key, inf), key);
+        key = where(a.isnan(), full_like(key, nan), key);
         return Owned(key);
     }
 
@@ -380,14 +396,16 @@ public static class MergeOps
     public static (Tensor Result, long TiesUsed) ApplyThreshold(Tensor x, long thresholdBits, long tieQuota)
     {
         using var scope = NewDisposeScope();
+        using var threshold = thresholdBits.ToScalar();
+        using var quota = tieQuota.ToScalar();
         var bits = MagnitudeBits(x);
-        var keep = bits.gt(thresholdBits);
+        var keep = bits.gt(threshold);
         long used = 0;
         if (tieQuota > 0)
         {
-            var eq = bits.eq(thresholdBits);
+            var eq = bits.eq(threshold);
             var rank = eq.to(ScalarType.Int64).cumsum(0L);
-            var tie = eq.logical_and(rank.le(tieQuota));
+            var tie = eq.logical_and(rank.le(quota));
             used = tie.sum().item<long>();
             keep = keep.logical_or(tie);
         }
