@@ -177,6 +177,9 @@ public static class Executor
                     pool.Return(result);
                     throw;
                 }
+                // The writer thread disposes it: it must not belong to a dispose scope of this thread
+                // (a cross-thread disposal mutates the scope's set concurrently with this thread).
+                result.DetachFromDisposeScope();
                 toWrite.Add((index, result, t.OutputBytes), ct);
                 tPost.Stop();
                 tWait.Start();

@@ -31,7 +31,9 @@ internal sealed class TensorPool(long maxBytes) : IDisposable
                 freeBytes -= Bytes(t);
             }
         }
-        t ??= empty(shape, type);
+        // Never in the caller's dispose scope: the writer thread returns or disposes pooled buffers, and a
+        // disposal from another thread would mutate that scope's set while this thread adds to it.
+        t ??= empty(shape, type).DetachFromDisposeScope();
         lock (gate) rented.Add(t);
         return t;
     }
