@@ -20,7 +20,7 @@ internal static unsafe class NativeTensors
     static readonly object Gate = new();
     // Keyed by data pointer: the deleter only receives the pointer. Loading one tensor twice gives two
     // storages over the same address, hence the count.
-    static readonly Dictionary<IntPtr, (MappedShard Shard, int Count)> Live = new();
+    static readonly Dictionary<IntPtr, (MappedShard Shard, int Count, long Bytes)> Live = new();
 
     static NativeTensors()
     {
@@ -64,7 +64,8 @@ internal static unsafe class NativeTensors
         lock (Gate)
         {
             shard.AddRef();
-            Live[key] = Live.TryGetValue(key, out var entry) ? (shard, entry.Count + 1) : (shard, 1);
+            long bytes = shape.Aggregate((long)elementSize, (a, b) => a * b);
+            Live[key] = Live.TryGetValue(key, out var entry) ? (shard, entry.Count + 1, Math.Max(bytes, entry.Bytes)) : (shard, 1, bytes);
         }
         IntPtr handle;
         fixed (long* sizes = shape)
@@ -96,14 +97,62 @@ internal static unsafe class NativeTensors
     static void ReleaseView(IntPtr data)
     {
         MappedShard shard;
+        long bytes = 0;
         lock (Gate)
         {
             if (!Live.TryGetValue(data, out var entry)) return;
             shard = entry.Shard;
-            if (entry.Count == 1) Live.Remove(data);
-            else Live[data] = (shard, entry.Count - 1);
+            if (entry.Count == 1) { Live.Remove(data); bytes = entry.Bytes; }
+            else Live[data] = (shard, entry.Count - 1, entry.Bytes);
         }
+        if (bytes > 0) DropPages(data, bytes);
         shard.Release();
+    }
+
+    const int MADV_DONTNEED = 4;
+    static readonly long PageSize = Environment.SystemPageSize;
+    static int madviseBroken;
+
+    [DllImport("libc", EntryPoint = "madvise", SetLastError = false)]
+    static extern int Madvise(IntPtr addr, nuint length, int advice);
+
+    const int MADV_POPULATE_READ = 22; // Linux 5.14+
+    static int populateBroken;
+
+    /// <summary>
+    /// Maps the pages of [data, data + bytes) into this process (madvise MADV_POPULATE_READ) with one
+    /// call instead of one fault per page. False when the kernel or platform lacks it (then nothing happened
+    /// that matters: the caller touches the pages itself).
+    /// </summary>
+    public static bool Populate(IntPtr data, long bytes)
+    {
+        if (!OperatingSystem.IsLinux() || Volatile.Read(ref populateBroken) != 0) return false;
+        long start = (long)data / PageSize * PageSize;
+        long end = ((long)data + bytes + PageSize - 1) / PageSize * PageSize;
+        try
+        {
+            if (Madvise((IntPtr)start, (nuint)(end - start), MADV_POPULATE_READ) == 0) return true;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
+        Volatile.Write(ref populateBroken, 1);
+        return false;
+    }
+
+    /// <summary>
+    /// Takes the whole pages of a released view out of this process's resident set. The mapping is
+    /// private and never written, so the pages stay in the page cache and a later access (the same
+    /// tensor loaded again) reads them back from there: without this every input page the merge has
+    /// read stays resident (and counts in VmHWM) until its shard is closed. Pages shared with a
+    /// neighbouring tensor are left alone.
+    /// </summary>
+    static void DropPages(IntPtr data, long bytes)
+    {
+        if (!OperatingSystem.IsLinux() || Volatile.Read(ref madviseBroken) != 0) return;
+        long start = ((long)data + PageSize - 1) / PageSize * PageSize;
+        long end = ((long)data + bytes) / PageSize * PageSize;
+        if (end <= start) return;
+        try { Madvise((IntPtr)start, (nuint)(end - start), MADV_DONTNEED); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { Volatile.Write(ref madviseBroken, 1); }
     }
 
     /// <summary>Number of live zero-copy storages (for tests).</summary>

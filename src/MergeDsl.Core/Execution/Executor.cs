@@ -4,6 +4,7 @@ using System.Runtime.ExceptionServices;
 using MergeDsl.Core.Checkpoints;
 using MergeDsl.Core.Compilation;
 using MergeDsl.Core.Ir;
+using MergeDsl.Core.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -47,14 +48,16 @@ public static class Executor
     }
 
     /// <summary>
-    /// Touches one byte per page of a CPU tensor so that a memory-mapped (zero-copy) input is paged in
-    /// by the reader thread, in parallel with the computation, instead of faulting in the compute thread.
+    /// Pages a memory-mapped (zero-copy) CPU input in on the reader thread, in parallel with the
+    /// computation, instead of faulting in the compute thread: one madvise(MADV_POPULATE_READ) maps the
+    /// whole range (one fault per 4 KiB otherwise); where that is unavailable, touches one byte per page.
     /// </summary>
     static unsafe void Prefault(Tensor t)
     {
         if (!NativeTensors.Available || !t.is_contiguous() || t.numel() == 0) return;
         byte* p = (byte*)NativeTensors.DataPointer(t);
         long bytes = t.numel() * t.element_size();
+        if (NativeTensors.Populate((IntPtr)p, bytes)) return;
         int sum = 0;
         for (long off = 0; off < bytes; off += 4096) sum += Volatile.Read(ref p[off]);
         GC.KeepAlive(sum);
@@ -72,7 +75,9 @@ public static class Executor
         var statsTime = clock.Elapsed;
         clock.Restart();
 
-        var evaluator = new GraphEvaluator(options, thresholds);
+        // Idle output buffers are bounded by what may wait for the writer anyway.
+        using var pool = new TensorPool(options.MaxPendingWriteBytes);
+        var evaluator = new GraphEvaluator(options, thresholds, pool);
         var prefetch = new ByteBudget(options.MaxPrefetchBytes);
         var pending = new ByteBudget(options.MaxPendingWriteBytes);
         using var cts = new CancellationTokenSource();
@@ -126,7 +131,7 @@ public static class Executor
                     }
                     finally
                     {
-                        result.Dispose();
+                        pool.Return(result);
                         pending.Release(bytes);
                     }
                 }
@@ -161,7 +166,7 @@ public static class Executor
                         if (result.dtype != type)
                         {
                             var converted = result.to(type);
-                            result.Dispose();
+                            pool.Return(result);
                             result = converted;
                         }
                     }
@@ -169,9 +174,12 @@ public static class Executor
                 }
                 catch
                 {
-                    result.Dispose();
+                    pool.Return(result);
                     throw;
                 }
+                // The writer thread disposes it: it must not belong to a dispose scope of this thread
+                // (a cross-thread disposal mutates the scope's set concurrently with this thread).
+                result.DetachFromDisposeScope();
                 toWrite.Add((index, result, t.OutputBytes), ct);
                 tPost.Stop();
                 tWait.Start();
@@ -205,6 +213,12 @@ public static class Executor
     static void CheckFinite(TensorPlan t, Tensor result)
     {
         using var scope = NewDisposeScope();
+        // One vectorised read of the bits (or, where that does not apply, one float64 sum: NaN and ±Inf
+        // propagate through it and finite float32/16 values cannot overflow it). Counting and locating
+        // only run when that fails (a float64 sum of finite float64 values may overflow: the exact count
+        // below then finds nothing and returns).
+        if (FiniteScan.AllFinite(result) is { } all ? all
+            : result.numel() == 0 || double.IsFinite(result.sum(ScalarType.Float64).item<double>())) return;
         var bad = result.isfinite().logical_not();
         long count = bad.sum().item<long>();
         if (count == 0) return;

@@ -32,6 +32,42 @@ public static class MergeOps
     public static Tensor TopKMask(Tensor x, double density)
     {
         using var scope = NewDisposeScope();
+        return Owned(TopKDropMask(x, density).logical_not_());
+    }
+
+    /// <summary>
+    /// The complement of <see cref="TopKMask"/>, found in O(n): the k-th largest |x| (kthvalue) is the
+    /// threshold t; everything below t is dropped, everything above (NaN counts as largest, as in the
+    /// descending sort) kept, and of the entries equal to t the highest flat indices are dropped until
+    /// exactly k remain. Same result as ordering by <see cref="DescendingOrder"/> (the reference path,
+    /// <see cref="TopKMaskBySort"/>, which is also used when t itself is NaN).
+    /// </summary>
+    static Tensor TopKDropMask(Tensor x, double density)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.numel();
+        long k = KeepCount(density, n);
+        if (k == n) return Owned(zeros(x.shape, ScalarType.Bool, x.device));
+        if (k == 0) return Owned(ones(x.shape, ScalarType.Bool, x.device));
+        var a = x.abs().flatten();
+        var (t, _) = a.kthvalue(n - k + 1, 0);
+        if (double.IsNaN(t.to(ScalarType.Float64).item<double>()))
+            return Owned(TopKMaskBySort(x, density).logical_not_());
+        var drop = a.lt(t);
+        long extra = n - drop.sum().item<long>() - k; // kept so far: > t, NaN and = t; extra of the ties must go
+        if (extra > 0)
+        {
+            var ties = a.eq(t).nonzero().flatten();
+            long m = ties.numel();
+            drop.index_fill_(0, ties.slice(0, m - extra, m, 1), true);
+        }
+        return Owned(drop.reshape(x.shape));
+    }
+
+    /// <summary>The sort-based definition of <see cref="TopKMask"/> (O(n log n); kept as the reference).</summary>
+    internal static Tensor TopKMaskBySort(Tensor x, double density)
+    {
+        using var scope = NewDisposeScope();
         long n = x.numel();
         long k = KeepCount(density, n);
         var mask = zeros(n, ScalarType.Bool, x.device);
@@ -46,8 +82,23 @@ public static class MergeOps
     public static Tensor TopK(Tensor x, double density)
     {
         using var scope = NewDisposeScope();
-        return Owned(Keep(x, TopKMask(x, density)));
+        if (MagnitudeSelect.Applies(x))
+        {
+            var r = empty_like(x);
+            if (MagnitudeSelect.Apply(x, r, KeepCount(density, x.numel()))) return Owned(r);
+        }
+        // masked_fill writes +0, as where(mask, x, 0) does, with one allocation instead of two.
+        // Scalars are kept in using-locals: see Accumulate64.
+        using var zero = 0.0.ToScalar();
+        return Owned(x.masked_fill(TopKDropMask(x, density), zero));
     }
+
+    /// <summary>
+    /// <see cref="TopK"/> written over <paramref name="x"/> itself when it can be (float32, contiguous, CPU);
+    /// returns false, leaving x unchanged, otherwise. The caller must own x exclusively.
+    /// </summary>
+    internal static bool TryTopKInPlace(Tensor x, double density) =>
+        MagnitudeSelect.Applies(x) && MagnitudeSelect.Apply(x, x, KeepCount(density, x.numel()));
 
     /// <summary>
     /// DARE: entries whose noise is below density survive; survivors are divided by density
@@ -56,17 +107,22 @@ public static class MergeOps
     public static Tensor Dare(Tensor x, Tensor noise, double density, DareRescale rescale)
     {
         using var scope = NewDisposeScope();
-        var mask = noise.to(x.device).lt(density);
+        using var d = density.ToScalar(); // kept alive across the native calls (see Accumulate64)
+        var mask = noise.to(x.device).lt(d);
         var kept = Keep(x, mask);
         switch (rescale)
         {
             case DareRescale.Inverse:
-                kept = kept.div(density);
+                kept = kept.div(d);
                 break;
             case DareRescale.L1:
                 double before = x.abs().to(ScalarType.Float64).sum().item<double>();
                 double after = kept.abs().to(ScalarType.Float64).sum().item<double>();
-                if (after > 0) kept = kept.to(ScalarType.Float64).mul(before / after).to(x.dtype);
+                if (after > 0)
+                {
+                    using var ratio = (before / after).ToScalar();
+                    kept = kept.to(ScalarType.Float64).mul(ratio).to(x.dtype);
+                }
                 break;
         }
         return Owned(kept);
@@ -126,6 +182,18 @@ public static class MergeOps
     /// </summary>
     public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule)
     {
+        if (rule == SignRule.Mass && TiesKernels.Applies(stack))
+        {
+            var outs = stack.Select(x => empty_like(x)).ToArray();
+            if (TiesKernels.ElectSignMass(stack, outs)) return outs;
+            foreach (var t in outs) t.Dispose();
+        }
+        return ElectSignOps(stack, rule);
+    }
+
+    /// <summary>The op-by-op definition of <see cref="ElectSign"/> (any dtype, NaN semantics of torch.sign).</summary>
+    internal static Tensor[] ElectSignOps(IReadOnlyList<Tensor> stack, SignRule rule)
+    {
         using var scope = NewDisposeScope();
         var elected = rule == SignRule.Mass
             ? Accumulate64(stack, x => x).sign()
@@ -165,14 +233,29 @@ public static class MergeOps
     public static Tensor Mean(IReadOnlyList<Tensor> stack)
     {
         using var scope = NewDisposeScope();
-        return Owned(Accumulate64(stack, x => x).div_((double)stack.Count).to(stack[0].dtype));
+        using var n = ((double)stack.Count).ToScalar();
+        return Owned(Accumulate64(stack, x => x).div_(n).to(stack[0].dtype));
     }
 
     /// <summary>Σ xᵢ / max(1, #{i : xᵢ ≠ 0}) per element.</summary>
     public static Tensor DisjointMean(IReadOnlyList<Tensor> stack)
     {
+        if (TiesKernels.Applies(stack))
+        {
+            var r = empty_like(stack[0]);
+            if (TiesKernels.DisjointMean(stack, r)) return r;
+            r.Dispose();
+        }
+        return DisjointMeanOps(stack);
+    }
+
+    /// <summary>The op-by-op definition of <see cref="DisjointMean"/>.</summary>
+    internal static Tensor DisjointMeanOps(IReadOnlyList<Tensor> stack)
+    {
         using var scope = NewDisposeScope();
-        var count = Accumulate64(stack, x => x.ne(0.0)).clamp_min_(1.0);
+        using var zero = 0.0.ToScalar();
+        using var one = 1.0.ToScalar();
+        var count = Accumulate64(stack, x => x.ne(zero)).clamp_min_(one);
         return Owned(Accumulate64(stack, x => x).div_(count).to(stack[0].dtype));
     }
 
@@ -180,25 +263,45 @@ public static class MergeOps
     public static Tensor Weighted(IReadOnlyList<Tensor> stack, IReadOnlyList<double> weights)
     {
         using var scope = NewDisposeScope();
-        var acc = stack[0].to(ScalarType.Float64, copy: true).mul_(weights[0]);
-        for (int i = 1; i < stack.Count; i++) acc.add_(stack[i].to(ScalarType.Float64, copy: true).mul_(weights[i]));
-        return Owned(acc.to(stack[0].dtype));
+        using var one = 1.0.ToScalar();
+        var ws = weights.Select(w => w.ToScalar()).ToArray();
+        try
+        {
+            var acc = stack[0].to(ScalarType.Float64, copy: true).mul_(ws[0]);
+            for (int i = 1; i < stack.Count; i++) acc.add_(stack[i].to(ScalarType.Float64, copy: true).mul_(ws[i]), one);
+            return Owned(acc.to(stack[0].dtype));
+        }
+        finally
+        {
+            foreach (var w in ws) w.Dispose();
+        }
     }
 
     /// <summary>a + b.</summary>
-    public static Tensor Add(Tensor a, Tensor b) => a.add(b);
+    public static Tensor Add(Tensor a, Tensor b)
+    {
+        using var one = 1.0.ToScalar();
+        return a.add(b, one);
+    }
 
     /// <summary>a − b.</summary>
-    public static Tensor Sub(Tensor a, Tensor b) => a.sub(b);
+    public static Tensor Sub(Tensor a, Tensor b) => a.sub(b); // TorchSharp passes no alpha Scalar here
 
     /// <summary>x·factor (in x's dtype).</summary>
-    public static Tensor Scale(Tensor x, double factor) => x.mul(factor);
+    public static Tensor Scale(Tensor x, double factor)
+    {
+        using var f = factor.ToScalar();
+        return x.mul(f);
+    }
 
     /// <summary>(1 − t)·a + t·b, in float64.</summary>
     public static Tensor Lerp(Tensor a, Tensor b, double t)
     {
         using var scope = NewDisposeScope();
-        var r = a.to(ScalarType.Float64).mul(1.0 - t).add(b.to(ScalarType.Float64).mul(t));
+        using var s0 = (1.0 - t).ToScalar();
+        using var s1 = t.ToScalar();
+        using var one = 1.0.ToScalar();
+        var r = a.to(ScalarType.Float64).mul(s0).add(b.to(ScalarType.Float64).mul(s1), one);
         return Owned(r.to(a.dtype));
     }
 
@@ -264,13 +367,24 @@ public static class MergeOps
         using var scope = NewDisposeScope();
         var a = x.abs().to(ScalarType.Float32).flatten();
         var (m, e) = a.frexp();
-        const double two23 = 8388608.0;
-        var normal = e.to(ScalarType.Int64).add(126).mul(8388608L)
-            .add(m.to(ScalarType.Float64).mul(2.0).sub(1.0).mul(two23).to(ScalarType.Int64));
-        var sub = a.to(ScalarType.Float64).mul(Math.Pow(2, 149)).to(ScalarType.Int64);
-        var key = where(a.lt(Math.Pow(2, -126)), sub, normal);
-        key = where(a.isinf(), full_like(key, 0x7F800000L), key);
-        key = where(a.isnan(), full_like(key, 0x7FC00000L), key);
+        // Every Scalar lives in a using-local: an implicit temporary may be finalized by the GC during
+        // the native call (seen here as "alpha must not be a floating point number" in the test suite).
+        using var bias = 126L.ToScalar();
+        using var two23i = 8388608L.ToScalar();
+        using var two = 2.0.ToScalar();
+        using var oneD = 1.0.ToScalar();
+        using var oneI = 1L.ToScalar();
+        using var two23 = 8388608.0.ToScalar();
+        using var two149 = Math.Pow(2, 149).ToScalar();
+        using var minNormal = Math.Pow(2, -126).ToScalar();
+        using var inf = 0x7F800000L.ToScalar();
+        using var nan = 0x7FC00000L.ToScalar();
+        var normal = e.to(ScalarType.Int64).add(bias, oneI).mul(two23i)
+            .add(m.to(ScalarType.Float64).mul(two).sub(oneD).mul(two23).to(ScalarType.Int64), oneI);
+        var sub = a.to(ScalarType.Float64).mul(two149).to(ScalarType.Int64);
+        var key = where(a.lt(minNormal), sub, normal);
+        key = where(a.isinf(), full_like(key, inf), key);
+        key = where(a.isnan(), full_like(key, nan), key);
         return Owned(key);
     }
 
@@ -282,14 +396,16 @@ public static class MergeOps
     public static (Tensor Result, long TiesUsed) ApplyThreshold(Tensor x, long thresholdBits, long tieQuota)
     {
         using var scope = NewDisposeScope();
+        using var threshold = thresholdBits.ToScalar();
+        using var quota = tieQuota.ToScalar();
         var bits = MagnitudeBits(x);
-        var keep = bits.gt(thresholdBits);
+        var keep = bits.gt(threshold);
         long used = 0;
         if (tieQuota > 0)
         {
-            var eq = bits.eq(thresholdBits);
+            var eq = bits.eq(threshold);
             var rank = eq.to(ScalarType.Int64).cumsum(0L);
-            var tie = eq.logical_and(rank.le(tieQuota));
+            var tie = eq.logical_and(rank.le(quota));
             used = tie.sum().item<long>();
             keep = keep.logical_or(tie);
         }
