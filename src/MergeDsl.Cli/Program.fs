@@ -34,6 +34,23 @@ type Args =
             | Adapt _ -> "test-time adaptation: train WEMoE routers (or AdaMerging coefficients) on unlabelled data."
             | Eval _ -> "per-task accuracy and loss of a model with heads on labelled data (FusionBench JSON)."
 
+/// Runs the command an argument names; None for global flags such as --verbose.
+let private dispatch (arg: Args) : int option =
+    match arg with
+    | Version ->
+        printfn "mergedsl %s" MergeDsl.Version.Current
+        Some ExitCode.Ok
+    | Verbose -> None
+    | Inspect a -> Some(Inspect.run a)
+    | Demo a -> Some(Demo.run a)
+    | Run a -> Some(Run.run a)
+    | Plan a -> Some(Plan.run a)
+    | Bench a -> Some(Bench.run a)
+    | Data a -> Some(Data.run a)
+    | Upscale a -> Some(Upscale.run a)
+    | Adapt a -> Some(Adapt.run a)
+    | Eval a -> Some(Eval.run a)
+
 [<EntryPoint>]
 let main argv =
     let parser = ArgumentParser.Create<Args>(programName = "mergedsl")
@@ -52,26 +69,6 @@ let main argv =
     | Ok results ->
         let verbose = results.Contains Verbose
         guard verbose (fun () ->
-            if results.Contains Version then
-                printfn "mergedsl %s" MergeDsl.Version.Current
-                ExitCode.Ok
-            elif results.Contains Inspect then
-                Inspect.run (results.GetResult Inspect)
-            elif results.Contains Demo then
-                Demo.run (results.GetResult Demo)
-            elif results.Contains Run then
-                Run.run (results.GetResult Run)
-            elif results.Contains Plan then
-                Plan.run (results.GetResult Plan)
-            elif results.Contains Bench then
-                Bench.run (results.GetResult Bench)
-            elif results.Contains Data then
-                Data.run (results.GetResult Data)
-            elif results.Contains Upscale then
-                Upscale.run (results.GetResult Upscale)
-            elif results.Contains Adapt then
-                Adapt.run (results.GetResult Adapt)
-            elif results.Contains Eval then
-                Eval.run (results.GetResult Eval)
-            else
-                raise (UsageError "no command given; try `mergedsl --help`"))
+            results.GetAllResults()
+            |> List.tryPick dispatch
+            |> Option.defaultWith (fun () -> raise (UsageError "no command given; try `mergedsl --help`")))
