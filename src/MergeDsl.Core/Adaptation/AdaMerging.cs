@@ -4,6 +4,7 @@ using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Adaptation;
 
@@ -79,17 +80,17 @@ public static class AdaMerging
             }
             foreach (var p in model.parameters()) p.requires_grad = false;
             long rows = ada.Granularity == AdaMergingGranularity.TaskWise ? 1 : names.Count;
-            var lambdas = new Parameter(torch.full([rows, n], ada.InitLambda, dtype: ScalarType.Float32, device: device), true);
+            var lambdas = new Parameter(ScalarArgs.Full([rows, n], ada.InitLambda, ScalarType.Float32, device), true);
 
             Dictionary<string, Tensor> Merge()
             {
-                var lam = ada.Clamp ? lambdas.clamp(0.0, 1.0) : (Tensor)lambdas;
+                var lam = ada.Clamp ? lambdas.ClampTo(0.0, 1.0) : (Tensor)lambdas;
                 var merged = new Dictionary<string, Tensor>(names.Count);
                 for (int i = 0; i < names.Count; i++)
                 {
                     var row = lam[ada.Granularity == AdaMergingGranularity.TaskWise ? 0 : i].unsqueeze(0);   // [1, N]
                     var b = theta0[names[i]];
-                    merged[names[i]] = b + row.matmul(taus[names[i]]).view(b.shape);
+                    merged[names[i]] = b.Plus(row.matmul(taus[names[i]]).view(b.shape));
                 }
                 return merged;
             }
@@ -109,7 +110,7 @@ public static class AdaMerging
                 var merged = Merge();
                 var own = model.ParametersByName();
                 foreach (var (name, t) in merged) own[name].copy_(t);
-                final = (ada.Clamp ? lambdas.clamp(0.0, 1.0) : lambdas).detach().cpu().clone().MoveToOuterDisposeScope();
+                final = (ada.Clamp ? lambdas.ClampTo(0.0, 1.0) : lambdas).detach().cpu().clone().MoveToOuterDisposeScope();
             }
             foreach (var t in theta0.Values.Concat(taus.Values)) t.Dispose();
             lambdas.Dispose();

@@ -3,6 +3,7 @@ using MergeDsl.Core.Compilation;
 using MergeDsl.Core.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Execution;
 
@@ -43,7 +44,7 @@ internal static class GlobalStatistics
                     {
                         using var scope = NewDisposeScope();
                         var keys = MergeOps.MagnitudeBits((Tensor)values[i]);
-                        var counts = keys.div(FineBins, RoundingMode.trunc).bincount(null, CoarseBins).cpu().data<long>().ToArray();
+                        var counts = keys.Over(FineBins, RoundingMode.trunc).bincount(null, CoarseBins).cpu().data<long>().ToArray();
                         var acc = coarse[nodes[i].Index];
                         for (int b = 0; b < CoarseBins; b++) acc[b] += counts[b];
                         totals[nodes[i].Index] += keys.numel();
@@ -85,9 +86,9 @@ internal static class GlobalStatistics
                         if (b < 0) continue;
                         using var scope = NewDisposeScope();
                         var keys = MergeOps.MagnitudeBits((Tensor)values[i]);
-                        var inBin = keys.masked_select(keys.div(FineBins, RoundingMode.trunc).eq(b));
+                        var inBin = keys.masked_select(keys.Over(FineBins, RoundingMode.trunc).EqualTo(b));
                         if (inBin.numel() == 0) continue;
-                        var counts = inBin.remainder(FineBins).bincount(null, FineBins).cpu().data<long>().ToArray();
+                        var counts = inBin.Mod(FineBins).bincount(null, FineBins).cpu().data<long>().ToArray();
                         var acc = fine[nodes[i].Index];
                         for (int j = 0; j < FineBins; j++) acc[j] += counts[j];
                     }

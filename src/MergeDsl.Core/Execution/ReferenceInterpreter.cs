@@ -5,6 +5,7 @@ using Ir = MergeDsl.Core.Ir;
 using MergeDsl.Core.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Execution;
 
@@ -47,7 +48,7 @@ public static class ReferenceInterpreter
             var cat = cat_(parts.Select(p => p.Values).ToList());
             long k = MergeOps.KeepCount(density, cat.numel());
             var mask = zeros(cat.numel(), ScalarType.Bool);
-            if (k > 0) mask.index_fill_(0, MergeOps.DescendingOrder(cat).slice(0, 0, k, 1), true);
+            if (k > 0) mask.SetTrue(0, MergeOps.DescendingOrder(cat).slice(0, 0, k, 1));
             long offset = 0;
             foreach (var (name, values) in parts)
             {
@@ -149,7 +150,7 @@ public static class ReferenceInterpreter
                     {
                         double f = ScaleResolver.Resolve(s.Factor, name, layers);
                         var v = Eval(s.Value, name);
-                        return v is Tensor t ? t.mul(f) : Items(v).Select(x => x.mul(f)).ToList();
+                        return v is Tensor t ? t.Times(f) : Items(v).Select(x => x.Times(f)).ToList();
                     }
                 case Ir.Reduce r:
                     {
@@ -166,9 +167,9 @@ public static class ReferenceInterpreter
                     {
                         var l = Eval(a.Left, name);
                         var r = Eval(a.Right, name);
-                        if (l is Tensor lt) return lt + (Tensor)r;
+                        if (l is Tensor lt) return lt.Plus((Tensor)r);
                         var ls = (List<Tensor>)l;
-                        return r is Tensor rt ? ls.Select(x => x + rt).ToList() : ls.Zip((List<Tensor>)r, (x, y) => x + y).ToList();
+                        return r is Tensor rt ? ls.Select(x => x.Plus(rt)).ToList() : ls.Zip((List<Tensor>)r, (x, y) => x.Plus(y)).ToList();
                     }
                 case Lerp l:
                     {

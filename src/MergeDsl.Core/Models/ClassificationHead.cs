@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Models;
 
@@ -35,5 +36,5 @@ public sealed class ClassificationHead : nn.Module<Tensor, Tensor>
 
     /// <summary>Logits [B, classes] from image embeddings [B, projection_dim].</summary>
     public override Tensor forward(Tensor embeddings)
-        => nn.functional.normalize(embeddings, p: 2, dim: -1).matmul(Weight.t()) * LogitScale;
+        => nn.functional.normalize(embeddings, p: 2, dim: -1).matmul(Weight.t()).Times(LogitScale);
 }

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Models;
 
@@ -26,7 +27,7 @@ public sealed record ImagePreprocess(float[] Mean, float[] Std)
         long c = images.shape[1];
         if (Mean.Length != c || Std.Length != c)
             throw new ArgumentException($"images: {c} channels but the preprocessing has {Mean.Length} means and {Std.Length} stds");
-        var x = images.to(device).to(ScalarType.Float32) / 255.0;
+        var x = images.to(device).to(ScalarType.Float32).Over(255.0);
         var mean = torch.tensor(Mean, device: device).view(1, c, 1, 1);
         var std = torch.tensor(Std, device: device).view(1, c, 1, 1);
         return (x - mean) / std;

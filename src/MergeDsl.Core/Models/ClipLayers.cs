@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Models;
 
@@ -24,12 +25,12 @@ public abstract class NamedModule : nn.Module<Tensor, Tensor>
     protected static Parameter Normal(long[] shape, double std, bool requiresGrad = true)
     {
         using var _ = no_grad();
-        return new Parameter(torch.randn(shape) * std, requiresGrad);
+        return new Parameter(torch.randn(shape).Times(std), requiresGrad);
     }
 
     /// <summary>A new parameter filled with <paramref name="value"/>.</summary>
     protected static Parameter Filled(long[] shape, double value, bool requiresGrad = true)
-        => new(torch.full(shape, value, dtype: ScalarType.Float32), requiresGrad);
+        => new(ScalarArgs.Full(shape, value, ScalarType.Float32), requiresGrad);
 }
 
 /// <summary><c>nn.Linear</c> with HF names <c>weight</c> [out, in] and <c>bias</c> [out].</summary>
@@ -132,7 +133,7 @@ public sealed class ClipEmbeddings : NamedModule
         var patches = nn.functional.conv2d(pixels, patch.Value, null, strides: [cfg.PatchSize, cfg.PatchSize]);
         patches = patches.flatten(2).transpose(1, 2);                       // [B, g*g, D]
         var cls = P(ClassEmbedding, "class_embedding").expand(b, 1, cfg.HiddenSize);
-        return torch.cat([cls, patches], 1) + position.Value.unsqueeze(0);
+        return torch.cat([cls, patches], 1).Plus(position.Value.unsqueeze(0));
     }
 }
 
@@ -219,7 +220,7 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>
     {
         long b = x.shape[0], t = x.shape[1];
         Tensor Split(Tensor y) => y.view(b, t, heads, headDim).transpose(1, 2);   // [B, H, T, hd]
-        var qh = Split(q.forward(x) * scale);
+        var qh = Split(q.forward(x).Times(scale));
         var kh = Split(k.forward(x));
         var vh = Split(v.forward(x));
         var attn = torch.softmax(torch.matmul(qh, kh.transpose(-1, -2)), -1);
@@ -254,7 +255,7 @@ public sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {
-        var h = x + attn.forward(ln1.forward(x));
-        return h + Mlp.forward(ln2.forward(h));
+        var h = x.Plus(attn.forward(ln1.forward(x)));
+        return h.Plus(Mlp.forward(ln2.forward(h)));
     }
 }

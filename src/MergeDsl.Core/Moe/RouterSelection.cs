@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Moe;
 
@@ -79,7 +80,7 @@ public sealed record RouterSelection(RoutingMode Mode = RoutingMode.Dense, int K
                 var (sorted, order) = probabilities.sort(-1, descending: true);
                 // keep an expert while the mass before it is still below p: the smallest set reaching p
                 var before = sorted.cumsum(-1) - sorted;
-                var keepSorted = before < P;
+                var keepSorted = before.Below(P);
                 return torch.zeros_like(keepSorted).scatter(-1, order, keepSorted);
             }
             default:

@@ -2,6 +2,7 @@ using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Moe;
 
@@ -96,7 +97,7 @@ public sealed class SmileLinear : NamedModule
         var weighted = t * p.unsqueeze(-1);                                        // [.., N, k]
         var flat = weighted.reshape(-1, n * k);                                    // [M, N·k]
         var uCat = u.permute(0, 2, 1).reshape(n * k, -1);                          // [N·k, out]
-        var delta = flat.matmul(uCat).view([.. x.shape[..^1], -1]) + p.matmul(bias);
-        return y + delta;
+        var delta = flat.matmul(uCat).view([.. x.shape[..^1], -1]).Plus(p.matmul(bias));
+        return y.Plus(delta);
     }
 }

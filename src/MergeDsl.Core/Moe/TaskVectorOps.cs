@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Moe;
 
@@ -16,8 +17,8 @@ public static class TaskVectorOps
         using var scope = NewDisposeScope();
         var b = baseTensor.to(ScalarType.Float32);
         var sum = torch.zeros_like(b);
-        foreach (var e in experts) sum = sum + (e.to(ScalarType.Float32) - b);
-        return (b + sum * lambda).MoveToOuterDisposeScope();
+        foreach (var e in experts) sum = sum.Plus(e.to(ScalarType.Float32) - b);
+        return b.Plus(sum.Times(lambda)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

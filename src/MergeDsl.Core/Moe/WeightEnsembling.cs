@@ -2,6 +2,7 @@ using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Moe;
 
@@ -57,12 +58,12 @@ internal static class Ensemble
     public static Tensor Linear(Tensor x, Tensor r, Tensor w0, Tensor? b0, Tensor tauW, Tensor? tauB)
     {
         long n = tauW.shape[0], rows = r.shape[0];
-        var w = w0 + r.matmul(tauW.reshape(n, -1)).view([rows, .. w0.shape]);   // [R, out, in]
-        Tensor? b = b0 is null ? null : tauB is null ? b0.expand(rows, -1) : b0 + r.matmul(tauB);   // [R, out]
+        var w = w0.Plus(r.matmul(tauW.reshape(n, -1)).view([rows, .. w0.shape]));   // [R, out, in]
+        Tensor? b = b0 is null ? null : tauB is null ? b0.expand(rows, -1) : b0.Plus(r.matmul(tauB));   // [R, out]
         if (rows == 1) return nn.functional.linear(x, w[0], b?[0]);
         if (x.shape[0] != rows) throw new InvalidOperationException($"routes for {rows} samples but a batch of {x.shape[0]}");
         var y = torch.bmm(x, w.transpose(1, 2));
-        return b is null ? y : y + b.unsqueeze(1);
+        return b is null ? y : y.Plus(b.unsqueeze(1));
     }
 }
 

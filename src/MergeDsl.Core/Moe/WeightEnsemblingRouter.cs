@@ -2,6 +2,7 @@ using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.Moe;
 
@@ -53,7 +54,7 @@ public sealed class WeightEnsemblingRouter : NamedModule
     static void Init(ClipLinear l, double bias, Generator? generator)
     {
         l.Weight.normal_(0.0, 0.01, generator);
-        l.Bias!.fill_(bias);
+        l.Bias!.FillWith(bias);
     }
 
     /// <summary>Routing weights [.., N] for inputs [.., d].</summary>

@@ -1,4 +1,5 @@
 using MergeDsl.Core.Ir;
+using MergeDsl.Core.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -59,7 +60,7 @@ public static class MergeOps
         {
             var ties = a.eq(t).nonzero().flatten();
             long m = ties.numel();
-            drop.index_fill_(0, ties.slice(0, m - extra, m, 1), true);
+            drop.SetTrue(0, ties.slice(0, m - extra, m, 1));
         }
         return Owned(drop.reshape(x.shape));
     }
@@ -72,7 +73,7 @@ public static class MergeOps
         long k = KeepCount(density, n);
         var mask = zeros(n, ScalarType.Bool, x.device);
         if (k == n) mask = ones(n, ScalarType.Bool, x.device);
-        else if (k > 0) mask.index_fill_(0, DescendingOrder(x).slice(0, 0, k, 1), true);
+        else if (k > 0) mask.SetTrue(0, DescendingOrder(x).slice(0, 0, k, 1));
         return Owned(mask.reshape(x.shape));
     }
 
@@ -140,7 +141,7 @@ public static class MergeOps
         long k = KeepCount(density, n);
         long top = Math.Min(KeepCount(gamma, n), n - k);
         var mask = zeros(n, ScalarType.Bool, x.device);
-        if (k > 0) mask.index_fill_(0, DescendingOrder(x).slice(0, top, top + k, 1), true);
+        if (k > 0) mask.SetTrue(0, DescendingOrder(x).slice(0, top, top + k, 1));
         return Owned(Keep(x, mask.reshape(x.shape)));
     }
 
@@ -154,12 +155,12 @@ public static class MergeOps
         using var scope = NewDisposeScope();
         var rows = x.dim() >= 2 ? x.reshape(x.shape[0], -1) : x.reshape(1, -1);
         long c = rows.shape[1];
-        if (c <= 1) return Owned(full_like(x, density, dtype: ScalarType.Float64));
+        if (c <= 1) return Owned(ScalarArgs.FullLike(x, density, ScalarType.Float64));
         var (_, idx) = rows.abs().sort(dim: 1, descending: true, stable: true);
-        var positions = arange(c, dtype: ScalarType.Int64, device: x.device).expand(rows.shape[0], c).contiguous();
+        var positions = ScalarArgs.Range(c, ScalarType.Int64, x.device).expand(rows.shape[0], c).contiguous();
         var descRank = zeros(rows.shape, ScalarType.Int64, x.device).scatter_(1, idx, positions);
-        var norm = descRank.neg().add(c - 1).to(ScalarType.Float64).div((double)(c - 1));
-        var p = norm.mul(2 * epsilon).add(density - epsilon);
+        var norm = descRank.neg().Plus(c - 1).to(ScalarType.Float64).Over((double)(c - 1));
+        var p = norm.Times(2 * epsilon).Plus(density - epsilon);
         return Owned(p.reshape(x.shape));
     }
 
@@ -325,7 +326,7 @@ public static class MergeOps
         double sinTheta = Math.Sin(theta);
         double s0 = Math.Sin((1 - t) * theta) / sinTheta;
         double s1 = Math.Sin(t * theta) / sinTheta;
-        var r = a.to(ScalarType.Float64).mul(s0).add(b.to(ScalarType.Float64).mul(s1));
+        var r = a.to(ScalarType.Float64).Times(s0).Plus(b.to(ScalarType.Float64).Times(s1));
         return Owned(r.to(a.dtype));
     }
 
@@ -352,8 +353,9 @@ public static class MergeOps
             }
         double cos = cosSum / pairs;
         double t = ModelStockRatio(taus.Length, cos);
-        var avg = Accumulate64(experts, x => x).div_((double)experts.Count);
-        var r = avg.mul(t).add(b64.mul(1 - t));
+        using var count = ((double)experts.Count).ToScalar();
+        var avg = Accumulate64(experts, x => x).div_(count);
+        var r = avg.Times(t).Plus(b64.Times(1 - t));
         return Owned(r.to(baseTensor.dtype));
     }
 

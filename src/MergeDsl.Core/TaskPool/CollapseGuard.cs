@@ -1,6 +1,7 @@
 using MergeDsl.Core.Adaptation;
 using TorchSharp;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.TaskPool;
 
@@ -73,7 +74,7 @@ public sealed class CollapseGuard : IAdaptMonitor, IDisposable
         long c = logits.shape[1];
         var counts = logits.argmax(1).bincount(null, c).to_type(ScalarType.Float64);
         var p = counts / counts.sum();
-        var e = -(p * (p + 1e-12).log()).sum().item<double>();
+        var e = -(p * p.Plus(1e-12).log()).sum().item<double>();
         return e / Math.Log(c);
     }
 

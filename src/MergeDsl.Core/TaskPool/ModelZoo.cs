@@ -5,6 +5,7 @@ using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using MergeDsl.Core.Torch;
 
 namespace MergeDsl.Core.TaskPool;
 
@@ -115,7 +116,7 @@ public static class ZooBuilder
         foreach (var (name, p) in model.named_parameters())
         {
             if (name.EndsWith(".bias")) p.zero_();
-            else if (name.Contains("layernorm") || name.Contains("layer_norm") || name.Contains("layrnorm")) p.fill_(1.0);
+            else if (name.Contains("layernorm") || name.Contains("layer_norm") || name.Contains("layrnorm")) p.FillWith(1.0);
             else p.copy_(normal(0.0, 0.02, p.shape, generator: gen));
         }
         return model;
@@ -141,7 +142,7 @@ public static class ZooBuilder
             var (xd, yd) = digits.TrainBatch(rng, half);
             var (xf, yf) = fashion.TrainBatch(rng, s.PretrainBatch - half);
             var x = cat([xd, xf], 0);
-            var y = cat([yd, yf + 10], 0);
+            var y = cat([yd, yf.Plus(10L)], 0);
             var loss = nn.functional.cross_entropy(head.forward(model.forward(x)), y);
             opt.zero_grad();
             loss.backward();
@@ -172,7 +173,7 @@ public static class ZooBuilder
         for (int step = 0; step < s.HeadSteps; step++)
         {
             using var scope = NewDisposeScope();
-            var loss = nn.functional.cross_entropy(feN.matmul(w.t()), task.TrainLabels) + 1e-5 * w.pow(2).sum();
+            var loss = nn.functional.cross_entropy(feN.matmul(w.t()), task.TrainLabels).Plus(w.Power(2).sum().Times(1e-5));
             opt.zero_grad();
             loss.backward();
             opt.step();
