@@ -1,3 +1,4 @@
+using MergeDsl.Core.Ops;
 using MergeDsl.Core.Checkpoints;
 using MergeDsl.Core.Compilation;
 using MergeDsl.Core.Execution;
@@ -64,7 +65,7 @@ public static class Upscaler
             {
                 using var x = Read(e, name, shape);
                 using var tau = x - b;
-                return TaskVectorOps.TopKMagnitude(tau, keep);
+                return keep >= 1.0 ? tau.clone() : MergeOps.TopK(tau, keep);
             }).ToArray();
             return (b, taus);
         }
