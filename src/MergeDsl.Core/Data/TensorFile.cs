@@ -2,14 +2,15 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using TorchSharp;
+using MergeDsl.Core.Checkpoints;
 using static TorchSharp.torch;
 
 namespace MergeDsl.Core.Data;
 
 /// <summary>
-/// A minimal safetensors reader/writer for the data cache, model zoo and eval exports (U8, I64 and F32
-/// tensors only, one file, whole file in memory). It is separate from the streaming checkpoint I/O of
-/// MergeDsl.Core.Checkpoints on purpose: these files are small and written once by the task pool.
+/// Single-file safetensors for the data cache, model zoo and eval exports. Writing is a small whole-file
+/// writer (U8, I64 and F32; the checkpoint writer produces model folders, not single files); reading goes
+/// through the validating <see cref="Checkpoint"/> reader.
 /// </summary>
 public static class TensorFile
 {
@@ -81,42 +82,20 @@ public static class TensorFile
     /// <summary>Reads every tensor of a file written by <see cref="Write"/> (or any U8/I64/F32 safetensors file).</summary>
     public static Dictionary<string, Tensor> Read(string path) => Read(path, out _);
 
-    /// <summary>Reads every tensor and the <c>__metadata__</c> map.</summary>
+    /// <summary>
+    /// Reads every tensor and the <c>__metadata__</c> map through the validating checkpoint reader; the
+    /// tensors are copies, so nothing stays mapped.
+    /// </summary>
     public static Dictionary<string, Tensor> Read(string path, out Dictionary<string, string> metadata)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: file not found", path);
-        var raw = File.ReadAllBytes(path);
-        if (raw.Length < 8) throw new InvalidDataException($"{path}: too short for a safetensors header");
-        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(raw);
-        if (n > (ulong)(raw.Length - 8)) throw new InvalidDataException($"{path}: header length {n} exceeds the file");
-        var baseOffset = 8 + (long)n;
-        using var doc = JsonDocument.Parse(raw.AsMemory(8, (int)n));
-        metadata = new Dictionary<string, string>();
+        using var file = Checkpoint.Open(path);
+        metadata = new Dictionary<string, string>(file.Metadata);
         var result = new Dictionary<string, Tensor>();
-        foreach (var prop in doc.RootElement.EnumerateObject())
+        foreach (var info in file.Tensors)
         {
-            if (prop.Name == "__metadata__")
-            {
-                foreach (var m in prop.Value.EnumerateObject()) metadata[m.Name] = m.Value.GetString() ?? "";
-                continue;
-            }
-            var dtype = prop.Value.GetProperty("dtype").GetString();
-            var shape = prop.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).ToArray();
-            var offs = prop.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
-            long begin = baseOffset + offs[0], end = baseOffset + offs[1];
-            if (offs[0] < 0 || end > raw.Length || begin > end)
-                throw new InvalidDataException($"{path}: tensor '{prop.Name}' lies outside the file");
-            var span = raw.AsSpan((int)begin, (int)(end - begin));
-            long count = shape.Aggregate(1L, (a, b) => a * b);
-            Tensor t = dtype switch
-            {
-                "U8" => tensor(span.ToArray(), shape, ScalarType.Byte),
-                "I64" => tensor(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(span).ToArray(), shape),
-                "F32" => tensor(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(span).ToArray(), shape),
-                _ => throw new InvalidDataException($"{path}: tensor '{prop.Name}' has dtype {dtype}; expected U8, I64 or F32"),
-            };
-            if (t.numel() != count) throw new InvalidDataException($"{path}: tensor '{prop.Name}' size does not match its shape");
-            result[prop.Name] = t;
+            using var view = file.Load(info.Name);
+            result[info.Name] = view.clone();
         }
         return result;
     }
