@@ -110,6 +110,30 @@ let tests =
                 Expect.isLessThan err 1e-4f "max abs difference"
             }
 
+        // Golden outputs of transformers' CLIPVisionModelWithProjection (scripts/golden/hf_clip_vision.py, run on a
+        // PyTorch machine): the folder as save_pretrained wrote it must load and give the same embeddings.
+        for act in [ "quick_gelu"; "gelu" ] do
+            test $"a save_pretrained folder of transformers' CLIPVisionModelWithProjection gives its outputs ({act})" {
+                use _ = torch.NewDisposeScope()
+                let folder = System.IO.Path.Combine(System.AppContext.BaseDirectory, "fixtures", "hf-clip", act)
+                let struct (model, heads) = ClipModelFolder.LoadPlain folder
+                use model = model
+                Expect.equal heads.Count 0 "no heads in a transformers folder"
+                Expect.equal model.Config.HiddenAct act "hidden_act read from transformers' config.json"
+                use golden = MergeDsl.Core.Checkpoints.Checkpoint.Open(System.IO.Path.Combine(folder, "golden.safetensors"))
+                let pixels = golden.Load "pixel_values"
+                use _ng = torch.no_grad ()
+                let check (name: string) (ours: T) =
+                    let theirs = golden.Load name
+                    Expect.sequenceEqual ours.shape theirs.shape $"{name} shape"
+                    let scale = theirs.abs().max().item<float32> ()
+                    let err = (ours - theirs).abs().max().item<float32> ()
+                    // float32 throughout, different kernels: agreement to ~1e-6 of the output's scale.
+                    Expect.isLessThan err (1e-5f * max 1.0f scale) $"{name}: max |ours - transformers| = {err} (scale {scale})"
+                check "image_embeds" (model.forward pixels)
+                check "last_hidden_state" (model.Hidden pixels)
+            }
+
         test "config.json: full CLIPConfig and bare vision config both parse; bad ones fail clearly" {
             let full = """{"projection_dim": 8, "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 8, "patch_size": 4, "hidden_act": "gelu"}, "text_config": {"hidden_size": 99}}"""
             let c = ClipVisionConfig.FromJson full
