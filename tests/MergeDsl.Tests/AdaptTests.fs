@@ -106,6 +106,96 @@ type private Steering(stopAt: int) =
         member this.Finish _ = this.Calls.Add $"finish {this.Kept.shape.[0]}" 
 
 [<Tests>]
+let objectiveTests =
+    testList "Adaptation objectives" [
+        test "entropy and entropy-diversity on hand-checked logits" {
+            use _ = torch.NewDisposeScope()
+            // Rows: p = (1/2, 1/2) and p = (3/4, 1/4); batch mean (5/8, 3/8).
+            let logits = torch.tensor([| 0.0f; 0.0f; float32 (log 3.0); 0.0f |]).reshape(2L, 2L)
+            let h (ps: float list) = -(ps |> List.sumBy (fun p -> p * log p))
+            let mean = (h [ 0.5; 0.5 ] + h [ 0.75; 0.25 ]) / 2.0     // 0.62771
+            let marginal = h [ 0.625; 0.375 ]                         // 0.66156
+            let v (t: torch.Tensor) = float (t.item<float32> ())
+            Expect.floatClose Accuracy.medium (v (EntropyObjective.MeanEntropy logits)) mean "mean entropy"
+            Expect.floatClose Accuracy.medium (v (EntropyObjective.MarginalEntropy logits)) marginal "entropy of the mean prediction"
+            Expect.floatClose Accuracy.medium (v (EntropyObjective.Loss(AdaptObjective.Entropy, logits))) mean "entropy objective"
+            Expect.floatClose Accuracy.medium (v (EntropyObjective.Loss(AdaptObjective.EntropyDiversity, logits))) (mean - marginal) "weight 1"
+            Expect.floatClose Accuracy.medium (v (EntropyObjective.Loss(AdaptObjective.EntropyDiversity, logits, 0.5))) (mean - 0.5 * marginal) "weight 1/2"
+        }
+
+        test "entropy-diversity scores one confident class for everything log C worse than confident, spread predictions" {
+            use _ = torch.NewDisposeScope()
+            let c = 4L
+            let oneClass = torch.tensor(Array.init 32 (fun i -> if i % 4 = 0 then 20.0f else 0.0f)).reshape(8L, c)
+            let spread = torch.eye(c).mul(torch.tensor 20.0f).repeat(2L, 1L)
+            let v (t: torch.Tensor) = float (t.item<float32> ())
+            let e1, e2 = v (EntropyObjective.MeanEntropy oneClass), v (EntropyObjective.MeanEntropy spread)
+            Expect.floatClose Accuracy.medium e1 e2 "plain entropy cannot tell them apart"
+            let d1 = v (EntropyObjective.Loss(AdaptObjective.EntropyDiversity, oneClass))
+            let d2 = v (EntropyObjective.Loss(AdaptObjective.EntropyDiversity, spread))
+            Expect.floatClose Accuracy.medium (d1 - d2) (log (float c)) "collapse costs log C"
+        }
+
+        test "adapting a logit bias: under entropy a favoured class swallows a neighbour, entropy-diversity keeps every class" {
+            // The failure the task-pool benchmark met: a free parameter that makes everything one confident class.
+            let run objective =
+                use _ = torch.NewDisposeScope()
+                // 200 one-pixel images, 50 at each of four class centres; logits -5 d^2 to each centre plus a bias.
+                let centres = torch.linspace(-1.0, 1.0, 4L)
+                let pixels = centres.repeat(50L).reshape(200L, 1L, 1L, 1L)
+                let data = [ new TaskData("t", pixels, null) ]
+                // Class 0 slightly favoured at the start: entropy's gradient then feeds that one class.
+                let bias = new TorchSharp.Modules.Parameter(torch.tensor([| 0.5f; 0.0f; 0.0f; 0.0f |]), true)
+                let logits (batches: IReadOnlyList<torch.Tensor>) : IReadOnlyList<torch.Tensor> =
+                    [| for x in batches ->
+                        let d = x.flatten(1L) - centres.unsqueeze 0L
+                        -(d * d) * 5.0 + bias |] :> _
+                AdaptationLoop.Run([ bias ], [ "bias" ], data, System.Func<_, _> logits,
+                    AdaptOptions(Steps = 300, BatchPerTask = 32, LearningRate = 0.2, Objective = objective), 1e-3, null) |> ignore
+                use _ng = torch.no_grad ()
+                MergeDsl.Core.TaskPool.CollapseGuard.HistogramEntropy((logits [ pixels ]).[0])
+            let collapsed = run AdaptObjective.Entropy
+            let kept = run AdaptObjective.EntropyDiversity
+            // 0.75 = three of four classes left (measured); 1 = all four equally often.
+            Expect.isLessThan collapsed 0.9 $"entropy: prediction histogram entropy {collapsed}"
+            Expect.isGreaterThan kept 0.99 $"entropy-diversity: prediction histogram entropy {kept}"
+        }
+
+        test "a negative or infinite diversity weight is refused with the option's name" {
+            Expect.throwsC (fun () -> AdaptOptions(DiversityWeight = -1.0).Validate() |> ignore)
+                (fun (e: exn) -> Expect.isTrue (e :? System.ArgumentException) "type"; Expect.stringContains e.Message "--diversity" "names the option")
+            Expect.throwsT<System.ArgumentException> (fun () -> AdaptOptions(DiversityWeight = infinity).Validate() |> ignore) "infinite"
+        }
+    ]
+
+[<Tests>]
+let routeSummaryTests =
+    testList "Route summary" [
+        test "mean routes per layer and task: forced routes come back exactly; the diagonal line names the winner" {
+            use _ = torch.NewDisposeScope()
+            let cfg = tinyConfig "quick_gelu"
+            let b, experts = zoo cfg 51L 2
+            let moe = upscale cfg b experts (UpscaleSpec(RouterDepth = 2))
+            use _m = moe.Model
+            let data = tinyTasks 52L
+            let pre = ImagePreprocess.Symmetric 3
+            moe.ForceRoutes(torch.tensor([| 0.25f; 0.75f |]).reshape(1L, 2L))
+            let r = MergeDsl.Core.TaskPool.RouteSummary.Measure(moe, data, pre, 8)
+            Expect.equal r.Layers.Count 2 "one entry per upscaled MLP"
+            for layer in r.Layers do
+                for row in layer do
+                    Expect.sequenceEqual row [| 0.25; 0.75 |] "forced routes"
+            Expect.equal (r.LastLayerDiagonal()) "a 0.25 (max 0.75 on b), b 0.75" "diagonal"
+            moe.ForceRoutes null
+            // Unadapted routers: W ~ N(0, 0.01^2), so every route is close to the initial lambda.
+            let r0 = MergeDsl.Core.TaskPool.RouteSummary.Measure(moe, data, pre, 8)
+            for layer in r0.Layers do
+                for row in layer do
+                    for v in row do Expect.floatClose { absolute = 0.02; relative = 0.0 } v 0.3 "initial lambda"
+        }
+    ]
+
+[<Tests>]
 let loopTests =
     testList "Adaptation loop" [
         test "a monitor sees start, every step and finish, can stop the loop and drop a task from the objective" {

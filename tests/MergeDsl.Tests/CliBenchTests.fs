@@ -10,6 +10,17 @@ open MergeDsl.Core.Checkpoints
 let tests =
     testSequenced
     <| testList "CliBench" [
+        test "bench taskpool: an unknown --methods name or --objective fails in one line, exit 2, before any work" {
+            let dir = Path.Combine(CliTests.scratch.Value, "taskpool-bad-args")
+            let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; "--methods"; "WEMoE,Magic"; "--data"; dir; "--out"; dir ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "--methods: unknown method(s) Magic" "names the bad method"
+            Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
+            let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; "--objective"; "accuracy"; "--data"; dir; "--out"; dir ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "--objective: expected entropy or entropy-diversity, got 'accuracy'" "names the bad objective"
+            Expect.isFalse (Directory.Exists dir) "nothing written"
+        }
         test "synthetic zoo: layout, determinism, small dense task vectors, reuse" {
             let dir = Path.Combine(CliTests.scratch.Value, "bench-zoo")
             // 3 rows of a 1024-wide matrix per model: one full 2-row matrix and a 1-row remainder.

@@ -111,17 +111,26 @@ let tests =
                 Expect.isTrue (d.Test.Labels |> Array.forall (fun l -> l >= 0L && l < int64 t.ClassCount)) t.Name
                 Expect.equal (d.Test.Labels |> Array.distinct |> Array.length) t.ClassCount (t.Name + ": every class occurs")
         }
-        test "derived task: mirrored-inverted digit = 255 - hflip(original), label kept" {
+        test "derived task: mirrored-striped digit = hflip(original) with rows 1, 5, 9, ... raised to at least 160, label kept" {
             needs TaskSource.Digits
             let s = store.Force()
             let src = s.Load TaskSource.Digits
-            let d = s.LoadTask(TaskPoolTasks.Find "digits-mirrored-inverted")
+            let d = s.LoadTask(TaskPoolTasks.Find "digits-mirrored-striped")
             let o = src.Test.Image(5).ToArray()
             let m = d.Test.Image(5).ToArray()
             for i in 0..27 do
                 for j in 0..27 do
-                    Expect.equal m[i * 28 + j] (255uy - o[i * 28 + 27 - j]) "pixel"
+                    let mirrored = o[i * 28 + 27 - j]
+                    let expected = if i % 4 = 1 then max mirrored 160uy else mirrored
+                    Expect.equal m[i * 28 + j] expected $"pixel {i},{j}"
             Expect.equal d.Test.Labels[5] src.Test.Labels[5] "label"
+        }
+        test "stripes: hand-checked 6x2 image" {
+            let src = [| 0uy; 200uy; 10uy; 170uy; 255uy; 0uy; 1uy; 2uy; 3uy; 4uy; 5uy; 6uy |]
+            let dst = Array.zeroCreate<byte> 12
+            ImageTransforms.Apply(ImageTransform.Stripes, ReadOnlySpan src, Span dst, 6, 2)
+            // Rows 1 and 5 (i mod 4 = 1) become max(v, 160); the others are copied.
+            Expect.equal dst [| 0uy; 200uy; 160uy; 170uy; 255uy; 0uy; 1uy; 2uy; 3uy; 4uy; 160uy; 160uy |] "rows 1 and 5 striped"
         }
         test "TensorFile round-trips U8, I64 and F32 with metadata" {
             let dir = tmpDir ()

@@ -10,6 +10,7 @@ open Spectre.Console
 open TorchSharp
 open MergeDsl.Core.Data
 open MergeDsl.Core.TaskPool
+open MergeDsl.Core.Adaptation
 open MergeDsl.Cli.Failure
 
 type Args =
@@ -20,6 +21,8 @@ type Args =
     | Threads of count: int
     | Wemoe_Lr of lr: float
     | Wemoe_Steps of steps: int
+    | Objective of objective: string
+    | Methods of names: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -31,6 +34,8 @@ type Args =
             | Threads _ -> "torch CPU threads (default 1: the model is tiny; more threads only help on an idle machine)."
             | Wemoe_Lr _ -> "learning rate of WEMoE/E-WEMoE router adaptation (default 1e-4)."
             | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 400; --quick 10)."
+            | Objective _ -> "what test-time adaptation (AdaMerging, WEMoE, E-WEMoE) minimises: entropy or entropy-diversity."
+            | Methods _ -> "comma-separated methods to run (names as in the table, e.g. \"WEMoE,Oracle routing\"); default all."
 
 /// Renders the result table with Spectre.Console.
 let printTable (r: BenchmarkResult) =
@@ -89,9 +94,12 @@ let writePlot (r: BenchmarkResult) (path: string) =
     plot.SavePng(path, 1400, 700) |> ignore
 
 /// Runs the benchmark and writes the reports; returns the result.
-let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (wemoeLr: float option) (wemoeSteps: int option) =
+let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (wemoeLr: float option) (wemoeSteps: int option)
+    (objective: AdaptObjective option) (methods: string list option) =
+    let methodSet = methods |> Option.map (fun ms -> Collections.Generic.HashSet<string>(ms) :> Collections.Generic.IReadOnlySet<string>)
     let options =
-        BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log, Option.toNullable wemoeLr, Option.toNullable wemoeSteps)
+        BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log, Option.toNullable wemoeLr, Option.toNullable wemoeSteps,
+                                Option.toNullable objective, Option.toObj methodSet)
     let result = TaskPoolBenchmark.Run options
     Directory.CreateDirectory outDir |> ignore
     BenchmarkReports.WriteJson(result, Path.Combine(outDir, "results.json"))
@@ -100,7 +108,13 @@ let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (l
     result
 
 /// Runs the benchmark with default adaptation settings and writes the reports.
-let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log None None
+let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log None None None None
+
+let private parseObjective (text: string) =
+    match text.Trim().ToLowerInvariant() with
+    | "entropy" -> AdaptObjective.Entropy
+    | "entropy-diversity" -> AdaptObjective.EntropyDiversity
+    | other -> raise (UsageError(sprintf "--objective: expected entropy or entropy-diversity, got '%s'" other))
 
 let run (args: ParseResults<Args>) =
     let dataRoot = args.TryGetResult Data |> Option.defaultWith DataStore.DefaultRoot
@@ -114,6 +128,8 @@ let run (args: ParseResults<Args>) =
         let log (line: string) = AnsiConsole.MarkupLine("[grey]" + Markup.Escape line + "[/]")
         let result =
             executeWith dataRoot outDir (args.Contains Quick) seed log (args.TryGetResult Wemoe_Lr) (args.TryGetResult Wemoe_Steps)
+                (args.TryGetResult Objective |> Option.map parseObjective)
+                (args.TryGetResult Methods |> Option.map (fun s -> s.Split(',') |> Array.map (fun m -> m.Trim()) |> Array.filter ((<>) "") |> List.ofArray))
         printTable result
         printfn "reports: %s" (String.Join(", ", [ "results.json"; "results.md"; "results.png" ] |> List.map (fun f -> Path.Combine(outDir, f))))
         ExitCode.Ok

@@ -13,6 +13,10 @@ public sealed record AdaptOptions
     public double? LearningRate { get; init; }
     /// <summary>Seed of the batch sampling.</summary>
     public long Seed { get; init; }
+    /// <summary>What is minimised (default: prediction entropy, as in the papers).</summary>
+    public AdaptObjective Objective { get; init; } = AdaptObjective.Entropy;
+    /// <summary>Weight of the diversity term of <see cref="AdaptObjective.EntropyDiversity"/> (default 1).</summary>
+    public double DiversityWeight { get; init; } = 1.0;
     /// <summary>Device to train on (CPU when null).</summary>
     public Device? Device { get; init; }
 
@@ -22,13 +26,15 @@ public sealed record AdaptOptions
         if (Steps < 0) throw new ArgumentException($"--steps must be ≥ 0, got {Steps}");
         if (BatchPerTask <= 0) throw new ArgumentException($"--batch must be positive, got {BatchPerTask}");
         if (LearningRate is <= 0) throw new ArgumentException($"--lr must be positive, got {LearningRate}");
+        if (!(DiversityWeight >= 0) || double.IsInfinity(DiversityWeight))
+            throw new ArgumentException($"--diversity must be a finite number ≥ 0, got {DiversityWeight}");
         return this;
     }
 }
 
 /// <summary>One logged step: the summed objective and each task's mean prediction entropy.</summary>
 /// <param name="Step">1-based step number.</param>
-/// <param name="Loss">Σ over tasks of the mean entropy (the minimised objective).</param>
+/// <param name="Loss">Σ over the tasks in the objective of each task's loss (the minimised objective).</param>
 /// <param name="TaskEntropy">Mean entropy per task.</param>
 /// <param name="ElapsedSeconds">Wall time since the start.</param>
 public sealed record AdaptStep(int Step, double Loss, IReadOnlyDictionary<string, double> TaskEntropy, double ElapsedSeconds);

@@ -57,7 +57,7 @@ public sealed class AdaptControl
 
 /// <summary>
 /// The one test-time adaptation loop (WEMoE routers, AdaMerging coefficients): Adam on Σ over tasks in the
-/// objective of the mean prediction entropy of unlabelled batches drawn per task each step.
+/// objective of each task's loss (<see cref="AdaptOptions.Objective"/>) on unlabelled batches drawn per task each step.
 /// </summary>
 public static class AdaptationLoop
 {
@@ -90,7 +90,10 @@ public static class AdaptationLoop
                     adam.zero_grad();
                     var perTaskLogits = logits(sampler.Next());
                     var entropies = perTaskLogits.Select(EntropyObjective.MeanEntropy).ToList();
-                    var loss = torch.stack(entropies.Where((_, t) => control.InObjective[t]).ToArray()).sum();
+                    var losses = options.Objective == AdaptObjective.Entropy
+                        ? entropies
+                        : perTaskLogits.Select(l => EntropyObjective.Loss(options.Objective, l, options.DiversityWeight)).ToList();
+                    var loss = torch.stack(losses.Where((_, t) => control.InObjective[t]).ToArray()).sum();
                     loss.backward();
                     adam.step();
                     var perTask = new Dictionary<string, double>();

@@ -5,9 +5,37 @@ using static TorchSharp.torch;
 
 namespace MergeDsl.Core.Adaptation;
 
-/// <summary>The test-time objective: mean Shannon entropy of each task's softmax predictions, summed over tasks.</summary>
+/// <summary>What test-time adaptation minimises for each task's unlabelled batch (summed over tasks).</summary>
+public enum AdaptObjective
+{
+    /// <summary>Mean prediction entropy (Tent, AdaMerging, WEMoE): confident predictions.</summary>
+    Entropy,
+    /// <summary>
+    /// Mean prediction entropy minus the entropy of the batch's mean prediction (information maximisation, as in
+    /// SHOT): confident predictions that stay spread over the classes, so a task cannot lower its loss by
+    /// predicting one class for everything.
+    /// </summary>
+    EntropyDiversity,
+}
+
+/// <summary>The test-time objectives over one task's logits [B, C].</summary>
 public static class EntropyObjective
 {
+    /// <summary>The loss <paramref name="objective"/> assigns to one task's logits [B, C].</summary>
+    public static Tensor Loss(AdaptObjective objective, Tensor logits, double diversityWeight = 1.0) => objective switch
+    {
+        AdaptObjective.Entropy => MeanEntropy(logits),
+        AdaptObjective.EntropyDiversity => MeanEntropy(logits) - MarginalEntropy(logits) * diversityWeight,
+        _ => throw new ArgumentOutOfRangeException(nameof(objective), objective, null),
+    };
+
+    /// <summary>Entropy of the batch's mean prediction: log C when the batch's predictions cover all classes evenly, 0 when all agree.</summary>
+    public static Tensor MarginalEntropy(Tensor logits)
+    {
+        var mean = nn.functional.softmax(logits, -1).mean([0]);
+        return -(mean * mean.clamp_min(1e-12).log()).sum();
+    }
+
     /// <summary>Mean entropy −Σ p log p over the rows of <paramref name="logits"/> [B, C].</summary>
     public static Tensor MeanEntropy(Tensor logits)
     {

@@ -13,11 +13,19 @@ public enum ImageTransform
     FlipHorizontal,
     /// <summary>Upside down: out[i, j] = in[H-1-i, j].</summary>
     FlipVertical,
+    /// <summary>
+    /// Horizontal stripes laid over the image: every fourth row (i mod 4 = 1) is raised to at least
+    /// <see cref="ImageTransforms.StripeLevel"/>; strokes brighter than that stay as they are.
+    /// </summary>
+    Stripes,
 }
 
 /// <summary>Applies <see cref="ImageTransform"/>s to whole image sets.</summary>
 public static class ImageTransforms
 {
+    /// <summary>Intensity of the rows <see cref="ImageTransform.Stripes"/> lays over the image.</summary>
+    public const byte StripeLevel = 160;
+
     /// <summary>Applies one transform to one H x W image (Rot90 needs a square image).</summary>
     public static void Apply(ImageTransform transform, ReadOnlySpan<byte> src, Span<byte> dst, int h, int w)
     {
@@ -43,6 +51,11 @@ public static class ImageTransforms
             case ImageTransform.FlipVertical:
                 for (int i = 0; i < h; i++)
                     src.Slice((h - 1 - i) * w, w).CopyTo(dst.Slice(i * w, w));
+                break;
+            case ImageTransform.Stripes:
+                for (int i = 0; i < h; i++)
+                    for (int j = 0; j < w; j++)
+                        dst[i * w + j] = i % 4 == 1 ? Math.Max(src[i * w + j], StripeLevel) : src[i * w + j];
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(transform), transform, "unknown image transform");

@@ -46,8 +46,8 @@ public static class TaskPoolTasks
     static readonly int[] Identity10 = Enumerable.Range(0, 10).ToArray();
 
     /// <summary>
-    /// Six tasks: the two raw sets and four derived ones, each with a distinct input distribution (rotation,
-    /// inversion, flips) and, for one, a coarser label set.
+    /// Six tasks: the two raw sets and four derived ones, each with its own transform (rotation, inversion,
+    /// mirror with stripes, upside down) and, for one, a coarser label set.
     /// </summary>
     public static readonly IReadOnlyList<TaskSpec> All =
     [
@@ -57,8 +57,11 @@ public static class TaskPoolTasks
             DigitClasses.Select(d => $"{d} (rotated)").ToArray(), "MNIST rotated 90 degrees counter-clockwise"),
         new("fashion-inverted", TaskSource.Fashion, [ImageTransform.Invert], Identity10,
             FashionClasses.Select(c => $"{c} (negative)").ToArray(), "Fashion-MNIST with inverted intensities"),
-        new("digits-mirrored-inverted", TaskSource.Digits, [ImageTransform.FlipHorizontal, ImageTransform.Invert], Identity10,
-            DigitClasses.Select(d => $"{d} (mirrored negative)").ToArray(), "MNIST mirrored left-right, intensities inverted"),
+        // Stripes, not a second inversion: with two inverted tasks the routers could not tell inverted digits
+        // from inverted garments (their routes were the same in every layer) and the experts' shared
+        // "undo the inversion" update let entropy pick the wrong one; every derived task now has its own transform.
+        new("digits-mirrored-striped", TaskSource.Digits, [ImageTransform.FlipHorizontal, ImageTransform.Stripes], Identity10,
+            DigitClasses.Select(d => $"{d} (mirrored, striped)").ToArray(), "MNIST mirrored left-right, with bright stripes every fourth row"),
         // Coarse: tops {T-shirt, Pullover, Coat, Shirt}, one-piece/bottoms {Trouser, Dress}, footwear, bags.
         new("fashion-upside-down-coarse", TaskSource.Fashion, [ImageTransform.FlipVertical], [0, 1, 0, 1, 0, 2, 0, 2, 3, 2],
             ["top", "trousers or dress", "footwear", "bag"], "Fashion-MNIST upside down, 4 coarse classes"),

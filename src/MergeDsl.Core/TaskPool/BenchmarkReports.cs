@@ -64,12 +64,15 @@ public static class BenchmarkReports
         /// <summary>As JSON.</summary>
         public JsonNode ToJsonNode() => new JsonObject
         {
-            ["wemoe_fraction_of_ta_to_individual_gap"] = Math.Round(GapRecovered, 4),
-            ["oracle_minus_wemoe_points"] = Math.Round(OracleGap, 2),
+            ["wemoe_fraction_of_ta_to_individual_gap"] = Number(GapRecovered, 4),
+            ["oracle_minus_wemoe_points"] = Number(OracleGap, 2),
             ["ordering"] = Ordering,
             ["ordering_holds"] = OrderingHolds,
-            ["total_minutes"] = Math.Round(TotalMinutes, 2),
+            ["total_minutes"] = Number(TotalMinutes, 2),
         };
+
+        // A run of a subset of methods (--methods) has no value for a target it lacks: JSON null, not NaN.
+        static JsonNode? Number(double v, int digits) => double.IsFinite(v) ? JsonValue.Create(Math.Round(v, digits)) : null;
     }
 
     /// <summary>Gap recovery, distance to the oracle, the paper's ordering, total minutes.</summary>

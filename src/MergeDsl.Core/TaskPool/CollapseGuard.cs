@@ -25,9 +25,16 @@ public sealed record AdaptationSettings
     public double CollapseRatio { get; init; } = 0.6;
     /// <summary>Seed of batch sampling.</summary>
     public int Seed { get; init; } = 7;
+    /// <summary>What adaptation minimises.</summary>
+    public AdaptObjective Objective { get; init; } = AdaptObjective.Entropy;
+    /// <summary>Weight of the diversity term of <see cref="AdaptObjective.EntropyDiversity"/>.</summary>
+    public double DiversityWeight { get; init; } = 1.0;
 
     /// <summary>The core loop's options for these settings.</summary>
-    public AdaptOptions ToAdaptOptions() => new() { Steps = Steps, LearningRate = Lr, BatchPerTask = BatchPerTask, Seed = Seed };
+    public AdaptOptions ToAdaptOptions() => new()
+    {
+        Steps = Steps, LearningRate = Lr, BatchPerTask = BatchPerTask, Seed = Seed, Objective = Objective, DiversityWeight = DiversityWeight,
+    };
 }
 
 /// <summary>What an adaptation run did.</summary>

@@ -48,7 +48,7 @@ public static class ZooBuilder
     public static ModelZoo Build(ZooSettings s, IReadOnlyList<TaskTensors> tasks, TaskTensors pretrainDigits,
         TaskTensors pretrainFashion, string zooRoot, Action<string>? log = null)
     {
-        var folder = Path.Combine(zooRoot, s.Hash());
+        var folder = Path.Combine(zooRoot, s.Hash(tasks.Select(t => t.Task)));
         var done = Path.Combine(folder, "zoo.json");
         if (File.Exists(done))
         {

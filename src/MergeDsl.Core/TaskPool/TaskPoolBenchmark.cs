@@ -46,14 +46,37 @@ public sealed record BenchmarkOptions
     public int SmileTopK { get; init; } = 1;
     /// <summary>Progress lines.</summary>
     public Action<string>? Log { get; init; }
+    /// <summary>Methods to run (names of <see cref="TaskPoolBenchmark.MethodOrder"/>); null runs all.</summary>
+    public IReadOnlySet<string>? Methods { get; init; }
 
     /// <summary>The full benchmark (or its --quick version for CI).</summary>
     public static BenchmarkOptions Create(string dataRoot, bool quick, int seed = 42, Action<string>? log = null,
-        double? wemoeLr = null, int? wemoeSteps = null)
+        double? wemoeLr = null, int? wemoeSteps = null, AdaptObjective? objective = null, IReadOnlySet<string>? methods = null)
     {
         var o = CreateDefault(dataRoot, quick, seed, log);
-        return o with { WeMoE = o.WeMoE with { Lr = wemoeLr ?? o.WeMoE.Lr, Steps = wemoeSteps ?? o.WeMoE.Steps } };
+        if (methods is not null)
+        {
+            var unknown = methods.Where(m => !TaskPoolBenchmark.MethodOrder.Contains(m)).ToList();
+            if (unknown.Count > 0)
+                throw new ArgumentException($"--methods: unknown method(s) {string.Join(", ", unknown)}; known: {string.Join(", ", TaskPoolBenchmark.MethodOrder)}");
+        }
+        return o with
+        {
+            Methods = methods,
+            AdaMergingTaskWise = o.AdaMergingTaskWise with { Objective = objective ?? o.AdaMergingTaskWise.Objective },
+            AdaMergingLayerWise = o.AdaMergingLayerWise with { Objective = objective ?? o.AdaMergingLayerWise.Objective },
+            WeMoE = o.WeMoE with
+            {
+                Lr = wemoeLr ?? o.WeMoE.Lr, Steps = wemoeSteps ?? o.WeMoE.Steps, Objective = objective ?? o.WeMoE.Objective,
+            },
+        };
     }
+
+    /// <summary>
+    /// The benchmark's test-time objective: entropy with the diversity term. Plain entropy (the papers') drove the
+    /// weakest task's predictions onto one class here; see docs/results.md for both runs.
+    /// </summary>
+    public const AdaptObjective Objective = AdaptObjective.EntropyDiversity;
 
     static BenchmarkOptions CreateDefault(string dataRoot, bool quick, int seed, Action<string>? log)
     {
@@ -63,10 +86,11 @@ public sealed record BenchmarkOptions
                 DataRoot = dataRoot, Quick = false, Log = log,
                 Zoo = new ZooSettings { Seed = seed },
                 TestImagesPerTask = 2000,
-                AdaMergingTaskWise = new AdaptationSettings { Steps = 200, Lr = 1e-3, Seed = seed + 1 },
-                AdaMergingLayerWise = new AdaptationSettings { Steps = 200, Lr = 1e-3, Seed = seed + 2 },
-                // The paper's 1000 steps do not fit the 20-minute budget on 2 cores; 400 at the paper's lr.
-                WeMoE = new AdaptationSettings { Steps = 400, Lr = 1e-4, Seed = seed + 3 },
+                AdaMergingTaskWise = new AdaptationSettings { Steps = 200, Lr = 1e-3, Seed = seed + 1, Objective = Objective },
+                AdaMergingLayerWise = new AdaptationSettings { Steps = 200, Lr = 1e-3, Seed = seed + 2, Objective = Objective },
+                // The paper's 1000 steps at lr 1e-4 do not fit the 20-minute budget on 2 cores; 400 at lr 1e-3
+                // reached as far (measured: 76.2 after 400 steps, 75.5 after 1000).
+                WeMoE = new AdaptationSettings { Steps = 400, Lr = 1e-3, Seed = seed + 3, Objective = Objective },
             };
         return new BenchmarkOptions
         {
@@ -77,9 +101,9 @@ public sealed record BenchmarkOptions
                 HeadSteps = 100, FineTuneSteps = 40,
             },
             TestImagesPerTask = 200,
-            AdaMergingTaskWise = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 1 },
-            AdaMergingLayerWise = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 2 },
-            WeMoE = new AdaptationSettings { Steps = 10, Lr = 1e-4, CheckEvery = 5, ProbeImages = 64, Seed = seed + 3 },
+            AdaMergingTaskWise = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 1, Objective = Objective },
+            AdaMergingLayerWise = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 2, Objective = Objective },
+            WeMoE = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 3, Objective = Objective },
         };
     }
 }
@@ -180,6 +204,7 @@ public static class TaskPoolBenchmark
 
             void Add(string name, Func<double[]> body, Dictionary<string, string> config, Func<string>? notes = null)
             {
+                if (o.Methods is not null && !o.Methods.Contains(name)) return;
                 var t = Stopwatch.StartNew();
                 // No dispose scope here: every method disposes what it builds, and the executor's and the core
                 // loop's threads must not touch a scope this thread holds open.
@@ -238,6 +263,7 @@ public static class TaskPoolBenchmark
             foreach (var sparse in new[] { false, true })
             {
                 AdaptationReport? rep = null;
+                RouteSummary? routes = null;
                 var config = AdaptConfig(o.WeMoE);
                 config["init_lambda"] = $"{o.Lambda}";
                 config["router_depth"] = "2";
@@ -249,8 +275,11 @@ public static class TaskPoolBenchmark
                         : Upscale(MoeKind.WeMoE);
                     using var model = moe.Model;
                     rep = Guarded(o.WeMoE, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, o.WeMoE.ToAdaptOptions(), monitor: guard));
+                    routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
+                    log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
+                    config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
                     return Eval(model);
-                }, config, () => Describe(rep!));
+                }, config, () => Describe(rep!) + $"; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
                 Stage(sparse ? "e-wemoe" : "wemoe");
             }
 
@@ -288,7 +317,7 @@ public static class TaskPoolBenchmark
                 ["test_images_per_task"] = $"{o.TestImagesPerTask}",
                 ["zoo_train_seconds"] = JsonSerializer.Serialize(zoo.TrainSeconds),
             };
-            var ordered = MethodOrder.Select(m => methods.First(r => r.Method == m)).ToList();
+            var ordered = MethodOrder.SelectMany(m => methods.Where(r => r.Method == m)).ToList();
             return new BenchmarkResult(specs.Select(t => t.Name).ToList(), ordered, stages, MachineDescription(), o.Quick,
                 zoo.Folder, zoo.FromCache, settings);
         }
@@ -300,7 +329,9 @@ public static class TaskPoolBenchmark
 
     static Dictionary<string, string> AdaptConfig(AdaptationSettings s) => new()
     {
-        ["objective"] = "entropy of predictions on unlabeled test batches",
+        ["objective"] = s.Objective == AdaptObjective.Entropy
+            ? "entropy of predictions on unlabeled test batches"
+            : $"entropy of predictions minus {s.DiversityWeight} x entropy of the batch's mean prediction, on unlabeled test batches",
         ["optimizer"] = "Adam", ["lr"] = $"{s.Lr}", ["steps"] = $"{s.Steps}", ["batch_per_task"] = $"{s.BatchPerTask}",
         ["collapse_guard"] = $"histogram entropy < {s.CollapseRatio} x initial, checked every {s.CheckEvery} steps",
     };

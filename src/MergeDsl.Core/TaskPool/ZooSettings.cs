@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using MergeDsl.Core.Data;
 
 namespace MergeDsl.Core.TaskPool;
 
@@ -44,10 +45,14 @@ public sealed record ZooSettings
     /// <summary>What fine-tuning moves.</summary>
     public FineTuneScope Scope { get; init; } = FineTuneScope.Mlp;
 
-    /// <summary>Short stable hash of the settings (names the cache folder).</summary>
-    public string Hash()
+    /// <summary>
+    /// Short stable hash of the settings and of the task pool the zoo is trained on (names the cache folder):
+    /// a changed task (name, source, transforms, label map) must not reuse experts trained for the old one.
+    /// </summary>
+    public string Hash(IEnumerable<TaskSpec> tasks)
     {
-        var json = JsonSerializer.Serialize(this);
+        var pool = tasks.Select(t => new { t.Name, Source = t.Source.ToString(), Transforms = t.Transforms.Select(x => x.ToString()), t.LabelMap });
+        var json = JsonSerializer.Serialize(this) + JsonSerializer.Serialize(pool);
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(json)))[..12].ToLowerInvariant();
     }
 }
