@@ -19,6 +19,12 @@ let tests =
             let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; "--objective"; "accuracy"; "--data"; dir; "--out"; dir ]
             Expect.equal code 2 "usage error"
             Expect.stringContains err "--objective: expected entropy or entropy-diversity, got 'accuracy'" "names the bad objective"
+            for opt, value, msg in [ "--wemoe-lr", "-1", "--wemoe-lr: expected a positive number, got -1"
+                                     "--wemoe-batch", "0", "--wemoe-batch: expected a positive count, got 0"
+                                     "--diversity", "-0.5", "--diversity: expected a finite number ≥ 0, got -0.5" ] do
+                let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; opt; value; "--data"; dir; "--out"; dir ]
+                Expect.equal code 2 $"{opt} usage error"
+                Expect.stringContains err msg opt
             Expect.isFalse (Directory.Exists dir) "nothing written"
         }
         test "synthetic zoo: layout, determinism, small dense task vectors, reuse" {

@@ -21,7 +21,9 @@ type Args =
     | Threads of count: int
     | Wemoe_Lr of lr: float
     | Wemoe_Steps of steps: int
+    | Wemoe_Batch of images: int
     | Objective of objective: string
+    | Diversity of weight: float
     | Methods of names: string
 
     interface IArgParserTemplate with
@@ -34,6 +36,8 @@ type Args =
             | Threads _ -> "torch CPU threads (default 1: the model is tiny; more threads only help on an idle machine)."
             | Wemoe_Lr _ -> "learning rate of WEMoE/E-WEMoE router adaptation (default 1e-4)."
             | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 400; --quick 10)."
+            | Wemoe_Batch _ -> "unlabelled test images per task per step of WEMoE/E-WEMoE adaptation (default 16)."
+            | Diversity _ -> "weight of the diversity term of the entropy-diversity objective (default 1)."
             | Objective _ -> "what test-time adaptation (AdaMerging, WEMoE, E-WEMoE) minimises: entropy or entropy-diversity."
             | Methods _ -> "comma-separated methods to run (names as in the table, e.g. \"WEMoE,Oracle routing\"); default all."
 
@@ -94,12 +98,8 @@ let writePlot (r: BenchmarkResult) (path: string) =
     plot.SavePng(path, 1400, 700) |> ignore
 
 /// Runs the benchmark and writes the reports; returns the result.
-let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (wemoeLr: float option) (wemoeSteps: int option)
-    (objective: AdaptObjective option) (methods: string list option) =
-    let methodSet = methods |> Option.map (fun ms -> Collections.Generic.HashSet<string>(ms) :> Collections.Generic.IReadOnlySet<string>)
-    let options =
-        BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log, Option.toNullable wemoeLr, Option.toNullable wemoeSteps,
-                                Option.toNullable objective, Option.toObj methodSet)
+let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (overrides: BenchmarkOverrides) =
+    let options = BenchmarkOptions.Create(dataRoot, quick, seed, Action<string> log, overrides)
     let result = TaskPoolBenchmark.Run options
     Directory.CreateDirectory outDir |> ignore
     BenchmarkReports.WriteJson(result, Path.Combine(outDir, "results.json"))
@@ -107,14 +107,28 @@ let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (l
     writePlot result (Path.Combine(outDir, "results.png"))
     result
 
-/// Runs the benchmark with default adaptation settings and writes the reports.
-let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log None None None None
+/// Runs the benchmark with default settings and writes the reports.
+let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log (BenchmarkOverrides())
 
 let private parseObjective (text: string) =
     match text.Trim().ToLowerInvariant() with
     | "entropy" -> AdaptObjective.Entropy
     | "entropy-diversity" -> AdaptObjective.EntropyDiversity
     | other -> raise (UsageError(sprintf "--objective: expected entropy or entropy-diversity, got '%s'" other))
+
+let private overridesOf (args: ParseResults<Args>) =
+    BenchmarkOverrides(
+        WemoeLr = Option.toNullable (args.TryGetResult Wemoe_Lr),
+        WemoeSteps = Option.toNullable (args.TryGetResult Wemoe_Steps),
+        WemoeBatch = Option.toNullable (args.TryGetResult Wemoe_Batch),
+        Objective = Option.toNullable (args.TryGetResult Objective |> Option.map parseObjective),
+        DiversityWeight = Option.toNullable (args.TryGetResult Diversity),
+        Methods =
+            (args.TryGetResult Methods
+             |> Option.map (fun s ->
+                 Collections.Generic.HashSet<string>(s.Split(',') |> Seq.map (fun m -> m.Trim()) |> Seq.filter ((<>) ""))
+                 :> Collections.Generic.IReadOnlySet<string>)
+             |> Option.toObj))
 
 let run (args: ParseResults<Args>) =
     let dataRoot = args.TryGetResult Data |> Option.defaultWith DataStore.DefaultRoot
@@ -126,10 +140,7 @@ let run (args: ParseResults<Args>) =
     torch.set_num_threads threads
     try
         let log (line: string) = AnsiConsole.MarkupLine("[grey]" + Markup.Escape line + "[/]")
-        let result =
-            executeWith dataRoot outDir (args.Contains Quick) seed log (args.TryGetResult Wemoe_Lr) (args.TryGetResult Wemoe_Steps)
-                (args.TryGetResult Objective |> Option.map parseObjective)
-                (args.TryGetResult Methods |> Option.map (fun s -> s.Split(',') |> Array.map (fun m -> m.Trim()) |> Array.filter ((<>) "") |> List.ofArray))
+        let result = executeWith dataRoot outDir (args.Contains Quick) seed log (overridesOf args)
         printTable result
         printfn "reports: %s" (String.Join(", ", [ "results.json"; "results.md"; "results.png" ] |> List.map (fun f -> Path.Combine(outDir, f))))
         ExitCode.Ok

@@ -49,27 +49,37 @@ public sealed record BenchmarkOptions
     /// <summary>Methods to run (names of <see cref="TaskPoolBenchmark.MethodOrder"/>); null runs all.</summary>
     public IReadOnlySet<string>? Methods { get; init; }
 
-    /// <summary>The full benchmark (or its --quick version for CI).</summary>
+    /// <summary>The full benchmark (or its --quick version for CI), with <paramref name="overrides"/> applied.</summary>
     public static BenchmarkOptions Create(string dataRoot, bool quick, int seed = 42, Action<string>? log = null,
-        double? wemoeLr = null, int? wemoeSteps = null, AdaptObjective? objective = null, IReadOnlySet<string>? methods = null)
+        BenchmarkOverrides? overrides = null)
     {
         var o = CreateDefault(dataRoot, quick, seed, log);
-        if (methods is not null)
+        var v = overrides ?? new BenchmarkOverrides();
+        if (v.Methods is not null)
         {
-            var unknown = methods.Where(m => !TaskPoolBenchmark.MethodOrder.Contains(m)).ToList();
+            var unknown = v.Methods.Where(m => !TaskPoolBenchmark.MethodOrder.Contains(m)).ToList();
             if (unknown.Count > 0)
                 throw new ArgumentException($"--methods: unknown method(s) {string.Join(", ", unknown)}; known: {string.Join(", ", TaskPoolBenchmark.MethodOrder)}");
         }
-        return o with
+        AdaptationSettings Adapt(AdaptationSettings s) => s with
         {
-            Methods = methods,
-            AdaMergingTaskWise = o.AdaMergingTaskWise with { Objective = objective ?? o.AdaMergingTaskWise.Objective },
-            AdaMergingLayerWise = o.AdaMergingLayerWise with { Objective = objective ?? o.AdaMergingLayerWise.Objective },
-            WeMoE = o.WeMoE with
+            Objective = v.Objective ?? s.Objective, DiversityWeight = v.DiversityWeight ?? s.DiversityWeight,
+        };
+        var r = o with
+        {
+            Methods = v.Methods,
+            AdaMergingTaskWise = Adapt(o.AdaMergingTaskWise),
+            AdaMergingLayerWise = Adapt(o.AdaMergingLayerWise),
+            WeMoE = Adapt(o.WeMoE) with
             {
-                Lr = wemoeLr ?? o.WeMoE.Lr, Steps = wemoeSteps ?? o.WeMoE.Steps, Objective = objective ?? o.WeMoE.Objective,
+                Lr = v.WemoeLr ?? o.WeMoE.Lr, Steps = v.WemoeSteps ?? o.WeMoE.Steps, BatchPerTask = v.WemoeBatch ?? o.WeMoE.BatchPerTask,
             },
         };
+        if (v.WemoeLr is { } lr && !(lr > 0 && double.IsFinite(lr))) throw new ArgumentException($"--wemoe-lr: expected a positive number, got {lr}");
+        if (v.WemoeSteps is < 0) throw new ArgumentException($"--wemoe-steps: expected a count ≥ 0, got {v.WemoeSteps}");
+        if (v.WemoeBatch is <= 0) throw new ArgumentException($"--wemoe-batch: expected a positive count, got {v.WemoeBatch}");
+        if (v.DiversityWeight is { } w && !(w >= 0 && double.IsFinite(w))) throw new ArgumentException($"--diversity: expected a finite number ≥ 0, got {w}");
+        return r;
     }
 
     /// <summary>
@@ -106,6 +116,23 @@ public sealed record BenchmarkOptions
             WeMoE = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 3, Objective = Objective },
         };
     }
+}
+
+/// <summary>Changes to the benchmark's default settings (null: keep the default).</summary>
+public sealed record BenchmarkOverrides
+{
+    /// <summary>WEMoE / E-WEMoE router learning rate.</summary>
+    public double? WemoeLr { get; init; }
+    /// <summary>WEMoE / E-WEMoE adaptation steps.</summary>
+    public int? WemoeSteps { get; init; }
+    /// <summary>WEMoE / E-WEMoE unlabelled images per task per step.</summary>
+    public int? WemoeBatch { get; init; }
+    /// <summary>Objective of every test-time adaptation (AdaMerging, WEMoE, E-WEMoE).</summary>
+    public AdaptObjective? Objective { get; init; }
+    /// <summary>Weight of the diversity term of every test-time adaptation.</summary>
+    public double? DiversityWeight { get; init; }
+    /// <summary>Methods to run (table names); null runs all.</summary>
+    public IReadOnlySet<string>? Methods { get; init; }
 }
 
 /// <summary>
