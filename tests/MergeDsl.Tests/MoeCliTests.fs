@@ -52,6 +52,18 @@ let tests =
             Expect.equal code 0 $"adapt: {err}"
             Expect.stringContains out "steps/s" "speed printed"
             Expect.isTrue (File.Exists(Path.Combine(adapted, "adapt_log.json"))) "loss log"
+            let log = JsonNode.Parse(File.ReadAllText(Path.Combine(adapted, "adapt_log.json")))
+            Expect.equal (log.["objective"].GetValue<string>()) "entropy" "the papers' objective by default"
+            let diverse = up + "-diverse"
+            let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--steps"; "3"; "--batch"; "4"; "--objective"; "entropy-diversity"; "--diversity"; "0.5"; "--out"; diverse; "--quiet" ]
+            Expect.equal code 0 $"adapt entropy-diversity: {err}"
+            let log = JsonNode.Parse(File.ReadAllText(Path.Combine(diverse, "adapt_log.json")))
+            Expect.equal (log.["objective"].GetValue<string>(), log.["diversity_weight"].GetValue<float>()) ("entropy-diversity", 0.5) "objective logged"
+            let bad = up + "-bad"
+            let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--objective"; "accuracy"; "--out"; bad; "--quiet" ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "--objective: expected entropy or entropy-diversity, got 'accuracy'" "names the option and value"
+            Expect.isFalse (Directory.Exists bad) "nothing written"
             let json = Path.Combine(root, "eval.json")
             let code, _, err = mergedsl [ "eval"; adapted; "--data"; data; "--json"; json ]
             Expect.equal code 0 $"eval: {err}"

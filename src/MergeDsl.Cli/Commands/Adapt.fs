@@ -22,6 +22,8 @@ type Args =
     | [<Unique>] Steps of n: int
     | [<Unique>] Batch of n: int
     | [<Unique>] Lr of rate: float
+    | [<Unique>] Objective of objective: string
+    | [<Unique>] Diversity of weight: float
     | [<Unique>] Out of dir: string
     | [<Unique>] Method of ``method``: string
     | Expert of dir: string
@@ -39,6 +41,8 @@ type Args =
             | Steps _ -> "optimiser steps (default 1000)."
             | Batch _ -> "images per task per step (default 16)."
             | Lr _ -> "Adam learning rate (default 1e-4 routers, 1e-3 AdaMerging)."
+            | Objective _ -> "entropy (default, the papers') or entropy-diversity (entropy minus the entropy of the batch's mean prediction)."
+            | Diversity _ -> "weight of the diversity term of entropy-diversity (default 1)."
             | Out _ -> "output folder (default MODEL-adapted); gets adapt_log.json too."
             | Method _ -> "routers (default), adamerging (layer-wise) or adamerging-task."
             | Expert _ -> "AdaMerging: an expert model folder (repeat, in task order)."
@@ -67,8 +71,10 @@ let withProgress (quiet: bool) (steps: int) (work: Action<AdaptStep> -> 'T) : 'T
                         task.Value <- float s.Step)))
         result
 
-let private logJson (r: AdaptResult) (extra: (string * JsonNode) list) =
+let private logJson (options: AdaptOptions) (r: AdaptResult) (extra: (string * JsonNode) list) =
     let o = JsonObject()
+    o["objective"] <- JsonValue.Create(if options.Objective = AdaptObjective.Entropy then "entropy" else "entropy-diversity")
+    o["diversity_weight"] <- JsonValue.Create options.DiversityWeight
     o["steps"] <- JsonValue.Create r.Log.Count
     o["seconds"] <- JsonValue.Create r.Seconds
     o["steps_per_second"] <- JsonValue.Create(if Double.IsNaN r.StepsPerSecond then 0.0 else r.StepsPerSecond)
@@ -90,6 +96,8 @@ let run (args: ParseResults<Args>) : int =
             Steps = args.GetResult(Steps, defaultValue = 1000),
             BatchPerTask = args.GetResult(Batch, defaultValue = 16),
             LearningRate = (args.TryGetResult Lr |> Option.toNullable),
+            Objective = (args.TryGetResult Objective |> Option.map (fun o -> EntropyObjective.Parse o) |> Option.defaultValue AdaptObjective.Entropy),
+            DiversityWeight = args.GetResult(Diversity, defaultValue = 1.0),
             Seed = args.GetResult(Seed, defaultValue = 0L),
             Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
     try options.Validate() |> ignore with :? ArgumentException as e -> raise (UsageError e.Message)
@@ -106,7 +114,7 @@ let run (args: ParseResults<Args>) : int =
             raise (UsageError $"{args.GetResult Data}: no data file matches a head ({names})")
         let r = withProgress quiet options.Steps (fun report -> RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report))
         bundle.Save(out, overwrite)
-        File.WriteAllText(Path.Combine(out, "adapt_log.json"), logJson r [ "method", JsonValue.Create "wemoe-routers" ])
+        File.WriteAllText(Path.Combine(out, "adapt_log.json"), logJson options r [ "method", JsonValue.Create "wemoe-routers" ])
         let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
         let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
         printfn "adapted %d router parameter tensors over %d tasks: entropy %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
@@ -136,9 +144,10 @@ let run (args: ParseResults<Args>) : int =
             ClipModelFolder.Save(out, model, heads, null, preprocess, overwrite)
             let lambdas = r.Lambdas.data<float32>().ToArray()
             File.WriteAllText(Path.Combine(out, "adapt_log.json"),
-                logJson r.Adapt [ "method", JsonValue.Create m
-                                  "lambdas", JsonArray(lambdas |> Array.map (fun l -> JsonValue.Create l :> JsonNode))
-                                  "lambda_rows", JsonArray(r.ParameterOrder |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq) ])
+                logJson options r.Adapt
+                    [ "method", JsonValue.Create m
+                      "lambdas", JsonArray(lambdas |> Array.map (fun l -> JsonValue.Create l :> JsonNode))
+                      "lambda_rows", JsonArray(r.ParameterOrder |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq) ])
             printfn "AdaMerging (%s): %d coefficients, %.2f steps/s; wrote %s" m lambdas.Length r.Adapt.StepsPerSecond out
             ExitCode.Ok
         finally

@@ -110,18 +110,12 @@ let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (l
 /// Runs the benchmark with default settings and writes the reports.
 let execute dataRoot outDir quick seed log = executeWith dataRoot outDir quick seed log (BenchmarkOverrides())
 
-let private parseObjective (text: string) =
-    match text.Trim().ToLowerInvariant() with
-    | "entropy" -> AdaptObjective.Entropy
-    | "entropy-diversity" -> AdaptObjective.EntropyDiversity
-    | other -> raise (UsageError(sprintf "--objective: expected entropy or entropy-diversity, got '%s'" other))
-
 let private overridesOf (args: ParseResults<Args>) =
     BenchmarkOverrides(
         WemoeLr = Option.toNullable (args.TryGetResult Wemoe_Lr),
         WemoeSteps = Option.toNullable (args.TryGetResult Wemoe_Steps),
         WemoeBatch = Option.toNullable (args.TryGetResult Wemoe_Batch),
-        Objective = Option.toNullable (args.TryGetResult Objective |> Option.map parseObjective),
+        Objective = Option.toNullable (args.TryGetResult Objective |> Option.map (fun o -> EntropyObjective.Parse o)),
         DiversityWeight = Option.toNullable (args.TryGetResult Diversity),
         Methods =
             (args.TryGetResult Methods

@@ -21,6 +21,14 @@ public enum AdaptObjective
 /// <summary>The test-time objectives over one task's logits [B, C].</summary>
 public static class EntropyObjective
 {
+    /// <summary>Reads an objective's command-line name (<c>entropy</c> or <c>entropy-diversity</c>); <paramref name="option"/> names the option in the error.</summary>
+    public static AdaptObjective Parse(string text, string option = "--objective") => text.Trim().ToLowerInvariant() switch
+    {
+        "entropy" => AdaptObjective.Entropy,
+        "entropy-diversity" => AdaptObjective.EntropyDiversity,
+        _ => throw new ArgumentException($"{option}: expected entropy or entropy-diversity, got '{text}'"),
+    };
+
     /// <summary>The loss <paramref name="objective"/> assigns to one task's logits [B, C].</summary>
     public static Tensor Loss(AdaptObjective objective, Tensor logits, double diversityWeight = 1.0) => objective switch
     {
