@@ -160,6 +160,23 @@ let tests =
             Expect.equal (r["labels"].data<int64>().ToArray()) [| 3L; 9L |] "labels"
             Directory.Delete(dir, true)
         }
+        test "stale eval splits of tasks that left the pool are removed; other files stay (regression: a renamed task broke eval)" {
+            let dir = tmpDir ()
+            let set = ImageSet(Array.init 784 byte, [| 1L |], 28, 28)
+            let keep = DataStore.ExportEval(TaskPoolTasks.Find "digits", set, dir)
+            let old = TaskSpec("digits-old", TaskSource.Digits, [ ImageTransform.Invert ], Array.init 10 id, Array.init 10 string, "a task that left the pool")
+            let stale = DataStore.ExportEval(old, set, dir)
+            // A user's own file with no export metadata, and a non-checkpoint, both left alone.
+            let own = Path.Combine(dir, "mine.safetensors")
+            TensorFile.Write(own, readOnlyDict [ "images", torch.zeros(1L, 1L, 28L, 28L) ])
+            let junk = Path.Combine(dir, "junk.safetensors")
+            File.WriteAllText(junk, "not a checkpoint")
+            let removed = DataStore.RemoveStaleEvalSplits(dir, TaskPoolTasks.All)
+            Expect.equal (List.ofSeq removed) [ stale ] "only the stale export"
+            for f in [ keep; own; junk ] do Expect.isTrue (File.Exists f) (Path.GetFileName f)
+            Expect.isFalse (File.Exists stale) "stale split deleted"
+            Directory.Delete(dir, true)
+        }
         test "a missing data set names the command that installs it" {
             let empty = DataStore(tmpDir ())
             let msg =

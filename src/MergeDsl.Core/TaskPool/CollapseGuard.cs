@@ -127,7 +127,7 @@ public sealed class CollapseGuard : IAdaptMonitor, IDisposable
         if (bad.Count == 0)
         {
             TakeSnapshot(c, step.Step);
-            log?.Invoke($"adaptation step {step.Step}/{s.Steps}: entropy loss {last:F3}");
+            log?.Invoke($"adaptation step {step.Step}/{s.Steps}: objective {last:F3}");
             return;
         }
         collapsed = true;

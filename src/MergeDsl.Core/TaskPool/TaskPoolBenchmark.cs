@@ -364,6 +364,6 @@ public static class TaskPoolBenchmark
     };
 
     static string Describe(AdaptationReport r) =>
-        $"{r.StepsRun} steps, entropy loss {r.FirstLoss:F3} -> {r.LastLoss:F3}" +
+        $"{r.StepsRun} steps, objective {r.FirstLoss:F3} -> {r.LastLoss:F3}" +
         (r.CollapseDetected ? $"; collapse guard fired (left the objective: {(r.ExcludedTasks.Count == 0 ? "none" : string.Join(", ", r.ExcludedTasks))})" : "; no collapse");
 }
