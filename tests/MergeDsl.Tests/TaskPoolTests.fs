@@ -12,11 +12,14 @@ open MergeDsl.Core.Evaluation
 open MergeDsl.Core.Models
 open MergeDsl.Core.TaskPool
 
-let private cfg = TinyClipConfig(Hidden = 16, Layers = 2, Heads = 2, Intermediate = 32, ProjectionDim = 8)
+let private settings =
+    ZooSettings(
+        Model = ClipVisionConfig(HiddenSize = 16, NumHiddenLayers = 2, NumAttentionHeads = 2, IntermediateSize = 32, ProjectionDim = 8,
+                                 ImageSize = 28, PatchSize = 7, NumChannels = 1, HiddenAct = "quick_gelu"))
 
 let private model (seed: int64) =
     torch.manual_seed seed |> ignore
-    use m = new ClipVisionModel(cfg.ToClipVisionConfig())
+    use m = new ClipVisionModel(settings.Model)
     m.StateTensors()
 
 let private isMlp (name: string) = name.Contains ".mlp."
@@ -45,7 +48,7 @@ let tests =
     testList "TaskPool" [
         test "the tiny CLIP shape maps onto the core runtime with HF names" {
             use _ = torch.NewDisposeScope()
-            let c = cfg.ToClipVisionConfig()
+            let c = settings.Model
             Expect.equal (c.HiddenSize, c.NumHiddenLayers, c.IntermediateSize, c.ProjectionDim, c.NumChannels) (16, 2, 32, 8, 1) "fields"
             Expect.equal c.HiddenAct "quick_gelu" "CLIP activation"
             let p = model 1L
@@ -107,7 +110,7 @@ let tests =
             let relabelled = pool |> Seq.map (fun t -> if t.Name = "digits" then TaskSpec(t.Name, t.Source, t.Transforms, Array.rev (Array.ofSeq t.LabelMap), t.Classes, t.Description) else t)
             Expect.notEqual (ZooSettings().Hash relabelled) (h (ZooSettings())) "same name, other labels"
             // The full zoo of docs/results.md is cached under this name; a change here retrains it (~9 min).
-            Expect.equal (h (ZooSettings())) "17f122b10491" "default zoo hash"
+            Expect.equal (h (ZooSettings())) "e9848144f1d4" "default zoo hash"
         }
         test "targets of a run of some methods are null in JSON, not NaN (regression: --methods crashed the JSON writer)" {
             let row name acc = MethodResult(name, [ acc; acc ], 1.0, readOnlyDict [])
@@ -156,12 +159,12 @@ let interop =
             let p = model 3L
             let dir = Path.Combine(Path.GetTempPath(), "mergedsl-zoo-" + Guid.NewGuid().ToString("N"))
             TensorFile.Write(Path.Combine(dir, "model.safetensors"), p)
-            File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToHfConfigJson())
+            File.WriteAllText(Path.Combine(dir, "config.json"), settings.ModelConfigJson())
             let head = readOnlyDict [ "weight", torch.randn(5L, 8L); "logit_scale", torch.tensor 1.0f ]
             TensorFile.Write(Path.Combine(dir, "heads", "t.safetensors"), head)
             let struct (m, heads) = ClipModelFolder.LoadPlain dir
             use m = m
-            use ours = new ClipVisionModel(cfg.ToClipVisionConfig())
+            use ours = new ClipVisionModel(settings.Model)
             ours.LoadWeights(p) |> ignore
             use h = ZooBuilder.ToHead("t", head)
             let x = images 9 4

@@ -2,7 +2,7 @@ using static TorchSharp.torch;
 
 namespace MergeDsl.Core.Adaptation;
 
-/// <summary>Settings of test-time adaptation (entropy minimisation on unlabelled batches).</summary>
+/// <summary>Settings of test-time adaptation (entropy or entropy-diversity minimisation on unlabelled batches).</summary>
 public sealed record AdaptOptions
 {
     /// <summary>Optimiser steps (default 1000, as in WEMoE).</summary>

@@ -9,7 +9,7 @@ namespace MergeDsl.Core.Adaptation;
 
 /// <summary>
 /// WEMoE test-time adaptation: trains only the router parameters (every other parameter is frozen) to
-/// minimise Σ_tasks mean entropy of head_task(model(x)) on unlabelled batches, with Adam (lr 1e-4).
+/// minimise Σ_tasks of the objective (mean entropy by default) of head_task(model(x)) on unlabelled batches, with Adam (lr 1e-4 by default).
 /// With per-sample routing all tasks' batches run in one forward pass (the outputs do not depend on
 /// batch-mates); with batch_reduce each task's batch runs alone, as in FusionBench.
 /// </summary>

@@ -75,7 +75,7 @@ public static class ZooBuilder
         times["finetune"] = sw.Elapsed.TotalSeconds;
 
         var meta = new Dictionary<string, string> { ["zoo_settings"] = JsonSerializer.Serialize(s) };
-        var config = s.Model.ToHfConfigJson();
+        var config = s.ModelConfigJson();
         // Every model is a CLIP model folder (config.json, model.safetensors, heads/<task>.safetensors), so
         // `mergedsl eval` and the merge commands read the zoo directly.
         void Save(string dir, Dictionary<string, Tensor> p)
@@ -111,7 +111,7 @@ public static class ZooBuilder
     /// <summary>A core CLIP model with CLIP's init (N(0, 0.02) weights, zero biases, unit LayerNorms) from a seeded generator.</summary>
     static ClipVisionModel NewModel(ZooSettings s, Generator gen)
     {
-        var model = new ClipVisionModel(s.Model.ToClipVisionConfig());
+        var model = new ClipVisionModel(s.Model.Validate());
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
@@ -160,10 +160,10 @@ public static class ZooBuilder
     static Dictionary<string, Tensor> FitHead(ZooSettings s, Dictionary<string, Tensor> pre, TaskTensors task, int seed, Action<string>? log)
     {
         Tensor feats;
-        using (var model = new ClipVisionModel(s.Model.ToClipVisionConfig()))
+        using (var model = new ClipVisionModel(s.Model.Validate()))
         {
             model.LoadWeights(pre, "pretrained");
-            feats = ClipInference.Embed(model, task.TrainImages, 1000, CPU, s.Model.ToPreprocess());
+            feats = ClipInference.Embed(model, task.TrainImages, 1000, CPU, s.Preprocess());
         }
         int classes = task.Task.ClassCount;
         var gen = new Generator((ulong)seed);
@@ -202,7 +202,7 @@ public static class ZooBuilder
     static Dictionary<string, Tensor> FineTune(ZooSettings s, Dictionary<string, Tensor> pre, Dictionary<string, Tensor> head,
         TaskTensors task, int seed, Action<string>? log)
     {
-        using var model = new ClipVisionModel(s.Model.ToClipVisionConfig());
+        using var model = new ClipVisionModel(s.Model.Validate());
         model.LoadWeights(pre, "pretrained");
         foreach (var (name, p) in model.named_parameters()) p.requires_grad = Trainable(s.Scope, name);
         using var h = ToHead(task.Task.Name, head);

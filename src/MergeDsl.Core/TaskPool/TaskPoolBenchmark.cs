@@ -193,8 +193,8 @@ public static class TaskPoolBenchmark
             Stage(zoo.FromCache ? "zoo (cached)" : "zoo (train)");
             if (!zoo.FromCache)
                 foreach (var (k, v) in zoo.TrainSeconds) log($"  zoo {k}: {v:F1} s");
-            var cfg = o.Zoo.Model.ToClipVisionConfig();
-            var preprocess = o.Zoo.Model.ToPreprocess();
+            var cfg = o.Zoo.Model.Validate();
+            var preprocess = o.Zoo.Preprocess();
             var names = specs.Select(t => t.Name).ToList();
             var heads = names.Select((t, i) => (t, ZooBuilder.ToHead(t, zoo.Heads[i]))).ToDictionary(p => p.t, p => p.Item2);
             // Views of the task tensors (not owned: the tasks dispose them).

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using MergeDsl.Core.Data;
+using MergeDsl.Core.Models;
 
 namespace MergeDsl.Core.TaskPool;
 
@@ -22,8 +23,18 @@ public sealed record ZooSettings
 {
     /// <summary>Seed of initialisation and batch sampling.</summary>
     public int Seed { get; init; } = 42;
-    /// <summary>Model shape.</summary>
-    public TinyClipConfig Model { get; init; } = new();
+    /// <summary>
+    /// The tiny CLIP vision tower the zoo trains: 28×28×1 input, patch 7 (16 patches + class token), width 64,
+    /// 4 layers, 4 heads, MLP 256 (4× wide, as CLIP), projection 64, quick-GELU.
+    /// </summary>
+    public static ClipVisionConfig TinyClip => new()
+    {
+        HiddenSize = 64, IntermediateSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4,
+        ImageSize = 28, PatchSize = 7, NumChannels = 1, HiddenAct = "quick_gelu", LayerNormEps = 1e-5, ProjectionDim = 64,
+    };
+
+    /// <summary>Model shape (default <see cref="TinyClip"/>).</summary>
+    public ClipVisionConfig Model { get; init; } = TinyClip;
     /// <summary>Generic pretraining steps (supervised, raw digits + raw Fashion: 20 classes).</summary>
     public int PretrainSteps { get; init; } = 1500;
     /// <summary>Pretraining batch size.</summary>
@@ -44,6 +55,20 @@ public sealed record ZooSettings
     public double FineTuneLr { get; init; } = 1e-3;
     /// <summary>What fine-tuning moves.</summary>
     public FineTuneScope Scope { get; init; } = FineTuneScope.Mlp;
+
+    /// <summary>
+    /// Stored U8 images are scaled to [0, 1] and mapped to [-1, 1]. A method, not a property: properties enter
+    /// the hash.
+    /// </summary>
+    public ImagePreprocess Preprocess() => ImagePreprocess.Symmetric(Model.NumChannels);
+
+    /// <summary>The zoo folders' <c>config.json</c>: the model config plus the preprocessing section.</summary>
+    public string ModelConfigJson()
+    {
+        var o = Model.Validate().ToJsonObject();
+        o["mergedsl_preprocess"] = ClipModelFolder.PreprocessJson(Preprocess());
+        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
 
     /// <summary>
     /// Short stable hash of the settings and of the task pool the zoo is trained on (names the cache folder):
