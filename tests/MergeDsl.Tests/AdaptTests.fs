@@ -161,6 +161,42 @@ let objectiveTests =
             Expect.isGreaterThan kept 0.99 $"entropy-diversity: prediction histogram entropy {kept}"
         }
 
+        test "supervised: mean cross-entropy against the labels (hand-checked); refused without labels, naming the task" {
+            use _ = torch.NewDisposeScope()
+            let logits = torch.tensor([| 0.0f; 0.0f; float32 (log 3.0); 0.0f |]).reshape(2L, 2L)
+            // Row 0: p(0) = 1/2, loss ln 2; row 1: p(1) = 1/4, loss ln 4.
+            let loss = EntropyObjective.Loss(AdaptObjective.Supervised, logits, labels = torch.tensor([| 0L; 1L |]))
+            Expect.floatClose Accuracy.medium (float (loss.item<float32> ())) ((log 2.0 + log 4.0) / 2.0) "cross-entropy"
+            let data = tinyTasks 61L
+            let w = new TorchSharp.Modules.Parameter(torch.zeros(8L, 4L), true)
+            let logitsOf (batches: IReadOnlyList<torch.Tensor>) : IReadOnlyList<torch.Tensor> =
+                [| for x in batches -> x.flatten(1L).narrow(1L, 0L, 8L).matmul w |] :> _
+            Expect.throwsC (fun () ->
+                AdaptationLoop.Run([ w ], [ "w" ], data, System.Func<_, _> logitsOf,
+                    AdaptOptions(Steps = 1, Objective = AdaptObjective.Supervised), 1e-3, null) |> ignore)
+                (fun e -> Expect.stringContains e.Message "task a: the supervised objective needs labels" "names the task")
+            Expect.equal (EntropyObjective.Parse "Supervised") AdaptObjective.Supervised "parse"
+            Expect.equal (EntropyObjective.Name AdaptObjective.EntropyDiversity) "entropy-diversity" "name"
+        }
+
+        test "supervised routers learn from labels: the cross-entropy on the labelled tasks falls" {
+            use _ = torch.NewDisposeScope()
+            let cfg = tinyConfig "quick_gelu"
+            let b, experts = zoo cfg 62L 2
+            let moe = upscale cfg b experts (UpscaleSpec(RouterDepth = 2))
+            use _m = moe.Model
+            let heads = tinyHeads 63L
+            let g = new torch.Generator(65UL)
+            let labelled = [ for d in tinyTasks 64L -> new TaskData(d.Task, d.Images, torch.randint(0L, 4L, [| d.Count |], generator = g)) ]
+            let crossEntropy () =
+                use _ng = torch.no_grad ()
+                labelled |> List.averageBy (fun d -> float (torch.nn.functional.cross_entropy(heads.[d.Task].forward(moe.Model.forward d.Images), d.Labels).item<float32> ()))
+            let before = crossEntropy ()
+            RouterAdaptation.Run(moe, heads, labelled, null, AdaptOptions(Steps = 60, BatchPerTask = 16, LearningRate = 1e-2, Objective = AdaptObjective.Supervised)) |> ignore
+            let after = crossEntropy ()
+            Expect.isLessThan after (before * 0.95) $"cross-entropy {before} -> {after}"
+        }
+
         test "a negative or infinite diversity weight is refused with the option's name" {
             Expect.throwsC (fun () -> AdaptOptions(DiversityWeight = -1.0).Validate() |> ignore)
                 (fun (e: exn) -> Expect.isTrue (e :? System.ArgumentException) "type"; Expect.stringContains e.Message "--diversity" "names the option")

@@ -62,7 +62,7 @@ let tests =
             let bad = up + "-bad"
             let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--objective"; "accuracy"; "--out"; bad; "--quiet" ]
             Expect.equal code 2 "usage error"
-            Expect.stringContains err "--objective: expected entropy or entropy-diversity, got 'accuracy'" "names the option and value"
+            Expect.stringContains err "--objective: expected entropy, entropy-diversity or supervised, got 'accuracy'" "names the option and value"
             Expect.isFalse (Directory.Exists bad) "nothing written"
             let json = Path.Combine(root, "eval.json")
             let code, _, err = mergedsl [ "eval"; adapted; "--data"; data; "--json"; json ]

@@ -41,7 +41,7 @@ type Args =
             | Steps _ -> "optimiser steps (default 1000)."
             | Batch _ -> "images per task per step (default 16)."
             | Lr _ -> "Adam learning rate (default 1e-4 routers, 1e-3 AdaMerging)."
-            | Objective _ -> "entropy (default, the papers') or entropy-diversity (entropy minus the entropy of the batch's mean prediction)."
+            | Objective _ -> "entropy (default, the papers'), entropy-diversity (entropy minus the entropy of the batch's mean prediction) or supervised (cross-entropy; needs labels)."
             | Diversity _ -> "weight of the diversity term of entropy-diversity (default 1)."
             | Out _ -> "output folder (default MODEL-adapted); gets adapt_log.json too."
             | Method _ -> "routers (default), adamerging (layer-wise) or adamerging-task."
@@ -73,7 +73,7 @@ let withProgress (quiet: bool) (steps: int) (work: Action<AdaptStep> -> 'T) : 'T
 
 let private logJson (options: AdaptOptions) (r: AdaptResult) (extra: (string * JsonNode) list) =
     let o = JsonObject()
-    o["objective"] <- JsonValue.Create(if options.Objective = AdaptObjective.Entropy then "entropy" else "entropy-diversity")
+    o["objective"] <- JsonValue.Create(EntropyObjective.Name options.Objective)
     o["diversity_weight"] <- JsonValue.Create options.DiversityWeight
     o["steps"] <- JsonValue.Create r.Log.Count
     o["seconds"] <- JsonValue.Create r.Seconds

@@ -38,7 +38,7 @@ type Args =
             | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 400; --quick 10)."
             | Wemoe_Batch _ -> "unlabelled test images per task per step of WEMoE/E-WEMoE adaptation (default 16)."
             | Diversity _ -> "weight of the diversity term of the entropy-diversity objective (default 1)."
-            | Objective _ -> "what test-time adaptation (AdaMerging, WEMoE, E-WEMoE) minimises: entropy or entropy-diversity."
+            | Objective _ -> "what test-time adaptation (AdaMerging, WEMoE, E-WEMoE) minimises: entropy or entropy-diversity (default)."
             | Methods _ -> "comma-separated methods to run (names as in the table, e.g. \"WEMoE,Oracle routing\"); default all."
 
 /// Renders the result table with Spectre.Console.

@@ -71,7 +71,8 @@ public static class AdaptationLoop
     {
         options.Validate();
         var device = options.Device ?? CPU;
-        var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device);
+        var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device,
+            needLabels: options.Objective == AdaptObjective.Supervised);
         var tasks = data.Select(d => d.Task).ToList();
         var control = new AdaptControl(trainable, tasks, logits);
         double lr = options.LearningRate ?? defaultLr;
@@ -88,11 +89,12 @@ public static class AdaptationLoop
                 using (var scope = NewDisposeScope())
                 {
                     adam.zero_grad();
-                    var perTaskLogits = logits(sampler.Next());
+                    var batches = sampler.Next();
+                    var perTaskLogits = logits(batches.Select(b => b.Pixels).ToList());
                     var entropies = perTaskLogits.Select(EntropyObjective.MeanEntropy).ToList();
                     var losses = options.Objective == AdaptObjective.Entropy
                         ? entropies
-                        : perTaskLogits.Select(l => EntropyObjective.Loss(options.Objective, l, options.DiversityWeight)).ToList();
+                        : perTaskLogits.Select((l, t) => EntropyObjective.Loss(options.Objective, l, options.DiversityWeight, batches[t].Labels)).ToList();
                     var loss = torch.stack(losses.Where((_, t) => control.InObjective[t]).ToArray()).sum();
                     loss.backward();
                     adam.step();

@@ -16,6 +16,11 @@ public enum AdaptObjective
     /// predicting one class for everything.
     /// </summary>
     EntropyDiversity,
+    /// <summary>
+    /// Mean cross-entropy against the task's labels. Not test-time adaptation: it needs labelled data, and serves
+    /// as a diagnostic, e.g. how far routers trained with labels get compared with a label-free objective.
+    /// </summary>
+    Supervised,
 }
 
 /// <summary>The test-time objectives over one task's logits [B, C].</summary>
@@ -26,14 +31,29 @@ public static class EntropyObjective
     {
         "entropy" => AdaptObjective.Entropy,
         "entropy-diversity" => AdaptObjective.EntropyDiversity,
-        _ => throw new ArgumentException($"{option}: expected entropy or entropy-diversity, got '{text}'"),
+        "supervised" => AdaptObjective.Supervised,
+        _ => throw new ArgumentException($"{option}: expected entropy, entropy-diversity or supervised, got '{text}'"),
     };
 
-    /// <summary>The loss <paramref name="objective"/> assigns to one task's logits [B, C].</summary>
-    public static Tensor Loss(AdaptObjective objective, Tensor logits, double diversityWeight = 1.0) => objective switch
+    /// <summary>The command-line name of an objective (the inverse of <see cref="Parse"/>).</summary>
+    public static string Name(AdaptObjective objective) => objective switch
+    {
+        AdaptObjective.Entropy => "entropy",
+        AdaptObjective.EntropyDiversity => "entropy-diversity",
+        AdaptObjective.Supervised => "supervised",
+        _ => throw new ArgumentOutOfRangeException(nameof(objective), objective, null),
+    };
+
+    /// <summary>
+    /// The loss <paramref name="objective"/> assigns to one task's logits [B, C]; <paramref name="labels"/> [B]
+    /// are read only by <see cref="AdaptObjective.Supervised"/>, which requires them.
+    /// </summary>
+    public static Tensor Loss(AdaptObjective objective, Tensor logits, double diversityWeight = 1.0, Tensor? labels = null) => objective switch
     {
         AdaptObjective.Entropy => MeanEntropy(logits),
         AdaptObjective.EntropyDiversity => MeanEntropy(logits) - MarginalEntropy(logits) * diversityWeight,
+        AdaptObjective.Supervised => nn.functional.cross_entropy(logits,
+            labels ?? throw new ArgumentException("the supervised objective needs labels")),
         _ => throw new ArgumentOutOfRangeException(nameof(objective), objective, null),
     };
 
@@ -64,31 +84,4 @@ public static class EntropyObjective
         catch (UnauthorizedAccessException) { }
         return -1;
     }
-}
-
-/// <summary>Draws each step's unlabelled batch per task (uniformly with replacement, seeded).</summary>
-internal sealed class BatchSampler
-{
-    readonly IReadOnlyList<TaskData> tasks;
-    readonly int batch;
-    readonly Generator gen;
-    readonly ImagePreprocess preprocess;
-    readonly Device device;
-
-    public BatchSampler(IReadOnlyList<TaskData> tasks, int batch, long seed, ImagePreprocess? preprocess, Device device)
-    {
-        if (tasks.Count == 0) throw new ArgumentException("adaptation needs data for at least one task");
-        foreach (var t in tasks)
-            if (t.Count == 0) throw new ArgumentException($"task {t.Task}: no images");
-        this.tasks = tasks; this.batch = batch; this.device = device;
-        this.preprocess = preprocess ?? ImagePreprocess.Symmetric((int)tasks[0].Images.shape[1]);
-        gen = new Generator((ulong)seed);
-    }
-
-    /// <summary>One batch [B, C, H, W] of model-ready pixels per task, in task order.</summary>
-    public List<Tensor> Next() => tasks.Select(t =>
-    {
-        var idx = torch.randint(0, t.Count, [batch], dtype: ScalarType.Int64, generator: gen);
-        return preprocess.Apply(t.Images.index_select(0, idx), device);
-    }).ToList();
 }

@@ -75,6 +75,8 @@ public sealed record BenchmarkOptions
                 Lr = v.WemoeLr ?? o.WeMoE.Lr, Steps = v.WemoeSteps ?? o.WeMoE.Steps, BatchPerTask = v.WemoeBatch ?? o.WeMoE.BatchPerTask,
             },
         };
+        if (v.Objective == AdaptObjective.Supervised)
+            throw new ArgumentException("--objective: supervised reads the test labels and is not test-time adaptation; the table has it as the row 'WEMoE (supervised routers)', trained on the training split");
         if (v.WemoeLr is { } lr && !(lr > 0 && double.IsFinite(lr))) throw new ArgumentException($"--wemoe-lr: expected a positive number, got {lr}");
         if (v.WemoeSteps is < 0) throw new ArgumentException($"--wemoe-steps: expected a count ≥ 0, got {v.WemoeSteps}");
         if (v.WemoeBatch is <= 0) throw new ArgumentException($"--wemoe-batch: expected a positive count, got {v.WemoeBatch}");
@@ -145,7 +147,7 @@ public static class TaskPoolBenchmark
     public static readonly string[] MethodOrder =
     [
         "Pretrained", "Individual", "Simple Average", "Task Arithmetic", "TIES-Merging", "DARE-TIES",
-        "AdaMerging (task-wise)", "AdaMerging (layer-wise)", "WEMoE", "E-WEMoE", "SMILE", "Oracle routing",
+        "AdaMerging (task-wise)", "AdaMerging (layer-wise)", "WEMoE", "E-WEMoE", "SMILE", "WEMoE (supervised routers)", "Oracle routing",
     ];
 
     /// <summary>A one-line description of this machine.</summary>
@@ -318,6 +320,29 @@ public static class TaskPoolBenchmark
             }, new() { ["rank"] = $"{o.SmileRank}", ["gate_rank"] = $"{o.SmileGateRank}", ["top_k"] = $"{o.SmileTopK}" });
             Stage("smile");
 
+            // A diagnostic bound, not a merging method: the same WEMoE with its routers trained on the tasks'
+            // labelled training images (cross-entropy). Between label-free WEMoE and oracle routing, it tells how much
+            // of the gap is the label-free objective and how much the router itself.
+            {
+                RouteSummary? routes = null;
+                var supervised = o.WeMoE with { Objective = AdaptObjective.Supervised };
+                var config = AdaptConfig(supervised);
+                config["data"] = "each task's labelled training images (not the test images)";
+                Add("WEMoE (supervised routers)", () =>
+                {
+                    var moe = Upscale(MoeKind.WeMoE);
+                    using var model = moe.Model;
+                    // Views of the task tensors (not owned: the tasks dispose them).
+                    var train = tasks.Select(t => new TaskData(t.Task.Name, t.TrainImages, t.TrainLabels)).ToList();
+                    RouterAdaptation.Run(moe, heads, train, preprocess, supervised.ToAdaptOptions());
+                    routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
+                    log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
+                    config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
+                    return Eval(model);
+                }, config, () => $"{supervised.Steps} steps; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
+                Stage("wemoe supervised routers");
+            }
+
             // Oracle routing: an unadapted WEMoE (non-MLP parameters TA(lambda)) whose routing is forced to each
             // task's own expert for that task's inputs: what a perfect router could reach.
             Add("Oracle routing", () =>
@@ -356,9 +381,12 @@ public static class TaskPoolBenchmark
 
     static Dictionary<string, string> AdaptConfig(AdaptationSettings s) => new()
     {
-        ["objective"] = s.Objective == AdaptObjective.Entropy
-            ? "entropy of predictions on unlabeled test batches"
-            : $"entropy of predictions minus {s.DiversityWeight} x entropy of the batch's mean prediction, on unlabeled test batches",
+        ["objective"] = s.Objective switch
+        {
+            AdaptObjective.Entropy => "entropy of predictions on unlabeled test batches",
+            AdaptObjective.EntropyDiversity => $"entropy of predictions minus {s.DiversityWeight} x entropy of the batch's mean prediction, on unlabeled test batches",
+            _ => "cross-entropy against the labels",
+        },
         ["optimizer"] = "Adam", ["lr"] = $"{s.Lr}", ["steps"] = $"{s.Steps}", ["batch_per_task"] = $"{s.BatchPerTask}",
         ["collapse_guard"] = $"histogram entropy < {s.CollapseRatio} x initial, checked every {s.CheckEvery} steps",
     };
