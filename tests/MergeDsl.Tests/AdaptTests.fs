@@ -197,6 +197,52 @@ let objectiveTests =
             Expect.isLessThan after (before * 0.95) $"cross-entropy {before} -> {after}"
         }
 
+        test "distillation: KL(teacher ‖ student) hand-checked, 0 against itself; refused without a teacher" {
+            use _ = torch.NewDisposeScope()
+            // Teacher p = (1/2, 1/2), student q = (3/4, 1/4): KL = 1/2 ln(2/3) + 1/2 ln 2.
+            let teacher = torch.tensor([| 0.0f; 0.0f |]).reshape(1L, 2L)
+            let student = torch.tensor([| float32 (log 3.0); 0.0f |]).reshape(1L, 2L)
+            let v (t: torch.Tensor) = float (t.item<float32> ())
+            Expect.floatClose Accuracy.medium (v (EntropyObjective.Loss(AdaptObjective.Distillation, student, teacherLogits = teacher))) (0.5 * log (2.0 / 3.0) + 0.5 * log 2.0) "KL"
+            Expect.floatClose Accuracy.high (v (EntropyObjective.Kl(student, student))) 0.0 "KL to itself"
+            let data = tinyTasks 66L
+            let w = new TorchSharp.Modules.Parameter(torch.zeros(8L, 4L), true)
+            let logitsOf (batches: IReadOnlyList<torch.Tensor>) : IReadOnlyList<torch.Tensor> =
+                [| for x in batches -> x.flatten(1L).narrow(1L, 0L, 8L).matmul w |] :> _
+            Expect.throwsC (fun () ->
+                AdaptationLoop.Run([ w ], [ "w" ], data, System.Func<_, _> logitsOf,
+                    AdaptOptions(Steps = 1, Objective = AdaptObjective.Distillation), 1e-3, null) |> ignore)
+                (fun e -> Expect.stringContains e.Message "distillation objective needs the experts" "says what is missing")
+        }
+
+        test "distillation from expert 1 moves the routes towards expert 1 and lowers the KL" {
+            use _ = torch.NewDisposeScope()
+            let cfg = tinyConfig "quick_gelu"
+            let b, experts = zoo cfg 67L 2
+            let moe = upscale cfg b experts (UpscaleSpec(RouterDepth = 2, RestLambda = 0.0))
+            use _m = moe.Model
+            let heads = tinyHeads 68L
+            let data = tinyTasks 69L
+            // The teacher of both tasks: the base with expert 1's MLPs, which is what routes (0, 1) give.
+            use teacherModel = new ClipVisionModel(cfg)
+            let weights = Dictionary<string, torch.Tensor>()
+            for KeyValue(k, t) in b do weights.[k] <- (if k.Contains ".mlp." then experts.[1].[k] else t)
+            teacherModel.LoadWeights(weights) |> ignore
+            let teacher = System.Func<int, torch.Tensor, torch.Tensor>(fun t x -> heads.[data.[t].Task].forward(teacherModel.forward x))
+            let kl () =
+                use _ng = torch.no_grad ()
+                data |> List.mapi (fun i d -> float (EntropyObjective.Kl(teacher.Invoke(i, d.Images), heads.[d.Task].forward(moe.Model.forward d.Images)).item<float32> ())) |> List.average
+            let meanRoute () =
+                let r = MergeDsl.Core.TaskPool.RouteSummary.Measure(moe, data, ImagePreprocess.Symmetric 3, 32)
+                r.Layers |> Seq.averageBy (fun l -> l |> Array.averageBy (fun row -> row.[1] - row.[0]))
+            let kl0, gap0 = kl (), meanRoute ()
+            RouterAdaptation.Run(moe, heads, data, null, AdaptOptions(Steps = 80, BatchPerTask = 16, LearningRate = 1e-2, Objective = AdaptObjective.Distillation),
+                                 teacher = teacher) |> ignore
+            let kl1, gap1 = kl (), meanRoute ()
+            Expect.isLessThan kl1 (kl0 * 0.5) $"KL {kl0} -> {kl1}"
+            Expect.isGreaterThan gap1 (gap0 + 0.2) $"route(expert 1) - route(expert 0): {gap0} -> {gap1}"
+        }
+
         test "a negative or infinite diversity weight is refused with the option's name" {
             Expect.throwsC (fun () -> AdaptOptions(DiversityWeight = -1.0).Validate() |> ignore)
                 (fun (e: exn) -> Expect.isTrue (e :? System.ArgumentException) "type"; Expect.stringContains e.Message "--diversity" "names the option")

@@ -18,7 +18,7 @@ let tests =
             Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
             let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; "--objective"; "accuracy"; "--data"; dir; "--out"; dir ]
             Expect.equal code 2 "usage error"
-            Expect.stringContains err "--objective: expected entropy, entropy-diversity or supervised, got 'accuracy'" "names the bad objective"
+            Expect.stringContains err "--objective: expected entropy, entropy-diversity, distillation or supervised, got 'accuracy'" "names the bad objective"
             for opt, value, msg in [ "--objective", "supervised", "--objective: supervised reads the test labels"
                                      "--wemoe-lr", "-1", "--wemoe-lr: expected a positive number, got -1"
                                      "--wemoe-batch", "0", "--wemoe-batch: expected a positive count, got 0"

@@ -59,10 +59,22 @@ let tests =
             Expect.equal code 0 $"adapt entropy-diversity: {err}"
             let log = JsonNode.Parse(File.ReadAllText(Path.Combine(diverse, "adapt_log.json")))
             Expect.equal (log.["objective"].GetValue<string>(), log.["diversity_weight"].GetValue<float>()) ("entropy-diversity", 0.5) "objective logged"
+            let distilled = up + "-distilled"
+            let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--steps"; "3"; "--batch"; "4"; "--objective"; "distillation"; "--teacher"; $"taskA={e0}"; "--teacher"; $"taskB={e1}"; "--out"; distilled; "--quiet" ]
+            Expect.equal code 0 $"adapt distillation: {err}"
+            Expect.equal (JsonNode.Parse(File.ReadAllText(Path.Combine(distilled, "adapt_log.json"))).["objective"].GetValue<string>()) "distillation" "logged"
+            let noTeacher = up + "-no-teacher"
+            let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--objective"; "distillation"; "--teacher"; $"taskA={e0}"; "--out"; noTeacher; "--quiet" ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "no --teacher for task taskB" "names the task"
+            Expect.isFalse (Directory.Exists noTeacher) "nothing written"
+            let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--teacher"; $"taskA={e0}"; "--out"; noTeacher; "--quiet" ]
+            Expect.equal code 2 "--teacher without distillation"
+            Expect.stringContains err "--teacher is only read by --objective distillation" "says why"
             let bad = up + "-bad"
             let code, _, err = mergedsl [ "adapt"; up; "--data"; data; "--objective"; "accuracy"; "--out"; bad; "--quiet" ]
             Expect.equal code 2 "usage error"
-            Expect.stringContains err "--objective: expected entropy, entropy-diversity or supervised, got 'accuracy'" "names the option and value"
+            Expect.stringContains err "--objective: expected entropy, entropy-diversity, distillation or supervised, got 'accuracy'" "names the option and value"
             Expect.isFalse (Directory.Exists bad) "nothing written"
             let json = Path.Combine(root, "eval.json")
             let code, _, err = mergedsl [ "eval"; adapted; "--data"; data; "--json"; json ]

@@ -24,6 +24,7 @@ type Args =
     | [<Unique>] Lr of rate: float
     | [<Unique>] Objective of objective: string
     | [<Unique>] Diversity of weight: float
+    | Teacher of spec: string
     | [<Unique>] Out of dir: string
     | [<Unique>] Method of ``method``: string
     | Expert of dir: string
@@ -41,8 +42,9 @@ type Args =
             | Steps _ -> "optimiser steps (default 1000)."
             | Batch _ -> "images per task per step (default 16)."
             | Lr _ -> "Adam learning rate (default 1e-4 routers, 1e-3 AdaMerging)."
-            | Objective _ -> "entropy (default, the papers'), entropy-diversity (entropy minus the entropy of the batch's mean prediction) or supervised (cross-entropy; needs labels)."
+            | Objective _ -> "entropy (default, the papers'), entropy-diversity (entropy minus the entropy of the batch's mean prediction), distillation (KL from each task's --teacher) or supervised (cross-entropy; needs labels)."
             | Diversity _ -> "weight of the diversity term of entropy-diversity (default 1)."
+            | Teacher _ -> "distillation: TASK=DIR, the model folder whose predictions task TASK is distilled from (repeat for every task)."
             | Out _ -> "output folder (default MODEL-adapted); gets adapt_log.json too."
             | Method _ -> "routers (default), adamerging (layer-wise) or adamerging-task."
             | Expert _ -> "AdaMerging: an expert model folder (repeat, in task order)."
@@ -84,6 +86,34 @@ let private logJson (options: AdaptOptions) (r: AdaptResult) (extra: (string * J
     for k, v in extra do o[k] <- v
     o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
+/// The distillation objective's teachers: one plain model folder per task (`--teacher TASK=DIR`), scored with the
+/// task's head; None for the other objectives. Returns the teacher function and the models to dispose.
+let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: Collections.Generic.IReadOnlyList<TaskData>)
+                     (heads: Collections.Generic.IReadOnlyDictionary<string, ClassificationHead>) =
+    let specs = args.GetResults Teacher
+    if options.Objective <> AdaptObjective.Distillation then
+        if not specs.IsEmpty then raise (UsageError "--teacher is only read by --objective distillation")
+        None, []
+    else
+        let byTask =
+            specs
+            |> List.map (fun s ->
+                match s.Split('=', 2) with
+                | [| task; dir |] when task.Trim() <> "" && dir.Trim() <> "" -> task.Trim(), dir.Trim()
+                | _ -> raise (UsageError $"--teacher: expected TASK=DIR, got '{s}'"))
+            |> dict
+        let models =
+            [ for d in data ->
+                match byTask.TryGetValue d.Task with
+                | true, dir ->
+                    let struct (m, hs) = ClipModelFolder.LoadPlain dir
+                    for h in hs.Values do h.Dispose()
+                    TorchSharp.ModuleExtensionMethods.``to``(m, options.Device |> Option.ofObj |> Option.defaultValue TorchSharp.torch.CPU) |> ignore
+                    m
+                | _ -> raise (UsageError $"--objective distillation: no --teacher for task {d.Task}") ]
+        let teach = Func<int, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(fun t x -> heads[data[t].Task].forward(models[t].forward x))
+        Some teach, models
+
 let run (args: ParseResults<Args>) : int =
     MergeDsl.Core.Models.NativeAllocator.UseMmapForLargeBlocks() |> ignore
     match args.TryGetResult Threads with
@@ -112,12 +142,18 @@ let run (args: ParseResults<Args>) : int =
         if data.Count = 0 then
             let names = String.Join(", ", bundle.Heads.Keys)
             raise (UsageError $"{args.GetResult Data}: no data file matches a head ({names})")
-        let r = withProgress quiet options.Steps (fun report -> RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report))
+        let teacher, teacherModels = teachers args options data bundle.Heads
+        let r =
+            try
+                withProgress quiet options.Steps (fun report ->
+                    RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report, teacher = Option.toObj teacher))
+            finally
+                for m in teacherModels do m.Dispose()
         bundle.Save(out, overwrite)
         File.WriteAllText(Path.Combine(out, "adapt_log.json"), logJson options r [ "method", JsonValue.Create "wemoe-routers" ])
         let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
         let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
-        printfn "adapted %d router parameter tensors over %d tasks: entropy %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
+        printfn "adapted %d router parameter tensors over %d tasks: objective %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
             r.TrainedParameters.Count data.Count first last r.StepsPerSecond (ByteSize.Format r.PeakRssBytes) out
         for d in data do d.Dispose()
         ExitCode.Ok
@@ -136,10 +172,12 @@ let run (args: ParseResults<Args>) : int =
         use baseSource = Checkpoint.Open modelDir
         let sources = experts |> List.map (fun e -> Checkpoint.Open e :> ITensorSource)
         let preprocess = ClipModelFolder.ReadPreprocess(ClipModelFolder.ReadConfigJson modelDir)
+        let teacher, teacherModels = teachers args options data heads
         try
             let r =
                 withProgress quiet options.Steps (fun report ->
-                    AdaMerging.Run(cfg, baseSource, ResizeArray sources, heads, data, preprocess, options, AdaMergingOptions(gran), report))
+                    AdaMerging.Run(cfg, baseSource, ResizeArray sources, heads, data, preprocess, options, AdaMergingOptions(gran), report,
+                                   teacher = Option.toObj teacher))
             use model = r.Model
             ClipModelFolder.Save(out, model, heads, null, preprocess, overwrite)
             let lambdas = r.Lambdas.data<float32>().ToArray()
@@ -151,6 +189,7 @@ let run (args: ParseResults<Args>) : int =
             printfn "AdaMerging (%s): %d coefficients, %.2f steps/s; wrote %s" m lambdas.Length r.Adapt.StepsPerSecond out
             ExitCode.Ok
         finally
+            for m in teacherModels do m.Dispose()
             for s in sources do s.Dispose()
             for d in data do d.Dispose()
     | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")

@@ -35,7 +35,7 @@ type Args =
             | Seed _ -> "seed of the zoo and of adaptation (default 42)."
             | Threads _ -> "torch CPU threads (default 1: the model is tiny; more threads only help on an idle machine)."
             | Wemoe_Lr _ -> "learning rate of WEMoE/E-WEMoE router adaptation (default 1e-4)."
-            | Wemoe_Steps _ -> "steps of WEMoE/E-WEMoE router adaptation (default 400; --quick 10)."
+            | Wemoe_Steps _ -> "steps of every WEMoE row's router adaptation (default 400, expert distillation 1000; --quick 10)."
             | Wemoe_Batch _ -> "unlabelled test images per task per step of WEMoE/E-WEMoE adaptation (default 16)."
             | Diversity _ -> "weight of the diversity term of the entropy-diversity objective (default 1)."
             | Objective _ -> "what test-time adaptation (AdaMerging, WEMoE, E-WEMoE) minimises: entropy or entropy-diversity (default)."
@@ -61,6 +61,9 @@ let printTable (r: BenchmarkResult) =
     AnsiConsole.MarkupLine(
         sprintf "WEMoE recovers [bold]%.1f%%[/] of the TA-to-Individual gap; oracle routing - WEMoE = %.1f points; total %.1f min"
             (t.GapRecovered * 100.0) t.OracleGap t.TotalMinutes)
+    AnsiConsole.MarkupLine(
+        sprintf "WEMoE with expert distillation recovers [bold]%.1f%%[/]; oracle routing - it = %.1f points"
+            (t.DistilledGapRecovered * 100.0) t.DistilledOracleGap)
     AnsiConsole.MarkupLine(Markup.Escape(sprintf "ordering: %s" t.Ordering))
 
 /// Grouped bars: per method, one bar per task and a dark bar for the average.

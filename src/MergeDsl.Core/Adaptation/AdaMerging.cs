@@ -41,7 +41,7 @@ public static class AdaMerging
     public static AdaMergingResult Run(ClipVisionConfig cfg, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts,
         IReadOnlyDictionary<string, ClassificationHead> heads, IReadOnlyList<TaskData> data, ImagePreprocess? preprocess,
         AdaptOptions options, AdaMergingOptions? adaOptions = null, Action<AdaptStep>? onStep = null,
-        IAdaptMonitor? monitor = null)
+        IAdaptMonitor? monitor = null, Func<int, Tensor, Tensor>? teacher = null)
     {
         options.Validate();
         var ada = adaOptions ?? new AdaMergingOptions();
@@ -102,7 +102,7 @@ public static class AdaMerging
                 return AdaptationLoop.SplitByTask(emb, batches, (t, e) => heads[data[t].Task].forward(e));
             }
 
-            var adapt = AdaptationLoop.Run([lambdas], ["lambdas"], data, Logits, options, 1e-3, preprocess, onStep, monitor);
+            var adapt = AdaptationLoop.Run([lambdas], ["lambdas"], data, Logits, options, 1e-3, preprocess, onStep, monitor, teacher);
             Tensor final;
             using (no_grad())
             {

@@ -64,12 +64,16 @@ public static class AdaptationLoop
     /// <summary>
     /// Trains <paramref name="trainable"/>. <paramref name="logits"/> maps one model-ready batch per task (task
     /// order) to that task's head logits under the current parameters (with gradients when enabled).
+    /// <paramref name="teacher"/> (task index, model-ready batch → logits) is required by
+    /// <see cref="AdaptObjective.Distillation"/> and run without gradients.
     /// </summary>
     public static AdaptResult Run(IReadOnlyList<Parameter> trainable, IReadOnlyList<string> trainedNames, IReadOnlyList<TaskData> data,
         Func<IReadOnlyList<Tensor>, IReadOnlyList<Tensor>> logits, AdaptOptions options, double defaultLr, ImagePreprocess? preprocess,
-        Action<AdaptStep>? onStep = null, IAdaptMonitor? monitor = null)
+        Action<AdaptStep>? onStep = null, IAdaptMonitor? monitor = null, Func<int, Tensor, Tensor>? teacher = null)
     {
         options.Validate();
+        if (options.Objective == AdaptObjective.Distillation && teacher is null)
+            throw new ArgumentException("the distillation objective needs the experts (teachers), one per task");
         var device = options.Device ?? CPU;
         var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device,
             needLabels: options.Objective == AdaptObjective.Supervised);
@@ -92,9 +96,15 @@ public static class AdaptationLoop
                     var batches = sampler.Next();
                     var perTaskLogits = logits(batches.Select(b => b.Pixels).ToList());
                     var entropies = perTaskLogits.Select(EntropyObjective.MeanEntropy).ToList();
+                    Tensor? Teacher(int t)
+                    {
+                        if (options.Objective != AdaptObjective.Distillation) return null;
+                        using var _ = no_grad();
+                        return teacher!(t, batches[t].Pixels);
+                    }
                     var losses = options.Objective == AdaptObjective.Entropy
                         ? entropies
-                        : perTaskLogits.Select((l, t) => EntropyObjective.Loss(options.Objective, l, options.DiversityWeight, batches[t].Labels)).ToList();
+                        : perTaskLogits.Select((l, t) => EntropyObjective.Loss(options.Objective, l, options.DiversityWeight, batches[t].Labels, Teacher(t))).ToList();
                     var loss = torch.stack(losses.Where((_, t) => control.InObjective[t]).ToArray()).sum();
                     loss.backward();
                     adam.step();

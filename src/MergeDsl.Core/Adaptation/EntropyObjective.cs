@@ -21,6 +21,12 @@ public enum AdaptObjective
     /// as a diagnostic, e.g. how far routers trained with labels get compared with a label-free objective.
     /// </summary>
     Supervised,
+    /// <summary>
+    /// Mean KL divergence KL(p_teacher ‖ p) from each task's teacher (its fine-tuned expert) on the same unlabelled
+    /// images: label-free like entropy, but it asks the merged model to answer as the task's own expert would,
+    /// not merely confidently.
+    /// </summary>
+    Distillation,
 }
 
 /// <summary>The test-time objectives over one task's logits [B, C].</summary>
@@ -32,7 +38,8 @@ public static class EntropyObjective
         "entropy" => AdaptObjective.Entropy,
         "entropy-diversity" => AdaptObjective.EntropyDiversity,
         "supervised" => AdaptObjective.Supervised,
-        _ => throw new ArgumentException($"{option}: expected entropy, entropy-diversity or supervised, got '{text}'"),
+        "distillation" => AdaptObjective.Distillation,
+        _ => throw new ArgumentException($"{option}: expected entropy, entropy-diversity, distillation or supervised, got '{text}'"),
     };
 
     /// <summary>The command-line name of an objective (the inverse of <see cref="Parse"/>).</summary>
@@ -41,21 +48,33 @@ public static class EntropyObjective
         AdaptObjective.Entropy => "entropy",
         AdaptObjective.EntropyDiversity => "entropy-diversity",
         AdaptObjective.Supervised => "supervised",
+        AdaptObjective.Distillation => "distillation",
         _ => throw new ArgumentOutOfRangeException(nameof(objective), objective, null),
     };
 
     /// <summary>
     /// The loss <paramref name="objective"/> assigns to one task's logits [B, C]; <paramref name="labels"/> [B]
-    /// are read only by <see cref="AdaptObjective.Supervised"/>, which requires them.
+    /// are read only by <see cref="AdaptObjective.Supervised"/> and <paramref name="teacherLogits"/> [B, C] only by
+    /// <see cref="AdaptObjective.Distillation"/>, which require them.
     /// </summary>
-    public static Tensor Loss(AdaptObjective objective, Tensor logits, double diversityWeight = 1.0, Tensor? labels = null) => objective switch
+    public static Tensor Loss(AdaptObjective objective, Tensor logits, double diversityWeight = 1.0, Tensor? labels = null,
+        Tensor? teacherLogits = null) => objective switch
     {
+        AdaptObjective.Distillation => Kl(teacherLogits ?? throw new ArgumentException("the distillation objective needs a teacher"), logits),
         AdaptObjective.Entropy => MeanEntropy(logits),
         AdaptObjective.EntropyDiversity => MeanEntropy(logits) - MarginalEntropy(logits) * diversityWeight,
         AdaptObjective.Supervised => nn.functional.cross_entropy(logits,
             labels ?? throw new ArgumentException("the supervised objective needs labels")),
         _ => throw new ArgumentOutOfRangeException(nameof(objective), objective, null),
     };
+
+    /// <summary>Mean over rows of KL(softmax(teacher) ‖ softmax(student)).</summary>
+    public static Tensor Kl(Tensor teacherLogits, Tensor studentLogits)
+    {
+        var logT = nn.functional.log_softmax(teacherLogits, -1);
+        var logS = nn.functional.log_softmax(studentLogits, -1);
+        return (logT.exp() * (logT - logS)).sum(-1).mean();
+    }
 
     /// <summary>Entropy of the batch's mean prediction: log C when the batch's predictions cover all classes evenly, 0 when all agree.</summary>
     public static Tensor MarginalEntropy(Tensor logits)

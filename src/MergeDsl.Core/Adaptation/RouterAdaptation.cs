@@ -17,7 +17,8 @@ public static class RouterAdaptation
 {
     /// <summary>Adapts <paramref name="moe"/> in place; reports each step to <paramref name="onStep"/>; <paramref name="monitor"/> may steer the run.</summary>
     public static AdaptResult Run(MoeModel moe, IReadOnlyDictionary<string, ClassificationHead> heads, IReadOnlyList<TaskData> data,
-        ImagePreprocess? preprocess, AdaptOptions options, Action<AdaptStep>? onStep = null, IAdaptMonitor? monitor = null)
+        ImagePreprocess? preprocess, AdaptOptions options, Action<AdaptStep>? onStep = null, IAdaptMonitor? monitor = null,
+        Func<int, Tensor, Tensor>? teacher = null)
     {
         options.Validate();
         var device = options.Device ?? CPU;
@@ -48,7 +49,7 @@ public static class RouterAdaptation
         try
         {
             result = AdaptationLoop.Run(trainable, routerNames.OrderBy(n => n, StringComparer.Ordinal).ToList(), data, Logits, options, 1e-4,
-                preprocess, onStep, monitor);
+                preprocess, onStep, monitor, teacher);
         }
         finally
         {

@@ -36,6 +36,8 @@ public sealed record BenchmarkOptions
     public required AdaptationSettings AdaMergingLayerWise { get; init; }
     /// <summary>WEMoE / E-WEMoE router adaptation.</summary>
     public required AdaptationSettings WeMoE { get; init; }
+    /// <summary>Steps of the expert-distillation WEMoE row (the paper's 1,000; its other settings are <see cref="WeMoE"/>'s).</summary>
+    public int DistillationSteps { get; init; } = 1000;
     /// <summary>E-WEMoE: fraction of each task-vector tensor kept.</summary>
     public double EWeMoEDensity { get; init; } = 0.1;
     /// <summary>SMILE: rank k of each expert's SVD approximation.</summary>
@@ -74,6 +76,7 @@ public sealed record BenchmarkOptions
             {
                 Lr = v.WemoeLr ?? o.WeMoE.Lr, Steps = v.WemoeSteps ?? o.WeMoE.Steps, BatchPerTask = v.WemoeBatch ?? o.WeMoE.BatchPerTask,
             },
+            DistillationSteps = v.WemoeSteps ?? o.DistillationSteps,
         };
         if (v.Objective == AdaptObjective.Supervised)
             throw new ArgumentException("--objective: supervised reads the test labels and is not test-time adaptation; the table has it as the row 'WEMoE (supervised routers)', trained on the training split");
@@ -116,6 +119,7 @@ public sealed record BenchmarkOptions
             AdaMergingTaskWise = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 1, Objective = Objective },
             AdaMergingLayerWise = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 2, Objective = Objective },
             WeMoE = new AdaptationSettings { Steps = 10, Lr = 1e-3, CheckEvery = 5, ProbeImages = 64, Seed = seed + 3, Objective = Objective },
+            DistillationSteps = 10,
         };
     }
 }
@@ -147,7 +151,7 @@ public static class TaskPoolBenchmark
     public static readonly string[] MethodOrder =
     [
         "Pretrained", "Individual", "Simple Average", "Task Arithmetic", "TIES-Merging", "DARE-TIES",
-        "AdaMerging (task-wise)", "AdaMerging (layer-wise)", "WEMoE", "E-WEMoE", "SMILE", "WEMoE (supervised routers)", "Oracle routing",
+        "AdaMerging (task-wise)", "AdaMerging (layer-wise)", "WEMoE", "E-WEMoE", "SMILE", "WEMoE (expert distillation)", "WEMoE (supervised routers)", "Oracle routing",
     ];
 
     /// <summary>A one-line description of this machine.</summary>
@@ -224,6 +228,15 @@ public static class TaskPoolBenchmark
                 try { return EvalWeights(merged, recipe.Name); }
                 finally { foreach (var t in merged.Values) t.Dispose(); }
             }
+            // The experts as teachers of the distillation objective, built on first use by a method's body: outside
+            // the adaptation steps' dispose scopes, which would otherwise free their weights after the first step.
+            List<ClipVisionModel>? expertModels = null;
+            Func<int, Tensor, Tensor>? TeacherFor(AdaptationSettings a)
+            {
+                if (a.Objective != AdaptObjective.Distillation) return null;
+                expertModels ??= zoo.Experts.Select((e, i) => Plain(e, names[i])).ToList();
+                return (task, pixels) => heads[names[task]].forward(expertModels[task].forward(pixels));
+            }
             AdaptationReport Guarded(AdaptationSettings s, Func<IAdaptMonitor, AdaptResult> run)
             {
                 using var guard = new CollapseGuard(s, tasks.Select(t => TaskTensors.ToInput(t.TestImages.narrow(0, 0, Math.Min(s.ProbeImages, t.TestImages.shape[0])))).ToList(), log);
@@ -269,7 +282,7 @@ public static class TaskPoolBenchmark
                     {
                         r = Adaptation.AdaMerging.Run(cfg, preSource, expertSources, heads, testData, preprocess, s.ToAdaptOptions(),
                             new AdaMergingOptions(layerWise ? AdaMergingGranularity.LayerWise : AdaMergingGranularity.TaskWise, o.Lambda, Clamp: true),
-                            monitor: guard);
+                            monitor: guard, teacher: TeacherFor(s));
                         return r.Adapt;
                     });
                     using var model = r!.Model;
@@ -303,7 +316,7 @@ public static class TaskPoolBenchmark
                         ? Upscale(MoeKind.EWeMoE, sp => sp with { KeepFraction = o.EWeMoEDensity, SharedRouter = true })
                         : Upscale(MoeKind.WeMoE);
                     using var model = moe.Model;
-                    rep = Guarded(o.WeMoE, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, o.WeMoE.ToAdaptOptions(), monitor: guard));
+                    rep = Guarded(o.WeMoE, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, o.WeMoE.ToAdaptOptions(), monitor: guard, teacher: TeacherFor(o.WeMoE)));
                     routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
                     log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
                     config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
@@ -319,6 +332,30 @@ public static class TaskPoolBenchmark
                 return Eval(model);
             }, new() { ["rank"] = $"{o.SmileRank}", ["gate_rank"] = $"{o.SmileGateRank}", ["top_k"] = $"{o.SmileTopK}" });
             Stage("smile");
+
+            // WEMoE with its routers distilled from the experts: for each task's unlabelled images, the KL divergence
+            // from that task's expert's predictions replaces the entropy objective. Label-free, and it needs nothing
+            // the other methods lack (the experts, and which task a batch comes from, as for every adaptive method).
+            {
+                AdaptationReport? rep = null;
+                RouteSummary? routes = null;
+                var distilled = o.WeMoE with { Objective = AdaptObjective.Distillation, Steps = o.DistillationSteps };
+                var config = AdaptConfig(distilled);
+                config["init_lambda"] = $"{o.Lambda}";
+                config["router_depth"] = "2";
+                Add("WEMoE (expert distillation)", () =>
+                {
+                    var moe = Upscale(MoeKind.WeMoE);
+                    using var model = moe.Model;
+                    var teacher = TeacherFor(distilled);
+                    rep = Guarded(distilled, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, distilled.ToAdaptOptions(), monitor: guard, teacher: teacher));
+                    routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
+                    log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
+                    config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
+                    return Eval(model);
+                }, config, () => Describe(rep!) + $"; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
+                Stage("wemoe expert distillation");
+            }
 
             // A diagnostic bound, not a merging method: the same WEMoE with its routers trained on the tasks'
             // labelled training images (cross-entropy). Between label-free WEMoE and oracle routing, it tells how much
@@ -362,6 +399,7 @@ public static class TaskPoolBenchmark
             }, new() { ["routing"] = "each task's inputs to its own expert MLPs (MoeModel.ForceRoutes); non-MLP parameters TA(lambda)" });
             Stage("oracle routing");
 
+            foreach (var m in expertModels ?? []) m.Dispose();
             foreach (var h in heads.Values) h.Dispose();
             var settings = new Dictionary<string, string>
             {
@@ -385,6 +423,7 @@ public static class TaskPoolBenchmark
         {
             AdaptObjective.Entropy => "entropy of predictions on unlabeled test batches",
             AdaptObjective.EntropyDiversity => $"entropy of predictions minus {s.DiversityWeight} x entropy of the batch's mean prediction, on unlabeled test batches",
+            AdaptObjective.Distillation => "KL divergence from each task's expert's predictions, on unlabeled test batches",
             _ => "cross-entropy against the labels",
         },
         ["optimizer"] = "Adam", ["lr"] = $"{s.Lr}", ["steps"] = $"{s.Steps}", ["batch_per_task"] = $"{s.BatchPerTask}",
