@@ -42,7 +42,7 @@ public sealed record AdaptStep(int Step, double Loss, IReadOnlyDictionary<string
 /// <summary>Result of an adaptation run.</summary>
 /// <param name="Log">Every step.</param>
 /// <param name="Seconds">Total wall time of the steps.</param>
-/// <param name="PeakRssBytes">Peak resident memory of the process (VmHWM) at the end, or -1 where unavailable.</param>
+/// <param name="PeakRssBytes">Peak resident memory of the process at the end (VmHWM on Linux).</param>
 /// <param name="TrainedParameters">Names of the parameters that were trained.</param>
 public sealed record AdaptResult(IReadOnlyList<AdaptStep> Log, double Seconds, long PeakRssBytes, IReadOnlyList<string> TrainedParameters)
 {

@@ -89,18 +89,4 @@ public static class EntropyObjective
         var logp = nn.functional.log_softmax(logits, -1);
         return -(logp.exp() * logp).sum(-1).mean();
     }
-
-    /// <summary>Peak resident memory of this process in bytes (Linux VmHWM), or -1.</summary>
-    public static long PeakRssBytes()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return -1;
-    }
 }

@@ -302,28 +302,42 @@ public static class TaskPoolBenchmark
                 return Upscaler.Upscale(cfg, preSource, expertSources, extra is null ? spec : extra(spec));
             }
 
-            foreach (var sparse in new[] { false, true })
+            // One WEMoE-family row: build, train the routers (under the collapse guard when the objective is label-free),
+            // record the mean routes, evaluate.
+            void AddWeMoE(string name, string stage, Func<MoeModel> build, AdaptationSettings s, IReadOnlyList<TaskData> data,
+                Dictionary<string, string> config)
             {
+                bool guarded = s.Objective != AdaptObjective.Supervised;
                 AdaptationReport? rep = null;
                 RouteSummary? routes = null;
-                var config = AdaptConfig(o.WeMoE);
-                config["init_lambda"] = $"{o.Lambda}";
-                config["router_depth"] = "2";
-                if (sparse) { config["task_vector_density"] = $"{o.EWeMoEDensity}"; config["shared_router"] = "true"; }
-                Add(sparse ? "E-WEMoE" : "WEMoE", () =>
+                Add(name, () =>
                 {
-                    var moe = sparse
-                        ? Upscale(MoeKind.EWeMoE, sp => sp with { KeepFraction = o.EWeMoEDensity, SharedRouter = true })
-                        : Upscale(MoeKind.WeMoE);
+                    var moe = build();
                     using var model = moe.Model;
-                    rep = Guarded(o.WeMoE, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, o.WeMoE.ToAdaptOptions(), monitor: guard, teacher: TeacherFor(o.WeMoE)));
+                    var teacher = TeacherFor(s);
+                    if (guarded) rep = Guarded(s, guard => RouterAdaptation.Run(moe, heads, data, preprocess, s.ToAdaptOptions(), monitor: guard, teacher: teacher));
+                    else RouterAdaptation.Run(moe, heads, data, preprocess, s.ToAdaptOptions(), teacher: teacher);
                     routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
                     log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
                     config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
                     return Eval(model);
-                }, config, () => Describe(rep!) + $"; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
-                Stage(sparse ? "e-wemoe" : "wemoe");
+                }, config, () => (guarded ? Describe(rep!) : $"{s.Steps} steps") + $"; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
+                Stage(stage);
             }
+            Dictionary<string, string> WeMoEConfig(AdaptationSettings s)
+            {
+                var config = AdaptConfig(s);
+                config["init_lambda"] = $"{o.Lambda}";
+                config["router_depth"] = "2";
+                return config;
+            }
+
+            AddWeMoE("WEMoE", "wemoe", () => Upscale(MoeKind.WeMoE), o.WeMoE, testData, WeMoEConfig(o.WeMoE));
+            var sparseConfig = WeMoEConfig(o.WeMoE);
+            sparseConfig["task_vector_density"] = $"{o.EWeMoEDensity}";
+            sparseConfig["shared_router"] = "true";
+            AddWeMoE("E-WEMoE", "e-wemoe", () => Upscale(MoeKind.EWeMoE, sp => sp with { KeepFraction = o.EWeMoEDensity, SharedRouter = true }),
+                o.WeMoE, testData, sparseConfig);
 
             Add("SMILE", () =>
             {
@@ -336,49 +350,18 @@ public static class TaskPoolBenchmark
             // WEMoE with its routers distilled from the experts: for each task's unlabelled images, the KL divergence
             // from that task's expert's predictions replaces the entropy objective. Label-free, and it needs nothing
             // the other methods lack (the experts, and which task a batch comes from, as for every adaptive method).
-            {
-                AdaptationReport? rep = null;
-                RouteSummary? routes = null;
-                var distilled = o.WeMoE with { Objective = AdaptObjective.Distillation, Steps = o.DistillationSteps };
-                var config = AdaptConfig(distilled);
-                config["init_lambda"] = $"{o.Lambda}";
-                config["router_depth"] = "2";
-                Add("WEMoE (expert distillation)", () =>
-                {
-                    var moe = Upscale(MoeKind.WeMoE);
-                    using var model = moe.Model;
-                    var teacher = TeacherFor(distilled);
-                    rep = Guarded(distilled, guard => RouterAdaptation.Run(moe, heads, testData, preprocess, distilled.ToAdaptOptions(), monitor: guard, teacher: teacher));
-                    routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
-                    log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
-                    config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
-                    return Eval(model);
-                }, config, () => Describe(rep!) + $"; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
-                Stage("wemoe expert distillation");
-            }
+            var distilled = o.WeMoE with { Objective = AdaptObjective.Distillation, Steps = o.DistillationSteps };
+            AddWeMoE("WEMoE (expert distillation)", "wemoe expert distillation", () => Upscale(MoeKind.WeMoE), distilled, testData, WeMoEConfig(distilled));
 
             // A diagnostic bound, not a merging method: the same WEMoE with its routers trained on the tasks'
             // labelled training images (cross-entropy). Between label-free WEMoE and oracle routing, it tells how much
             // of the gap is the label-free objective and how much the router itself.
-            {
-                RouteSummary? routes = null;
-                var supervised = o.WeMoE with { Objective = AdaptObjective.Supervised };
-                var config = AdaptConfig(supervised);
-                config["data"] = "each task's labelled training images (not the test images)";
-                Add("WEMoE (supervised routers)", () =>
-                {
-                    var moe = Upscale(MoeKind.WeMoE);
-                    using var model = moe.Model;
-                    // Views of the task tensors (not owned: the tasks dispose them).
-                    var train = tasks.Select(t => new TaskData(t.Task.Name, t.TrainImages, t.TrainLabels)).ToList();
-                    RouterAdaptation.Run(moe, heads, train, preprocess, supervised.ToAdaptOptions());
-                    routes = RouteSummary.Measure(moe, testData, preprocess, o.WeMoE.ProbeImages);
-                    log($"  last-layer route of each task's own expert: {routes.LastLayerDiagonal()}");
-                    config["mean_routes_per_layer"] = JsonSerializer.Serialize(routes.Layers.Select(l => l.Select(r => r.Select(v => Math.Round(v, 3)))));
-                    return Eval(model);
-                }, config, () => $"{supervised.Steps} steps; last-layer route of each task's own expert: {routes!.LastLayerDiagonal()}");
-                Stage("wemoe supervised routers");
-            }
+            var supervised = o.WeMoE with { Objective = AdaptObjective.Supervised };
+            var supervisedConfig = AdaptConfig(supervised);
+            supervisedConfig["data"] = "each task's labelled training images (not the test images)";
+            // Views of the task tensors (not owned: the tasks dispose them).
+            var train = tasks.Select(t => new TaskData(t.Task.Name, t.TrainImages, t.TrainLabels)).ToList();
+            AddWeMoE("WEMoE (supervised routers)", "wemoe supervised routers", () => Upscale(MoeKind.WeMoE), supervised, train, supervisedConfig);
 
             // Oracle routing: an unadapted WEMoE (non-MLP parameters TA(lambda)) whose routing is forced to each
             // task's own expert for that task's inputs: what a perfect router could reach.
