@@ -12,17 +12,12 @@ open MergeDsl.Cli.Failure
 
 /// Where the recipe comes from.
 type RecipeSource =
-    /// A built-in method name (see `Methods.names`).
+    /// A built-in method name (see `MethodRegistry.names`).
     | BuiltIn of string
     /// An .fsx script evaluated with FSharp.Compiler.Service.
     | Script of string
     /// A recipe value (a script run by `dotnet fsi` hands its own recipe over).
     | Given of MergeRecipe * origin: string
-
-/// The built-in methods the CLI offers.
-let builtInNames =
-    [ "average"; "task-arithmetic"; "ties"; "dare-linear"; "dare-ties"; "breadcrumbs"; "breadcrumbs-ties"; "della"
-      "model-stock"; "slerp" ]
 
 /// `<recipe>` as typed: a path ending in .fsx is a script, anything else a method name.
 let recipeSource (text: string) =
@@ -34,7 +29,9 @@ type ResolvedRecipe =
       /// "built-in", or the script's path.
       Origin: string
       /// The randomness seed to hand to the executor (from --seed or --set seed=N).
-      Seed: int64 option }
+      Seed: int64 option
+      /// How many --model inputs the recipe takes (scripts: at least one).
+      Models: ModelCount }
 
 let rec private mentionsBase (e: Expr) =
     match e with
@@ -65,23 +62,18 @@ let resolveRecipe (source: RecipeSource) (settings: (string * string) list) (see
         | None, b -> b
     match source with
     | BuiltIn name ->
-        let canonical = name.Trim().ToLowerInvariant()
-        if not (List.contains canonical builtInNames) then
-            let known = String.Join(", ", builtInNames)
+        // The registry validates names, parameter names and ranges before anything is opened.
+        if (MethodRegistry.tryFind name).IsNone then
+            let known = String.Join(", ", MethodRegistry.names)
             raise (UsageError $"unknown recipe '{name}' (built-in: {known}; or a path to an .fsx script)")
-        let parameters = settings |> Map.ofList
-        // byName validates names and values; "seed" must only be given where the method is random.
-        match Methods.byName canonical parameters with
+        match MethodRegistry.resolve name (Map.ofList settings) with
         | Error msg -> raise (UsageError msg)
-        | Ok recipe ->
-            let recipe =
-                if canonical = "slerp" then
-                    // The CLI's slerp interpolates between its two --model inputs (t = 0 is the first).
-                    if models <> 2 then raise (UsageError $"--model: slerp takes exactly 2 models, got {models}")
-                    let t = recipe.Parameters["t"] |> float
-                    Methods.slerpExperts t |> Recipe.named "slerp" [ for kv in recipe.Parameters -> kv.Key, kv.Value ]
-                else recipe
-            { Recipe = recipe; Origin = "built-in"; Seed = seed }
+        | Ok { Build = BuiltUpscaling _; Method = m } ->
+            raise (UsageError $"recipe '{m.Name}' upscales to a mixture of experts; use `mergedsl upscale {m.Name}` or `mergedsl run {m.Name}`")
+        | Ok ({ Build = BuiltMerge recipe } as resolved) ->
+            match MethodRegistry.checkModels resolved.Method models with
+            | Error msg -> raise (UsageError $"--model: {msg}")
+            | Ok () -> { Recipe = recipe; Origin = "built-in"; Seed = seed; Models = resolved.Method.Models }
     | Script path ->
         if not (File.Exists path) then raise (UsageError $"{path}: recipe script not found")
         ScriptParams.reset (settings |> List.filter (fun (k, _) -> k <> "seed"))
@@ -93,9 +85,9 @@ let resolveRecipe (source: RecipeSource) (settings: (string * string) list) (see
             let k = List.head unread
             raise (UsageError $"--set {k}: unknown parameter for {path} (the script reads no parameter named '{k}')")
         match value with
-        | :? MergeRecipe as r -> { Recipe = r; Origin = path; Seed = seed }
+        | :? MergeRecipe as r -> { Recipe = r; Origin = path; Seed = seed; Models = AtLeast 1 }
         | _ -> raise (UsageError $"{path}: 'recipe' is a {ty.Name}, expected a MergeRecipe (build it with Recipe.ofTensor or Recipe.select)")
-    | Given (r, origin) -> { Recipe = r; Origin = origin; Seed = seed }
+    | Given (r, origin) -> { Recipe = r; Origin = origin; Seed = seed; Models = AtLeast 1 }
 
 /// The command-line inputs of a merge.
 type Inputs =
@@ -107,7 +99,10 @@ type Inputs =
 
 /// Checks the folders on the command line before anything is opened or created.
 let checkInputs (inputs: Inputs) (recipe: ResolvedRecipe) =
-    if inputs.Models.IsEmpty then raise (UsageError "--model: give at least one model folder")
+    match recipe.Models with
+    | AtLeast n when inputs.Models.Length < n ->
+        raise (UsageError (if n = 1 then "--model: give at least one model folder" else $"--model: give at least {n} model folders"))
+    | _ -> ()
     if needsBase recipe.Recipe && inputs.Base.IsNone then
         raise (UsageError $"--base: recipe '{recipe.Recipe.Name}' uses the base model; give it with --base DIR")
     let roles = (inputs.Base |> Option.map (fun b -> "--base", b) |> Option.toList) @ (inputs.Models |> List.map (fun m -> "--model", m))

@@ -10,6 +10,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Version
     | [<AltCommandLine("-v"); Inherit>] Verbose
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
+    | [<CliPrefix(CliPrefix.None)>] Methods of ParseResults<Methods.Args>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<Run.Args>
     | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
@@ -25,6 +26,7 @@ type Args =
             | Version -> "print the version."
             | Verbose -> "print stack traces with errors."
             | Inspect _ -> "list a checkpoint's tensors (validates every header)."
+            | Methods _ -> "list every merge and upscaling method with its parameters, ranges and defaults."
             | Demo _ -> "build a small demo model zoo, inspect it and merge it with several methods."
             | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
@@ -42,6 +44,7 @@ let private dispatch (arg: Args) : int option =
         Some ExitCode.Ok
     | Verbose -> None
     | Inspect a -> Some(Inspect.run a)
+    | Methods a -> Some(Methods.run a)
     | Demo a -> Some(Demo.run a)
     | Run a -> Some(Run.run a)
     | Plan a -> Some(Plan.run a)

@@ -56,6 +56,18 @@ let choice (name: string) (choices: string list) (defaultValue: string) : string
     | Some c -> c
     | None -> invalidArg name (sprintf "--set %s=%s: expected one of %s" name v (String.Join(", ", choices)))
 
+/// A required list of comma-separated numbers (e.g. one weight per model).
+let numbers (name: string) : float list =
+    match raw name with
+    | None -> invalidArg name (sprintf "--set %s=...: required (comma-separated numbers)" name)
+    | Some v ->
+        let parts = v.Split([| ','; ' ' |], StringSplitOptions.RemoveEmptyEntries)
+        if parts.Length = 0 then invalidArg name (sprintf "--set %s=%s: no numbers given" name v)
+        [ for p in parts ->
+            match Double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture) with
+            | true, x when Double.IsFinite x -> x
+            | _ -> invalidArg name (sprintf "--set %s=%s: '%s' is not a number" name v p) ]
+
 /// Parses `name=value` as written after `--set`.
 let parseSetting (text: string) : string * string =
     match text.IndexOf '=' with

@@ -79,18 +79,18 @@ let tests =
             Expect.throwsT<RecipeException> (fun () -> NamePattern.Parse "re:(" |> ignore) "bad regex"
         }
 
-        test "Methods.byName builds recipes and rejects unknown names, parameters and values in one line" {
-            match Methods.byName "ties" (Map [ "density", "0.2"; "scope", "global"; "merge", "sum" ]) with
+        test "MethodRegistry.byName builds recipes and rejects unknown names, parameters and values in one line" {
+            match MethodRegistry.byName "ties" (Map [ "density", "0.2"; "scope", "global"; "merge", "sum" ]) with
             | Ok r ->
                 Expect.equal r.Name "ties" "name"
                 Expect.stringContains (r.Describe()) "topK(0.2, global)" "global topK"
                 Expect.stringContains (r.Describe()) "sum(electSign" "sum merge"
             | Error e -> failtest e
-            match Methods.byName "task_arithmetic" Map.empty with
+            match MethodRegistry.byName "task_arithmetic" Map.empty with
             | Ok r -> Expect.equal r.Parameters["lambda"] "0.3" "TA default λ"
             | Error e -> failtest e
             let err name ps frag =
-                match Methods.byName name (Map ps) with
+                match MethodRegistry.byName name (Map ps) with
                 | Ok _ -> failtestf "expected an error for %s" name
                 | Error e ->
                     Expect.stringContains e frag "message"

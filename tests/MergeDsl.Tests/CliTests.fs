@@ -53,28 +53,38 @@ let private baseAndExperts n =
     let b, es = zoo.Value
     [ "--base"; b ] @ (es |> List.truncate n |> List.collect (fun e -> [ "--model"; e ]))
 
-let private expectBad (args: string list) (culprit: string) =
+let private expectBadCode (expected: int option) (args: string list) (culprit: string) =
     let out = fresh "bad-out"
     let code, _, err = mergedsl (args @ [ "--out"; out ])
     Expect.notEqual code 0 $"exit code for {culprit}"
+    match expected with
+    | Some c -> Expect.equal code c $"exit code for {culprit} ({err})"
+    | None -> ()
     Expect.isTrue (oneLine err) $"one line: {err}"
     Expect.stringContains err culprit "message names the culprit"
     Expect.isFalse (Directory.Exists out || File.Exists out) "nothing at --out"
     Expect.isEmpty (Directory.GetDirectories(scratch.Value, Path.GetFileName out + "*")) "no temporary folder left"
+
+let private expectBad args culprit = expectBadCode None args culprit
+
+/// A bad command line: exit 2 before anything is opened.
+let private expectUsage args culprit = expectBadCode (Some 2) args culprit
 
 [<Tests>]
 let tests =
     testSequenced
     <| testList "Cli" [
         testList "run, every built-in method" [
-            for name in MergeDsl.Cli.JobInputs.builtInNames ->
+            for m in MergeDsl.MethodRegistry.merges ->
+                let name = m.Name
                 test name {
                     let b, es = zoo.Value
-                    let inputs =
-                        if name = "slerp" then [ "--model"; es[0]; "--model"; es[1] ]
-                        else baseAndExperts 3
+                    let count = match m.Models with MergeDsl.Exactly n -> n | MergeDsl.AtLeast _ -> 3
+                    let withBase = match m.Models with MergeDsl.Exactly _ -> [] | MergeDsl.AtLeast _ -> [ "--base"; b ]
+                    let inputs = withBase @ (es |> List.truncate count |> List.collect (fun e -> [ "--model"; e ]))
+                    let sets = MergeDsl.Tests.Registry.requiredSettings m count |> List.collect (fun (k, v) -> [ "--set"; $"{k}={v}" ])
                     let out = fresh name
-                    let code, stdout, err = mergedsl ([ "run"; name ] @ inputs @ [ "--out"; out; "--json" ])
+                    let code, stdout, err = mergedsl ([ "run"; name ] @ inputs @ sets @ [ "--out"; out; "--json" ])
                     Expect.equal code 0 $"exit 0 ({err})"
                     let summary = JsonDocument.Parse(stdout).RootElement
                     Expect.equal (summary.GetProperty("recipe").GetString()) name "json summary names the recipe"
@@ -93,6 +103,24 @@ let tests =
                     Expect.isTrue (File.Exists(Path.Combine(out, "config.json"))) "config.json copied through"
                 }
         ]
+
+        test "passthrough copies the base; weighted-average weighs the experts" {
+            let b, es = zoo.Value
+            let out = fresh "passthrough"
+            let code, _, err = mergedsl [ "run"; "passthrough"; "--base"; b; "--out"; out; "--quiet" ]
+            Expect.equal code 0 err
+            let x, y = loadAll out, loadAll b
+            for KeyValue(k, v) in y do
+                Expect.isTrue (identical v x[k]) $"{k} copied"
+            let out = fresh "weighted"
+            let code, _, err = mergedsl [ "run"; "linear"; "--model"; es[0]; "--model"; es[1]; "--set"; "weights=3,1"; "--out"; out; "--quiet" ]
+            Expect.equal code 0 err
+            let w, e0, e1 = loadAll out, loadAll es[0], loadAll es[1]
+            for KeyValue(k, v) in w do
+                if v.is_floating_point () then
+                    let expected = (e0[k].to_type(torch.float64) * 0.75 + e1[k].to_type(torch.float64) * 0.25).to_type(v.dtype)
+                    Expect.isTrue (torch.allclose(v, expected, rtol = 1e-6, atol = 1e-6)) $"{k} = 0.75·e1 + 0.25·e2"
+        }
 
         test "task-arithmetic with one expert and lambda=1 gives that expert; average of one model is that model" {
             let b, es = zoo.Value
@@ -143,6 +171,12 @@ let tests =
             test "density above 1" { expectBad ([ "run"; "dare-ties" ] @ baseAndExperts 2 @ [ "--set"; "density=1.5" ]) "density" }
             test "bad parameter value" { expectBad ([ "run"; "ties" ] @ baseAndExperts 2 @ [ "--set"; "scope=galaxy" ]) "scope" }
             test "slerp with three models" { expectBad ([ "run"; "slerp" ] @ baseAndExperts 3) "slerp takes exactly 2" }
+            // Parameter ranges come from the method registry: refused with exit 2 before any input is opened.
+            test "breadcrumbs gamma 1" { expectUsage ([ "run"; "breadcrumbs" ] @ baseAndExperts 2 @ [ "--set"; "gamma=1" ]) "gamma" }
+            test "della epsilon 5" { expectUsage ([ "run"; "della" ] @ baseAndExperts 2 @ [ "--set"; "epsilon=5" ]) "epsilon" }
+            test "della density ± epsilon" { expectUsage ([ "run"; "della" ] @ baseAndExperts 2 @ [ "--set"; "density=0.9"; "--set"; "epsilon=0.2" ]) "density ± epsilon" }
+            test "weighted-average without weights" { expectUsage ([ "run"; "weighted-average" ] @ baseAndExperts 2) "'weights' is required" }
+            test "wemoe router depth 3" { expectUsage ([ "run"; "wemoe" ] @ baseAndExperts 2 @ [ "--set"; "router-depth=3" ]) "router-depth" }
             test "task vectors without --base" {
                 let _, es = zoo.Value
                 expectBad [ "run"; "ties"; "--model"; es[0]; "--model"; es[1] ] "--base"

@@ -23,7 +23,7 @@ let tests =
     testSequenced
     <| testList "RecipeScript" [
         test "every built-in method has a recipe script" {
-            for name in JobInputs.builtInNames do
+            for name in MethodRegistry.merges |> List.map (fun m -> m.Name) do
                 Expect.isTrue (File.Exists(Path.Combine(recipesDir, name + ".fsx"))) $"recipes/{name}.fsx"
         }
 
@@ -37,10 +37,12 @@ let tests =
         }
 
         test "every recipe script compiles to its built-in method's expression (defaults)" {
-            for name in JobInputs.builtInNames do
-                let models = if name = "slerp" then 2 else 3
-                let script = resolve (JobInputs.Script(Path.Combine(recipesDir, name + ".fsx"))) [] models
-                let builtIn = resolve (JobInputs.BuiltIn name) [] models
+            for m in MethodRegistry.merges do
+                let name = m.Name
+                let models = match m.Models with Exactly n -> n | AtLeast _ -> 3
+                let settings = Registry.requiredSettings m models
+                let script = resolve (JobInputs.Script(Path.Combine(recipesDir, name + ".fsx"))) settings models
+                let builtIn = resolve (JobInputs.BuiltIn name) settings models
                 Expect.equal (script.Recipe.Describe()) (builtIn.Recipe.Describe()) $"{name}.fsx"
                 Expect.equal script.Recipe.Name name $"{name}.fsx names itself"
         }

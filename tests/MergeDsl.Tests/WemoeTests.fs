@@ -212,12 +212,16 @@ let tests =
         }
 
         test "mergedsl_moe config section round-trips and --set settings apply" {
-            let spec = UpscaleSpec().With("lambda", "0.4").With("router-depth", "1").With("routing", "top-k:2").With("modules", "*.mlp, *.q_proj")
+            let settings = Map [ "lambda", "0.4"; "router-depth", "1"; "routing", "top-k:2"; "modules", "*.mlp, *.q_proj" ]
+            let spec =
+                match MergeDsl.MethodRegistry.resolve "wemoe" settings with
+                | Ok { Build = MergeDsl.BuiltUpscaling s } -> fst (MergeDsl.Upscale.toCore s)
+                | other -> failtestf "expected an upscaling spec, got %A" other
             Expect.equal spec.RestLambda 0.4 "lambda"
             Expect.sequenceEqual spec.Modules [ "*.mlp"; "*.q_proj" ] "modules"
             let struct (back, n) = UpscaleSpec.FromJson(spec.ToJson 3)
             Expect.equal n 3 "experts"
             Expect.equal (back.RouterDepth, back.RestLambda, back.EffectiveRouting) (1, 0.4, RouterSelection.TopKOf 2) "fields"
-            Expect.throwsT<ArgumentException> (fun () -> spec.With("colour", "red") |> ignore) "unknown key"
+            Expect.isError (MergeDsl.MethodRegistry.resolve "wemoe" (Map [ "colour", "red" ])) "unknown key"
         }
     ]

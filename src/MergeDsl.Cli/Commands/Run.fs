@@ -26,11 +26,11 @@ type Args =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Recipe _ -> "a built-in method (average, task-arithmetic, ties, dare-linear, dare-ties, breadcrumbs, breadcrumbs-ties, della, model-stock, slerp), an upscale to MoE (wemoe, e-wemoe, smile; same --set keys as `mergedsl upscale`) or an .fsx recipe script."
+            | Recipe _ -> Usage.recipe
             | Base _ -> "the base (pretrained) model folder; needed by task-vector methods."
             | Model _ -> "a fine-tuned model folder; repeat for each model."
             | Out _ -> "folder to write the merged model to (must not exist unless --force)."
-            | Set _ -> "a recipe parameter, name=value (lambda, density, gamma, epsilon, t, seed, scope, merge, rescale); repeatable."
+            | Set _ -> Usage.mergeParameters
             | Device _ -> "auto (default), cpu or cuda."
             | Dtype _ -> "output dtype of merged tensors: f32, f16 or bf16 (default: as the inputs)."
             | Shard_Size _ -> "largest output shard, e.g. 5GB (default), 500MB."
@@ -68,7 +68,7 @@ let run (args: ParseResults<Args>) : int =
         | Some o -> o
         | None -> raise (UsageError "--out: give the folder to write the merged model to")
     let recipe = args.GetResult Recipe
-    if Upscale.methods.Contains recipe then
+    if Upscale.isUpscaling recipe then
         let settings = args.GetResults Set |> List.map Upscale.parseSetting
         let summary = Upscale.upscale recipe (args.TryGetResult Base) (args.GetResults Model) out settings (args.Contains Force)
         if not (args.Contains Quiet) || args.Contains Json then Upscale.report (args.Contains Json) summary

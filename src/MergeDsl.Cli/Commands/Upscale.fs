@@ -6,6 +6,7 @@ open System.Text.Json
 open System.Text.Json.Nodes
 open Argu
 open MergeDsl
+open MergeDsl.Cli
 open MergeDsl.Cli.Failure
 
 type Args =
@@ -20,12 +21,11 @@ type Args =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Method _ -> "wemoe, e-wemoe or smile."
+            | Method _ -> Usage.upscalings
             | Base _ -> "the pretrained (base) CLIP model folder."
             | Model _ -> "a fine-tuned expert model folder (repeat for each expert, in expert order)."
             | Out _ -> "output folder (written atomically)."
-            | Set _ ->
-                "key=value: lambda (rest TA, 0.3), init-lambda (0.3), router-depth (0|1|2), modules (comma-separated globs, default *.mlp), batch-reduce, routing (dense|top-k:K|top-p:P), keep (E-WEMoE, 0.1), shared-router, rank, gate-rank (SMILE), seed."
+            | Set _ -> "key=value, repeatable: " + Usage.upscalingParameters
             | Overwrite -> "replace an existing output folder."
             | Json -> "print the summary as JSON."
 
@@ -35,8 +35,11 @@ let parseSetting (s: string) =
     | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
     | _ -> raise (UsageError $"--set {s}: expected key=value")
 
-/// The upscale methods, also accepted by `mergedsl run`.
-let methods = set [ "wemoe"; "e-wemoe"; "smile" ]
+/// Whether `name` is an upscaling method of the registry (so `run` hands it here).
+let isUpscaling (name: string) =
+    match MethodRegistry.tryFind name with
+    | Some m -> (match m.Build with Upscaling _ -> true | Merge _ -> false)
+    | None -> false
 
 /// Prints a finished upscale's summary (text, or JSON with --json).
 let report (json: bool) (summary: MergeDsl.Core.Moe.UpscaleSummary) =
@@ -56,12 +59,21 @@ let report (json: bool) (summary: MergeDsl.Core.Moe.UpscaleSummary) =
 
 /// Runs an upscale method from `run`-style arguments.
 let upscale (methodName: string) (baseDir: string option) (experts: string list) (out: string) (settings: (string * string) list) (overwrite: bool) =
+    let dup = settings |> List.countBy fst |> List.tryFind (fun (_, n) -> n > 1)
+    match dup with
+    | Some (k, _) -> raise (UsageError $"--set {k}: given more than once")
+    | None -> ()
+    let spec =
+        match MethodRegistry.resolve methodName (Map.ofList settings) with
+        | Ok { Build = BuiltUpscaling spec } -> spec
+        | Ok { Method = m } -> raise (UsageError $"'{m.Name}' is a static merge; use `mergedsl run {m.Name}`")
+        | Error msg -> raise (UsageError msg)
     let baseDir =
         match baseDir with
         | Some b -> b
         | None -> raise (UsageError $"--base: {methodName} needs the pretrained model folder (W0 of every expert module)")
     if List.isEmpty experts then raise (UsageError $"--model: {methodName} needs at least one expert")
-    Upscale.runFromCli methodName baseDir experts out settings overwrite
+    Upscale.run spec baseDir experts out overwrite
 
 let run (args: ParseResults<Args>) : int =
     let settings = args.GetResults Set |> List.map parseSetting

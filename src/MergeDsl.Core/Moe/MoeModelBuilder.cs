@@ -1,3 +1,4 @@
+using MergeDsl.Core.Ir;
 using MergeDsl.Core.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -47,7 +48,7 @@ public static class MoeModelBuilder
     public static MoeModel Build(ClipVisionConfig cfg, UpscaleSpec spec, int numExperts)
     {
         spec.Validate(numExperts);
-        var patterns = spec.Modules.Select(ModulePattern.Parse).ToList();
+        var patterns = spec.Modules.Select(NamePattern.Parse).ToList();
         bool Selected(string path) => patterns.Any(p => p.Matches(path));
         var sites = new Dictionary<string, nn.Module<Tensor, Tensor>>(StringComparer.Ordinal);
         var options = new WeightEnsemblingOptions(spec.BatchReduce, spec.EffectiveRouting);

@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
+using MergeDsl.Core.Ir;
 using JsonObject = System.Text.Json.Nodes.JsonObject;
 using JsonArray = System.Text.Json.Nodes.JsonArray;
 using JsonNode = System.Text.Json.Nodes.JsonNode;
@@ -69,7 +69,11 @@ public sealed record UpscaleSpec
     {
         if (numExperts < 1) throw new ArgumentException("upscaling needs at least one expert model");
         if (Modules.Count == 0) throw new ArgumentException("upscaling: modules selects nothing (empty list)");
-        foreach (var m in Modules) ModulePattern.Parse(m);
+        foreach (var m in Modules)
+        {
+            try { NamePattern.Parse(m); }
+            catch (RecipeException e) { throw new ArgumentException($"module {e.Message}"); }
+        }
         if (RouterDepth is < 0 or > 2) throw new ArgumentException($"router-depth must be 0, 1 or 2, got {RouterDepth}");
         if (EffectiveKeepFraction is <= 0 or > 1) throw new ArgumentException($"keep fraction must be in (0, 1], got {EffectiveKeepFraction}");
         if (Kind == MoeKind.Smile && (Rank < 1 || GateRank < 1)) throw new ArgumentException($"SMILE rank and gate rank must be positive, got {Rank} and {GateRank}");
@@ -146,59 +150,4 @@ public sealed record UpscaleSpec
         try { return (spec.Validate(n), n); }
         catch (ArgumentException e) { throw new FormatException($"{label}: mergedsl_moe: {e.Message}"); }
     }
-
-    /// <summary>
-    /// Applies a <c>key=value</c> setting (CLI <c>--set</c>): kind, modules (comma-separated), lambda / rest-lambda,
-    /// init-lambda, router-depth, batch-reduce, routing (dense | top-k:K | top-p:P), top-k, top-p, keep,
-    /// shared-router, rank, gate-rank, seed.
-    /// </summary>
-    public UpscaleSpec With(string key, string value)
-    {
-        var inv = CultureInfo.InvariantCulture;
-        double D() => double.TryParse(value, NumberStyles.Float, inv, out var v) ? v : throw new ArgumentException($"--set {key}: '{value}' is not a number");
-        int I() => int.TryParse(value, NumberStyles.Integer, inv, out var v) ? v : throw new ArgumentException($"--set {key}: '{value}' is not an integer");
-        bool B() => value.ToLowerInvariant() switch { "true" or "1" or "yes" or "on" => true, "false" or "0" or "no" or "off" => false, _ => throw new ArgumentException($"--set {key}: '{value}' is not true/false") };
-        return key.Trim().ToLowerInvariant().Replace('_', '-') switch
-        {
-            "kind" => this with { Kind = ParseKind(value) },
-            "modules" or "select" => this with { Modules = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) },
-            "lambda" or "rest-lambda" => this with { RestLambda = D() },
-            "init-lambda" => this with { InitLambda = D() },
-            "router-depth" or "depth" => this with { RouterDepth = I() },
-            "batch-reduce" => this with { BatchReduce = B() },
-            "routing" => this with { Routing = RouterSelection.Parse(value) },
-            "top-k" => this with { Routing = RouterSelection.TopKOf(I()) },
-            "top-p" => this with { Routing = RouterSelection.TopPOf(D()) },
-            "keep" or "keep-fraction" or "density" => this with { KeepFraction = D() },
-            "shared-router" => this with { SharedRouter = B() },
-            "rank" => this with { Rank = I() },
-            "gate-rank" => this with { GateRank = I() },
-            "seed" => this with { Seed = I() },
-            _ => throw new ArgumentException($"--set: unknown upscaling setting '{key}' (known: kind, modules, lambda, init-lambda, router-depth, batch-reduce, routing, top-k, top-p, keep, shared-router, rank, gate-rank, seed)"),
-        };
-    }
-}
-
-/// <summary>Glob (<c>*</c>, <c>?</c>; dots included) or <c>re:</c> regex over a whole module path.</summary>
-public sealed class ModulePattern
-{
-    readonly Regex regex;
-    /// <summary>The pattern as written.</summary>
-    public string Text { get; }
-
-    ModulePattern(string text)
-    {
-        Text = text;
-        string body = text.StartsWith("re:", StringComparison.Ordinal)
-            ? text[3..]
-            : string.Concat(text.Select(c => c switch { '*' => ".*", '?' => ".", _ => Regex.Escape(c.ToString()) }));
-        try { regex = new Regex($"^(?:{body})$", RegexOptions.CultureInvariant); }
-        catch (ArgumentException e) { throw new ArgumentException($"module pattern '{text}': invalid regular expression ({e.Message})"); }
-    }
-
-    /// <summary>Parses a pattern.</summary>
-    public static ModulePattern Parse(string text) => new(text);
-
-    /// <summary>Whether the whole path matches.</summary>
-    public bool Matches(string path) => regex.IsMatch(path);
 }
