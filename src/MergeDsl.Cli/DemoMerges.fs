@@ -7,10 +7,9 @@ module MergeDsl.Cli.DemoMerges
 open System
 open System.Diagnostics
 open Spectre.Console
-open TorchSharp
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Execution
-open MergeDsl.Core.Demo
+open MergeDsl.Bench.Demo
 
 /// One merged method and its distances.
 type Row =
@@ -18,15 +17,6 @@ type Row =
       Seconds: float
       ToBase: float
       ToExperts: float list }
-
-let private distance (a: Collections.Generic.IReadOnlyDictionary<string, torch.Tensor>) (b: Checkpoint) =
-    use _ = torch.NewDisposeScope()
-    let mutable sq = 0.0
-    for KeyValue(name, x) in a do
-        use y = b.Load name
-        let d = x.double().sub(y.double())
-        sq <- sq + d.square().sum().item<float>()
-    sqrt sq
 
 /// Merges the zoo with each method and returns the rows (base first as a reference row).
 let run (models: DemoModel seq) : Row list =
@@ -60,8 +50,8 @@ let run (models: DemoModel seq) : Row list =
               let label = if name = "slerp" then label + " of experts 1, 2" else label
               { Method = label
                 Seconds = clock.Elapsed.TotalSeconds
-                ToBase = distance sink.Tensors baseCp
-                ToExperts = expertCps |> List.map (distance sink.Tensors) } ]
+                ToBase = ModelDistance.L2(sink.Tensors, baseCp)
+                ToExperts = expertCps |> List.map (fun e -> ModelDistance.L2(sink.Tensors, e)) } ]
     finally
         for c in expertCps do
             c.Dispose()

@@ -8,7 +8,7 @@ open System
 open System.IO
 open Argu
 open MergeDsl.Core.Ir
-open MergeDsl.Core.Demo
+open MergeDsl.Bench.Demo
 open MergeDsl.Cli.Failure
 open MergeDsl.Cli.Commands
 

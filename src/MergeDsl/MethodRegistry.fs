@@ -331,6 +331,11 @@ module MethodRegistry =
         | Ok { Method = m } -> Error $"method '{m.Name}' upscales to a mixture of experts; it is not a static merge recipe"
         | Error e -> Error e
 
+    let recipe (name: string) (settings: Collections.Generic.IReadOnlyDictionary<string, string>) : MergeRecipe =
+        match byName name (settings |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq) with
+        | Ok r -> r
+        | Error e -> raise (ArgumentException e)
+
     let checkModels (``method``: MergeMethod) (models: int) : Result<unit, string> =
         let m = ``method``
         match m.Models with

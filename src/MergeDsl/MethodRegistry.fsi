@@ -139,6 +139,8 @@ module MethodRegistry =
     val resolve: name: string -> settings: Map<string, string> -> Result<ResolvedMethod, string>
     /// A static merge recipe by name with text parameters, e.g. byName "ties" (Map ["density", "0.2"]).
     val byName: name: string -> parameters: Map<string, string> -> Result<MergeRecipe, string>
+    /// `byName` for callers outside F# (C# benchmarks): the recipe, or ArgumentException with the one-line message.
+    val recipe: name: string -> settings: System.Collections.Generic.IReadOnlyDictionary<string, string> -> MergeRecipe
     /// Whether the model count fits the method; Error names the count.
     val checkModels: method: MergeMethod -> models: int -> Result<unit, string>
     /// The Markdown table of every method and parameter (docs/cli.md holds it verbatim).

@@ -47,7 +47,6 @@ module Recipe =
     let experts = mkStack (Experts())
     let model (label: string) = mkTensor (ModelTensor label)
     let stackOf (items: Tensor list) = mkStack (StackOf([| for i in items -> i.Ir |]))
-    let pair (a: Tensor) (b: Tensor) = stackOf [ a; b ]
     let withBase (stack: Stack) = mkStack (StackOf([| (BaseModel() :> Expr); stack.Ir |]))
     let pick (index: int) (stack: Stack) = mkTensor (Pick(stack.Ir, index))
 
@@ -93,10 +92,3 @@ module Recipe =
     let named (name: string) (parameters: (string * string) list) (recipe: MergeRecipe) =
         recipe.WithName(name, readOnlyDict parameters)
     let describe (recipe: MergeRecipe) = recipe.Describe()
-
-    let tensorOfIr (expr: Expr) =
-        if expr.Kind <> ValueKind.Tensor then invalidArg "expr" $"expected a tensor expression, got a stack: {expr}"
-        mkTensor expr
-    let stackOfIr (expr: Expr) =
-        if expr.Kind <> ValueKind.Stack then invalidArg "expr" $"expected a stack expression, got a tensor: {expr}"
-        mkStack expr

@@ -73,8 +73,6 @@ module Recipe =
     val model: label: string -> Tensor
     /// A stack from tensors.
     val stackOf: items: Tensor list -> Stack
-    /// A stack of two tensors [a; b] (for lerp/slerp).
-    val pair: a: Tensor -> b: Tensor -> Stack
     /// The base followed by the stack's entries: [θ₀; θ₁; …].
     val withBase: stack: Stack -> Stack
     /// Entry i (0-based) of a stack.
@@ -155,7 +153,3 @@ module Recipe =
     val named: name: string -> parameters: (string * string) list -> recipe: MergeRecipe -> MergeRecipe
     /// Canonical text of a recipe.
     val describe: recipe: MergeRecipe -> string
-    /// A typed tensor from an IR node (fails if the node is a stack).
-    val tensorOfIr: expr: Expr -> Tensor
-    /// A typed stack from an IR node (fails if the node is a tensor).
-    val stackOfIr: expr: Expr -> Stack

@@ -153,7 +153,7 @@ let objectiveTests =
                 AdaptationLoop.Run([ bias ], [ "bias" ], data, System.Func<_, _> logits,
                     AdaptOptions(Steps = 300, BatchPerTask = 32, LearningRate = 0.2, Objective = objective), 1e-3, null) |> ignore
                 use _ng = torch.no_grad ()
-                MergeDsl.Core.TaskPool.CollapseGuard.HistogramEntropy((logits [ pixels ]).[0])
+                MergeDsl.Bench.TaskPool.CollapseGuard.HistogramEntropy((logits [ pixels ]).[0])
             let collapsed = run AdaptObjective.Entropy
             let kept = run AdaptObjective.EntropyDiversity
             // 0.75 = three of four classes left (measured); 1 = all four equally often.
@@ -233,7 +233,7 @@ let objectiveTests =
                 use _ng = torch.no_grad ()
                 data |> List.mapi (fun i d -> float (EntropyObjective.Kl(teacher.Invoke(i, d.Images), heads.[d.Task].forward(moe.Model.forward d.Images)).item<float32> ())) |> List.average
             let meanRoute () =
-                let r = MergeDsl.Core.TaskPool.RouteSummary.Measure(moe, data, ImagePreprocess.Symmetric 3, 32)
+                let r = MergeDsl.Bench.TaskPool.RouteSummary.Measure(moe, data, ImagePreprocess.Symmetric 3, 32)
                 r.Layers |> Seq.averageBy (fun l -> l |> Array.averageBy (fun row -> row.[1] - row.[0]))
             let kl0, gap0 = kl (), meanRoute ()
             RouterAdaptation.Run(moe, heads, data, null, AdaptOptions(Steps = 80, BatchPerTask = 16, LearningRate = 1e-2, Objective = AdaptObjective.Distillation),
@@ -262,7 +262,7 @@ let routeSummaryTests =
             let data = tinyTasks 52L
             let pre = ImagePreprocess.Symmetric 3
             moe.ForceRoutes(torch.tensor([| 0.25f; 0.75f |]).reshape(1L, 2L))
-            let r = MergeDsl.Core.TaskPool.RouteSummary.Measure(moe, data, pre, 8)
+            let r = MergeDsl.Bench.TaskPool.RouteSummary.Measure(moe, data, pre, 8)
             Expect.equal r.Layers.Count 2 "one entry per upscaled MLP"
             for layer in r.Layers do
                 for row in layer do
@@ -270,7 +270,7 @@ let routeSummaryTests =
             Expect.equal (r.LastLayerDiagonal()) "a 0.25 (max 0.75 on b), b 0.75" "diagonal"
             moe.ForceRoutes null
             // Unadapted routers: W ~ N(0, 0.01^2), so every route is close to the initial lambda.
-            let r0 = MergeDsl.Core.TaskPool.RouteSummary.Measure(moe, data, pre, 8)
+            let r0 = MergeDsl.Bench.TaskPool.RouteSummary.Measure(moe, data, pre, 8)
             for layer in r0.Layers do
                 for row in layer do
                     for v in row do Expect.floatClose { absolute = 0.02; relative = 0.0 } v 0.3 "initial lambda"

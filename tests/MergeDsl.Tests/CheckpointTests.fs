@@ -9,7 +9,7 @@ open FsCheck
 open FsCheck.FSharp
 open TorchSharp
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Core.Demo
+open MergeDsl.Bench.Demo
 open MergeDsl.Tests.CheckpointFixtures
 
 let private tensorBytes (t: torch.Tensor) = t.contiguous().bytes.ToArray()

@@ -3,7 +3,8 @@ module MergeDsl.Tests.CliBenchTests
 open System
 open System.IO
 open Expecto
-open MergeDsl.Core.Benchmarks
+open MergeDsl.Core.Memory
+open MergeDsl.Bench.Streaming
 open MergeDsl.Core.Checkpoints
 
 [<Tests>]

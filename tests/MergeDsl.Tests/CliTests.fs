@@ -6,7 +6,7 @@ open System.Text.Json
 open Expecto
 open TorchSharp
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Core.Demo
+open MergeDsl.Bench.Demo
 
 /// Runs `mergedsl args` in-process; returns exit code, stdout, stderr.
 let mergedsl = MergeDsl.Tests.CliHarness.mergedsl

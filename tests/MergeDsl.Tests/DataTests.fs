@@ -4,7 +4,7 @@ open System
 open System.IO
 open Expecto
 open TorchSharp
-open MergeDsl.Core.Data
+open MergeDsl.Bench.Data
 
 let private store = lazy (DataStore(DataStore.DefaultRoot()))
 

@@ -7,10 +7,10 @@ open Expecto
 open TorchSharp
 open MergeDsl.Core.Adaptation
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Core.Data
+open MergeDsl.Bench.Data
 open MergeDsl.Core.Evaluation
 open MergeDsl.Core.Models
-open MergeDsl.Core.TaskPool
+open MergeDsl.Bench.TaskPool
 
 let private settings =
     ZooSettings(
@@ -195,9 +195,9 @@ let guard =
                     let v = x.flatten(1L).narrow(1L, 0L, 1L)
                     let d = v - centres.unsqueeze 0L
                     -(d * d) * 5.0 + bias |] :> _
-            let s = AdaptationSettings(Steps = 200, Lr = 0.5, CheckEvery = 10, ProbeImages = 200, CollapseRatio = 0.6)
+            let s = AdaptationSettings(Options = AdaptOptions(Steps = 200, LearningRate = 0.5), CheckEvery = 10, ProbeImages = 200, CollapseRatio = 0.6)
             use g = new CollapseGuard(s, [ pixels ])
-            let r = AdaptationLoop.Run([ bias ], [ "bias" ], data, Func<_, _> logits, s.ToAdaptOptions(), 1e-3, null, monitor = g)
+            let r = AdaptationLoop.Run([ bias ], [ "bias" ], data, Func<_, _> logits, s.Options, 1e-3, null, monitor = g)
             let rep = g.Report()
             Expect.isTrue rep.CollapseDetected "the guard fired"
             Expect.equal (List.ofSeq rep.ExcludedTasks) [ "digits" ] "the collapsing task left the objective"

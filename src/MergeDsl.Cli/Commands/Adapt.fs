@@ -115,7 +115,7 @@ let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: C
         Some teach, models
 
 let run (args: ParseResults<Args>) : int =
-    MergeDsl.Core.Models.NativeAllocator.UseMmapForLargeBlocks() |> ignore
+    MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
     match args.TryGetResult Threads with
     | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
     | Some n -> raise (UsageError $"--threads must be positive, got {n}")

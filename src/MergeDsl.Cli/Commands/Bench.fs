@@ -9,7 +9,8 @@ open System
 open System.IO
 open System.Text.Json
 open Argu
-open MergeDsl.Core.Benchmarks
+open MergeDsl.Core.Memory
+open MergeDsl.Bench.Streaming
 open Spectre.Console
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Cli

@@ -4,7 +4,7 @@ module MergeDsl.Cli.Commands.Data
 
 open System.IO
 open Argu
-open MergeDsl.Core.Data
+open MergeDsl.Bench.Data
 open MergeDsl.Cli.Failure
 
 type FetchArgs =

@@ -6,7 +6,7 @@ open System.IO
 open Argu
 open Spectre.Console
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Core.Demo
+open MergeDsl.Bench.Demo
 
 type DemoArgs =
     | Out of dir: string

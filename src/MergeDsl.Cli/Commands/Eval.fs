@@ -62,7 +62,7 @@ let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (b
         for d in data do d.Dispose()
 
 let run (args: ParseResults<Args>) : int =
-    MergeDsl.Core.Models.NativeAllocator.UseMmapForLargeBlocks() |> ignore
+    MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
     match args.TryGetResult Threads with
     | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
     | Some n -> raise (UsageError $"--threads must be positive, got {n}")

@@ -8,8 +8,8 @@ open System.IO
 open Argu
 open Spectre.Console
 open TorchSharp
-open MergeDsl.Core.Data
-open MergeDsl.Core.TaskPool
+open MergeDsl.Bench.Data
+open MergeDsl.Bench.TaskPool
 open MergeDsl.Core.Adaptation
 open MergeDsl.Cli.Failure
 

@@ -126,7 +126,7 @@ public static class AdaptationLoop
             monitor?.Finish(control);
         }
         finally { adam.Dispose(); }
-        return new AdaptResult(log, clock.Elapsed.TotalSeconds, Benchmarks.PeakMemory.PeakResidentBytes(), trainedNames);
+        return new AdaptResult(log, clock.Elapsed.TotalSeconds, Memory.PeakMemory.PeakResidentBytes(), trainedNames);
     }
 
     /// <summary>

@@ -4,6 +4,7 @@ using System.Runtime.ExceptionServices;
 using MergeDsl.Core.Checkpoints;
 using MergeDsl.Core.Compilation;
 using MergeDsl.Core.Ir;
+using MergeDsl.Core.Memory;
 using MergeDsl.Core.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -67,7 +68,7 @@ public static class Executor
     public static MergeStats Run(MergePlan plan, ITensorSink sink, MergeOptions? options = null)
     {
         options ??= MergeOptions.Default;
-        if (options.ReuseNativeMemory) NativeHeap.KeepLargeBlocks();
+        if (options.ReuseNativeMemory) NativeHeap.Apply(NativeHeapPolicy.KeepLargeBlocks);
         var clock = Stopwatch.StartNew();
         var thresholds = plan.Groups.Count > 0
             ? GlobalStatistics.Compute(plan, options)

@@ -1,4 +1,3 @@
-using MergeDsl.Core.Checkpoints;
 using TorchSharp;
 
 namespace MergeDsl.Core.Execution;
@@ -8,40 +7,4 @@ public interface ITensorSink
 {
     /// <summary>Stores the tensor (the caller disposes it afterwards).</summary>
     void Write(string name, torch.Tensor tensor);
-}
-
-/// <summary>Writes into a <see cref="CheckpointWriter"/>.</summary>
-public sealed class CheckpointSink(CheckpointWriter writer) : ITensorSink
-{
-    /// <inheritdoc />
-    public void Write(string name, torch.Tensor tensor) => writer.Write(name, tensor);
-}
-
-/// <summary>Keeps the tensors in memory (CPU copies), for tests and notebooks.</summary>
-public sealed class MemorySink : ITensorSink, IDisposable
-{
-    readonly Dictionary<string, torch.Tensor> tensors = new(StringComparer.Ordinal);
-
-    /// <summary>The tensors written, by name.</summary>
-    public IReadOnlyDictionary<string, torch.Tensor> Tensors => tensors;
-
-    /// <summary>Names in the order they were written.</summary>
-    public List<string> Order { get; } = [];
-
-    /// <inheritdoc />
-    public void Write(string name, torch.Tensor tensor)
-    {
-        lock (tensors)
-        {
-            tensors[name] = tensor.cpu().clone();
-            Order.Add(name);
-        }
-    }
-
-    /// <summary>Disposes the stored tensors.</summary>
-    public void Dispose()
-    {
-        foreach (var t in tensors.Values) t.Dispose();
-        tensors.Clear();
-    }
 }

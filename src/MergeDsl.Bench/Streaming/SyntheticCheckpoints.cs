@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 
-namespace MergeDsl.Core.Benchmarks;
+namespace MergeDsl.Bench.Streaming;
 
 /// <summary>What a synthetic model zoo for the streaming benchmark looks like.</summary>
 /// <param name="ModelBytes">Approximate size of each model's tensor data in bytes.</param>

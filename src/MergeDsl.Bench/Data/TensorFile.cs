@@ -5,7 +5,7 @@ using TorchSharp;
 using MergeDsl.Core.Checkpoints;
 using static TorchSharp.torch;
 
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>
 /// Single-file safetensors for the data cache, model zoo and eval exports. Writing is a small whole-file

@@ -2,7 +2,7 @@ using System.Text.Json;
 using MergeDsl.Core.Checkpoints;
 using TorchSharp;
 
-namespace MergeDsl.Core.Demo;
+namespace MergeDsl.Bench.Demo;
 
 /// <summary>Sizes of the demo's tiny CLIP-ViT-like vision model.</summary>
 /// <param name="Hidden">Width of the residual stream.</param>

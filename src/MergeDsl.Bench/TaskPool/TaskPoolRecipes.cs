@@ -1,37 +1,37 @@
+using System.Globalization;
 using MergeDsl.Core.Checkpoints;
 using MergeDsl.Core.Compilation;
 using MergeDsl.Core.Execution;
 using MergeDsl.Core.Ir;
 using static TorchSharp.torch;
 
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>
-/// The benchmark's static merges as recipes of the merge algebra (the same IR the DSL compiles to), run by the
-/// recipe compiler and executor in memory.
+/// The benchmark's static merges, taken from the method registry with FusionBench's settings (TIES and
+/// DARE-TIES trim over the whole model and sum the agreeing entries), run by the recipe compiler and
+/// executor in memory.
 /// </summary>
 public static class TaskPoolRecipes
 {
-    static Expr TaskVectors() => new Ir.TaskVectors(new Experts(), new BaseModel());
+    static string Text(double x) => x.ToString("R", CultureInfo.InvariantCulture);
 
-    static Expr OnBase(Expr mergedTaskVector, double lambda) => new Add(new BaseModel(), new Scale(mergedTaskVector, ScaleFactor.Of(lambda)));
+    static MergeRecipe Registered(string name, params (string Key, string Value)[] settings) =>
+        MethodRegistry.recipe(name, settings.ToDictionary(s => s.Key, s => s.Value));
 
     /// <summary>Mean of the experts.</summary>
-    public static MergeRecipe SimpleAverage() => MergeRecipe.Of(new Reduce(new Experts(), Reduction.Mean)) with { Name = "simple_average" };
+    public static MergeRecipe SimpleAverage() => Registered("average");
 
     /// <summary>Task arithmetic: θ₀ + λ Σᵢ τᵢ.</summary>
-    public static MergeRecipe TaskArithmetic(double lambda) =>
-        MergeRecipe.Of(OnBase(new Reduce(TaskVectors(), Reduction.Sum), lambda)) with { Name = "task_arithmetic" };
+    public static MergeRecipe TaskArithmetic(double lambda) => Registered("task-arithmetic", ("lambda", Text(lambda)));
 
     /// <summary>TIES: each τᵢ trimmed to its top-<paramref name="density"/> magnitudes over the whole model, sign elected by mass, agreeing entries summed, scaled by λ.</summary>
     public static MergeRecipe Ties(double density, double lambda) =>
-        MergeRecipe.Of(OnBase(new Reduce(new ElectSign(new Sparsify(TaskVectors(), new TopK(density, TopKScope.Global)), SignRule.Mass), Reduction.Sum), lambda))
-            with { Name = "ties" };
+        Registered("ties", ("density", Text(density)), ("lambda", Text(lambda)), ("scope", "global"), ("merge", "sum"));
 
     /// <summary>DARE-TIES: each τᵢ entry kept with probability <paramref name="density"/> and rescaled by 1/density, then TIES' sign election and sum, scaled by λ.</summary>
     public static MergeRecipe DareTies(double density, double lambda) =>
-        MergeRecipe.Of(OnBase(new Reduce(new ElectSign(new Sparsify(TaskVectors(), new Bernoulli(density, DareRescale.Inverse)), SignRule.Mass), Reduction.Sum), lambda))
-            with { Name = "dare_ties" };
+        Registered("dare-ties", ("density", Text(density)), ("lambda", Text(lambda)), ("rescale", "inverse"), ("merge", "sum"));
 
     /// <summary>Runs <paramref name="recipe"/> over in-memory models; the caller owns the returned tensors.</summary>
     public static Dictionary<string, Tensor> Run(MergeRecipe recipe, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts, long seed)

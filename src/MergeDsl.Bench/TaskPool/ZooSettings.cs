@@ -1,10 +1,10 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using MergeDsl.Core.Data;
+using MergeDsl.Bench.Data;
 using MergeDsl.Core.Models;
 
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>Which parameters fine-tuning may move (everything else stays at the pretrained values).</summary>
 public enum FineTuneScope

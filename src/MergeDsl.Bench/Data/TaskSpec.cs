@@ -1,4 +1,4 @@
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>Which raw data set a task is derived from.</summary>
 public enum TaskSource

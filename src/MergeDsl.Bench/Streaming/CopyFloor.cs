@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace MergeDsl.Core.Benchmarks;
+namespace MergeDsl.Bench.Streaming;
 
 /// <summary>What one run of the copy floor did.</summary>
 /// <param name="BytesRead">Every byte of every input file, read once.</param>

@@ -1,4 +1,4 @@
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>
 /// A set of single-channel 8-bit images with integer labels, stored row-major as [N, H, W] bytes.

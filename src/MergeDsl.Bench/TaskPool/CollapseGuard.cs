@@ -3,39 +3,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 using MergeDsl.Core.Torch;
 
-namespace MergeDsl.Core.TaskPool;
-
-/// <summary>Settings of the benchmark's test-time adaptation (the core loop) and of its collapse guard.</summary>
-public sealed record AdaptationSettings
-{
-    /// <summary>Adam steps.</summary>
-    public int Steps { get; init; } = 1000;
-    /// <summary>Adam learning rate.</summary>
-    public double Lr { get; init; } = 1e-4;
-    /// <summary>Unlabeled test images per task per step.</summary>
-    public int BatchPerTask { get; init; } = 16;
-    /// <summary>Steps between collapse checks.</summary>
-    public int CheckEvery { get; init; } = 50;
-    /// <summary>Unlabeled test images per task in the fixed probe batch the collapse check reads.</summary>
-    public int ProbeImages { get; init; } = 256;
-    /// <summary>
-    /// The guard fires when a task's prediction-histogram entropy falls below this fraction of its value
-    /// before adaptation (predictions piling onto few classes).
-    /// </summary>
-    public double CollapseRatio { get; init; } = 0.6;
-    /// <summary>Seed of batch sampling.</summary>
-    public int Seed { get; init; } = 7;
-    /// <summary>What adaptation minimises.</summary>
-    public AdaptObjective Objective { get; init; } = AdaptObjective.Entropy;
-    /// <summary>Weight of the diversity term of <see cref="AdaptObjective.EntropyDiversity"/>.</summary>
-    public double DiversityWeight { get; init; } = 1.0;
-
-    /// <summary>The core loop's options for these settings.</summary>
-    public AdaptOptions ToAdaptOptions() => new()
-    {
-        Steps = Steps, LearningRate = Lr, BatchPerTask = BatchPerTask, Seed = Seed, Objective = Objective, DiversityWeight = DiversityWeight,
-    };
-}
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>What an adaptation run did.</summary>
 public sealed record AdaptationReport(int StepsRun, bool CollapseDetected, int RestoredStep, double FirstLoss, double LastLoss,
@@ -121,13 +89,13 @@ public sealed class CollapseGuard : IAdaptMonitor, IDisposable
         lastStep = step.Step;
         if (step.Step == 1) first = step.Loss;
         last = step.Loss;
-        if (step.Step % s.CheckEvery != 0 && step.Step != s.Steps) return;
+        if (step.Step % s.CheckEvery != 0 && step.Step != s.Options.Steps) return;
         h = Probe(c);
         var bad = Collapsed();
         if (bad.Count == 0)
         {
             TakeSnapshot(c, step.Step);
-            log?.Invoke($"adaptation step {step.Step}/{s.Steps}: objective {last:F3}");
+            log?.Invoke($"adaptation step {step.Step}/{s.Options.Steps}: objective {last:F3}");
             return;
         }
         collapsed = true;

@@ -1,4 +1,4 @@
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>One row of the benchmark table.</summary>
 /// <param name="Method">Display name (e.g. "Task Arithmetic").</param>

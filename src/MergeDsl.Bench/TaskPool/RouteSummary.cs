@@ -3,7 +3,7 @@ using MergeDsl.Core.Models;
 using MergeDsl.Core.Moe;
 using static TorchSharp.torch;
 
-namespace MergeDsl.Core.TaskPool;
+namespace MergeDsl.Bench.TaskPool;
 
 /// <summary>
 /// Where a trained router sends each task's inputs: the mean routing weight of every expert over a task's

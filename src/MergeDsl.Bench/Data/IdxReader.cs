@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 
-namespace MergeDsl.Core.Data;
+namespace MergeDsl.Bench.Data;
 
 /// <summary>
 /// Reads the IDX format of (Fashion-)MNIST: big-endian magic (0x0000 type dims), big-endian int32 dimension
