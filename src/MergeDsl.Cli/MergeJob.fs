@@ -128,11 +128,14 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
     for k, v in ModelCard.metadata prov do
         metadata[k] <- v
     let copyFrom = p.Plan.Models |> Seq.tryPick (fun m -> match m.Source with :? Checkpoint as c -> Option.ofObj c.Folder | _ -> None)
+    let clock = Stopwatch.StartNew()
+    // Locked before the merge starts, so a second run to the same --out stops at once, not after its work.
+    use output =
+        JobInputs.reserveOut out p.Request.Force
+            (JobInputs.outputInputs { Base = p.Request.Base; Models = p.Request.Models; Out = Some out; Force = p.Request.Force })
     let writerOptions =
         CheckpointWriterOptions(
-            Overwrite = p.WriterOptions.Overwrite, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata,
-            CopyFilesFrom = Option.toObj copyFrom)
-    let clock = Stopwatch.StartNew()
+            Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata, CopyFilesFrom = Option.toObj copyFrom)
     let commitClock = Stopwatch()
     let stats =
       try
@@ -152,7 +155,7 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
     clock.Stop()
     { Recipe = p.Plan.Recipe.Name
       Parameters = Dictionary<string, string>(p.Plan.Recipe.Parameters)
-      Out = Path.GetFullPath out
+      Out = output.Target
       Tensors = stats.Tensors
       BytesRead = stats.BytesRead
       BytesWritten = stats.BytesWritten
