@@ -95,7 +95,7 @@ let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) 
         let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype))
         let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
         let writerOptions =
-            CheckpointWriterOptions(Overwrite = req.Force, MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
+            CheckpointWriterOptions(MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
         { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions
           Output = output }
     with _ ->

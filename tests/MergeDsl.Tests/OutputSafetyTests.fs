@@ -306,6 +306,23 @@ let adaptTests =
             Expect.isEmpty (beside out) "no temporary folder or lock"
         }
 
+        test "training that goes non-finite raises the typed NonFiniteException (NaN heads, overflowing activations)" {
+            let cfg = ClipTests.tinyConfig "quick_gelu"
+            let b, experts = WemoeTests.zoo cfg 61L 2
+            let moe = WemoeTests.upscale cfg b experts (MergeDsl.Core.Moe.UpscaleSpec())
+            use _m = moe.Model
+            let nanHeads =
+                readOnlyDict [ for t in [ "a"; "b" ] -> t, new ClassificationHead(t, torch.ones([| 4L; 8L |]).mul(torch.tensor Single.NaN), 5.0f) ]
+            let data = AdaptTests.tinyTasks 63L
+            let options = MergeDsl.Core.Adaptation.AdaptOptions(Steps = 3, BatchPerTask = 4)
+            Expect.throwsT<MergeDsl.Core.Adaptation.NonFiniteException>
+                (fun () -> MergeDsl.Core.Adaptation.RouterAdaptation.Run(moe, nanHeads, data, null, options) |> ignore) "typed"
+            // Finite images so large that the activations overflow: the same stop, from the objective.
+            let huge = [ for t in [ "a"; "b" ] -> new TaskData(t, torch.ones([| 8L; 3L; 8L; 8L |]).mul(torch.tensor 3e38f), null) ]
+            Expect.throwsT<MergeDsl.Core.Adaptation.NonFiniteException>
+                (fun () -> MergeDsl.Core.Adaptation.RouterAdaptation.Run(moe, AdaptTests.tinyHeads 64L, huge, null, options) |> ignore) "overflow"
+        }
+
         test "NaN images and images of the wrong size are refused before training" {
             let up = upscaled.Value
             let out = fresh "adapt-nan-images"

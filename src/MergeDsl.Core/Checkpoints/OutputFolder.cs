@@ -17,20 +17,16 @@ public sealed class OutputFolder : IDisposable
     bool _committed;
     bool _disposed;
 
-    OutputFolder(string target, bool overwrite, OutputLock outputLock, List<string> createdParents, int removedStale)
+    OutputFolder(string target, bool overwrite, OutputLock outputLock, List<string> createdParents)
     {
         Target = target;
         _overwrite = overwrite;
         _lock = outputLock;
         _createdParents = createdParents;
-        RemovedStaleFolders = removedStale;
     }
 
     /// <summary>The canonical output path.</summary>
     public string Target { get; }
-
-    /// <summary>Temporary folders of dead runs removed when the lock was taken.</summary>
-    public int RemovedStaleFolders { get; }
 
     /// <summary>
     /// Checks <paramref name="target"/> and takes its lock. Refused (<see cref="OutputRefusedException"/>) when it
@@ -52,8 +48,8 @@ public sealed class OutputFolder : IDisposable
             held = OutputLock.Acquire(real);
             // Another run may have committed between the check and the lock.
             Check(label, real, overwrite, checkedInputs, overwriteHint);
-            int removed = RemoveStale(real);
-            return new OutputFolder(real, overwrite, held, created, removed);
+            RemoveStale(real);
+            return new OutputFolder(real, overwrite, held, created);
         }
         catch
         {
@@ -164,11 +160,10 @@ public sealed class OutputFolder : IDisposable
     /// owner that is gone. Called with the lock held, so no live run of this output can own one; the owner check
     /// still protects a live process on this machine. Folders without the marker are never touched.
     /// </summary>
-    static int RemoveStale(string real)
+    static void RemoveStale(string real)
     {
         string parent = Path.GetDirectoryName(real)!;
         string name = Path.GetFileName(real);
-        int removed = 0;
         foreach (var dir in new DirectoryInfo(parent).EnumerateDirectories(name + ".*"))
         {
             if (dir.LinkTarget is not null) continue;
@@ -177,9 +172,7 @@ public sealed class OutputFolder : IDisposable
             var marker = UnfinishedMarker.TryRead(dir.FullName);
             if (marker is null || marker.OwnerAlive()) continue;
             dir.Delete(recursive: true);
-            removed++;
         }
-        return removed;
     }
 
     /// <summary>Creates a fresh temporary folder beside the target, holding the unfinished marker of this process.</summary>
