@@ -97,6 +97,21 @@ type Inputs =
       Out: string option
       Force: bool }
 
+/// The inputs --out must keep away from (compared by real path).
+let outputInputs (inputs: Inputs) =
+    (inputs.Base |> Option.map (fun b -> OutputInput.Of("--base", b)) |> Option.toList)
+    @ (inputs.Models |> List.map (fun m -> OutputInput.Of("--model", m)))
+
+/// Checks an output folder against the inputs and the overwrite rule (see `OutputFolder.Validate`), as a usage error.
+let checkOut (out: string) (force: bool) (inputs: OutputInput list) =
+    try OutputFolder.Validate(out, force, inputs, "use --force")
+    with :? OutputRefusedException as e -> raise (UsageError $"--out: {e.Message}")
+
+/// Reserves (locks) an output folder after the same checks; refusals are usage errors, a held lock a failure.
+let reserveOut (out: string) (force: bool) (inputs: OutputInput list) =
+    try OutputFolder.Reserve(out, force, inputs, "use --force")
+    with :? OutputRefusedException as e -> raise (UsageError $"--out: {e.Message}")
+
 /// Checks the folders on the command line before anything is opened or created.
 let checkInputs (inputs: Inputs) (recipe: ResolvedRecipe) =
     match recipe.Models with
@@ -109,14 +124,7 @@ let checkInputs (inputs: Inputs) (recipe: ResolvedRecipe) =
     for role, p in roles do
         if not (Directory.Exists p || File.Exists p) then raise (UsageError $"{role} {p}: no such checkpoint folder or file")
     match inputs.Out with
-    | Some out ->
-        let full = Path.GetFullPath out
-        if (Directory.Exists full || File.Exists full) && not inputs.Force then
-            raise (UsageError $"--out: {out} already exists (use --force to replace it)")
-        if File.Exists full then raise (UsageError $"--out: {out} is a file, not a folder")
-        for p in Option.toList inputs.Base @ inputs.Models do
-            if String.Equals(Path.GetFullPath p, full, StringComparison.Ordinal) then
-                raise (UsageError $"--out: {out} is also an input")
+    | Some out -> checkOut out inputs.Force (outputInputs inputs)
     | None -> ()
 
 /// Opened checkpoints; disposing closes them all.

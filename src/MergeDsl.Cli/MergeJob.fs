@@ -69,9 +69,13 @@ type Prepared =
       Opened: JobInputs.Opened
       Plan: MergePlan
       Options: MergeOptions
-      WriterOptions: CheckpointWriterOptions }
+      WriterOptions: CheckpointWriterOptions
+      /// The reserved (locked) --out, when one was given.
+      Output: OutputFolder option }
     interface IDisposable with
-        member this.Dispose() = (this.Opened :> IDisposable).Dispose()
+        member this.Dispose() =
+            (this.Opened :> IDisposable).Dispose()
+            this.Output |> Option.iter (fun o -> o.Dispose())
 
 let private labels (opened: JobInputs.Opened) (req: Request) =
     let expertLabels = JobInputs.expertLabels req.Models
@@ -84,11 +88,23 @@ let private labels (opened: JobInputs.Opened) (req: Request) =
     let es = List.map2 (fun (c: Checkpoint) l -> NamedSource(l, c)) opened.Models expertLabels
     MergeInputs(Option.toObj b, es |> Array.ofList)
 
+let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) dtype shard deviceChoice (output: OutputFolder option) : Prepared =
+    let device = DeviceChoice.Resolve deviceChoice
+    let opened = JobInputs.openAll { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
+    try
+        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype))
+        let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
+        let writerOptions =
+            CheckpointWriterOptions(MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
+        { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions
+          Output = output }
+    with _ ->
+        (opened :> IDisposable).Dispose()
+        reraise ()
+
 /// Resolves, checks, opens and compiles; raises a one-line error on the first problem found.
 let prepare (req: Request) : Prepared =
     let resolved = JobInputs.resolveRecipe req.Recipe req.Settings req.Seed req.Models.Length
-    JobInputs.checkInputs { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force } resolved
-    let device = DeviceChoice.Resolve(DeviceChoice.Parse req.Device)
     let dtype = req.DType |> Option.map parseDType
     let shard =
         req.ShardSize
@@ -96,15 +112,15 @@ let prepare (req: Request) : Prepared =
             let n = try ByteSize.Parse s with :? ArgumentException -> raise (UsageError $"--shard-size: '{s}' is not a size (e.g. 5GB, 500MB)")
             if n <= 0L then raise (UsageError $"--shard-size: must be positive, got '{s}'")
             n)
-    let opened = JobInputs.openAll { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
+    let deviceChoice = DeviceChoice.Parse req.Device
+    let inputs: JobInputs.Inputs = { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
+    JobInputs.checkInputs inputs resolved
+    // Locked before anything heavy (torch, headers, compiling), so a second run to the same --out stops at once.
+    let output = req.Out |> Option.map (fun out -> JobInputs.reserveOut out req.Force (JobInputs.outputInputs inputs))
     try
-        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype))
-        let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
-        let writerOptions =
-            CheckpointWriterOptions(Overwrite = req.Force, MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
-        { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions }
+        prepareReserved req resolved dtype shard deviceChoice output
     with _ ->
-        (opened :> IDisposable).Dispose()
+        output |> Option.iter (fun o -> o.Dispose())
         reraise ()
 
 let private provenance (p: Prepared) : ModelCard.MergeProvenance =
@@ -128,11 +144,14 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
     for k, v in ModelCard.metadata prov do
         metadata[k] <- v
     let copyFrom = p.Plan.Models |> Seq.tryPick (fun m -> match m.Source with :? Checkpoint as c -> Option.ofObj c.Folder | _ -> None)
+    let clock = Stopwatch.StartNew()
+    let output =
+        match p.Output with
+        | Some o -> o
+        | None -> raise (UsageError "--out: give the folder to write the merged model to")
     let writerOptions =
         CheckpointWriterOptions(
-            Overwrite = p.WriterOptions.Overwrite, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata,
-            CopyFilesFrom = Option.toObj copyFrom)
-    let clock = Stopwatch.StartNew()
+            Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata, CopyFilesFrom = Option.toObj copyFrom)
     let commitClock = Stopwatch()
     let stats =
       try
@@ -152,7 +171,7 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
     clock.Stop()
     { Recipe = p.Plan.Recipe.Name
       Parameters = Dictionary<string, string>(p.Plan.Recipe.Parameters)
-      Out = Path.GetFullPath out
+      Out = output.Target
       Tensors = stats.Tensors
       BytesRead = stats.BytesRead
       BytesWritten = stats.BytesWritten

@@ -246,14 +246,14 @@ let tests =
             Expect.isEmpty (leftoversBeside target) "no temporary folder after a refused Commit"
         }
 
-        test "an existing target is refused unless overwriting, and replaced whole when overwriting" {
+        test "an existing target is refused unless overwriting, and a mergedsl output is replaced whole when overwriting" {
             use dir = new TempDir()
             use _ = torch.NewDisposeScope()
             let target = dir.File "model"
-            Directory.CreateDirectory target |> ignore
-            File.WriteAllText(Path.Combine(target, "keep.txt"), "old")
             let one = readOnlyDict [ "a", torch.ones([| 2L |]) ]
-            Expect.throwsT<IOException> (fun () -> CheckpointWriter.WriteAll(target, one, CheckpointWriterOptions())) "exists"
+            CheckpointWriter.WriteAll(target, readOnlyDict [ "old", torch.ones([| 3L |]) ], CheckpointWriterOptions())
+            File.WriteAllText(Path.Combine(target, "keep.txt"), "old")
+            Expect.throwsT<OutputRefusedException> (fun () -> CheckpointWriter.WriteAll(target, one, CheckpointWriterOptions())) "exists"
             Expect.equal (File.ReadAllText(Path.Combine(target, "keep.txt"))) "old" "untouched"
             CheckpointWriter.WriteAll(target, one, CheckpointWriterOptions(Overwrite = true))
             Expect.isFalse (File.Exists(Path.Combine(target, "keep.txt"))) "old content gone"
@@ -275,7 +275,7 @@ let tests =
             for f in copied do
                 Expect.equal (File.ReadAllText(Path.Combine(target, f))) ("content of " + f) f
             let present = Directory.GetFiles target |> Array.map Path.GetFileName |> Set.ofArray
-            Expect.equal present (Set.ofList ("model.safetensors" :: copied)) "exactly the small files plus the new weights"
+            Expect.equal present (Set.ofList (OutputMarkers.Finished :: "model.safetensors" :: copied)) "exactly the small files plus the new weights (and the output marker)"
             use cp = Checkpoint.Open target
             Expect.equal cp.Folder target "HF folder"
             Expect.equal cp.Tensors.Count 1 "the new weights, not the copied junk"

@@ -233,7 +233,7 @@ let tests =
             Expect.isTrue (m |> Map.exists (fun _ t -> not (torch.isfinite(t).all().item<bool>()))) "non-finite values kept"
         }
 
-        test "an existing --out is refused and left untouched; --force replaces it" {
+        test "an existing --out is refused and left untouched; --force replaces it only when mergedsl wrote it" {
             let out = fresh "exists"
             Directory.CreateDirectory out |> ignore
             File.WriteAllText(Path.Combine(out, "keep.txt"), "mine")
@@ -242,8 +242,13 @@ let tests =
             Expect.stringContains err "--out" "names --out"
             Expect.equal (File.ReadAllText(Path.Combine(out, "keep.txt"))) "mine" "untouched"
             let code, _, err = mergedsl ([ "run"; "average" ] @ baseAndExperts 2 @ [ "--out"; out; "--force"; "--quiet" ])
+            Expect.equal code 2 "a folder mergedsl did not write is not replaced"
+            Expect.stringContains err "not written by mergedsl" err
+            Expect.equal (File.ReadAllText(Path.Combine(out, "keep.txt"))) "mine" "untouched by --force"
+            File.Delete(Path.Combine(out, "keep.txt"))
+            let code, _, err = mergedsl ([ "run"; "average" ] @ baseAndExperts 2 @ [ "--out"; out; "--force"; "--quiet" ])
             Expect.equal code 0 err
-            Expect.isTrue (File.Exists(Path.Combine(out, "model.safetensors"))) "replaced"
+            Expect.isTrue (File.Exists(Path.Combine(out, "model.safetensors"))) "an empty folder is replaced"
         }
 
         test "--dtype bf16 and --shard-size shard the output" {

@@ -114,6 +114,38 @@ let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: C
         let teach = Func<int, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(fun t x -> heads[data[t].Task].forward(models[t].forward x))
         Some teach, models
 
+/// The output, checked against every input folder and locked before any work.
+let private reserveOutput (args: ParseResults<Args>) (modelDir: string) (out: string) =
+    let teacherDirs =
+        args.GetResults Teacher |> List.choose (fun s -> match s.Split('=', 2) with [| _; d |] when d.Trim() <> "" -> Some(d.Trim()) | _ -> None)
+    let inputs =
+        [ OutputInput.Of("MODEL", modelDir); OutputInput.Of("--data", args.GetResult Data) ]
+        @ (args.GetResults Expert |> List.map (fun e -> OutputInput.Of("--expert", e)))
+        @ (teacherDirs |> List.map (fun d -> OutputInput.Of("--teacher", d)))
+    try OutputFolder.Reserve(out, args.Contains Overwrite, inputs, "use --overwrite")
+    with :? OutputRefusedException as e -> raise (UsageError $"--out: {e.Message}")
+
+/// The data tasks, each with a head (else refused, as `eval` does), loaded and checked against the model, and the
+/// batch checked against memory.
+let private loadData (dataDir: string) (modelDir: string) (heads: Collections.Generic.IReadOnlyCollection<string>) (cfg: ClipVisionConfig)
+                     (routedSites: int) (options: AdaptOptions) =
+    if not (Directory.Exists dataDir) then raise (UsageError $"--data {dataDir}: no such folder")
+    let tasks = TaskDataFolder.Tasks dataDir
+    if tasks.Count = 0 then raise (UsageError $"--data {dataDir}: no <task>.safetensors files")
+    try
+        AdaptInputs.CheckHeads(tasks, heads, dataDir, modelDir)
+        AdaptInputs.CheckBatch("--batch", options.BatchPerTask, tasks.Count, AdaptInputs.BytesPerSample(cfg, routedSites, true), AdaptInputs.AvailableBytes())
+    with :? ArgumentException as e -> raise (UsageError e.Message)
+    let data = TaskDataFolder.LoadAll(dataDir, false, tasks)
+    try
+        AdaptInputs.CheckData(data, cfg, dataDir)
+        data
+    with e ->
+        for d in data do d.Dispose()
+        match e with
+        | :? ArgumentException -> raise (UsageError e.Message)
+        | _ -> reraise ()
+
 let run (args: ParseResults<Args>) : int =
     MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
     match args.TryGetResult Threads with
@@ -131,44 +163,44 @@ let run (args: ParseResults<Args>) : int =
             Seed = args.GetResult(Seed, defaultValue = 0L),
             Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
     try options.Validate() |> ignore with :? ArgumentException as e -> raise (UsageError e.Message)
+    if not (Directory.Exists modelDir) then raise (UsageError $"{modelDir}: no such model folder")
     let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
     let quiet = args.Contains Quiet
-    let overwrite = args.Contains Overwrite
+    let dataDir = args.GetResult Data
+    let logFile = "adapt_log.json"
     match args.GetResult(Method, defaultValue = "routers").ToLowerInvariant() with
     | "routers" | "wemoe" ->
+        use output = reserveOutput args modelDir out
         use bundle = MoeModelFolder.Load modelDir
         if isNull (box bundle.Moe) then raise (UsageError $"{modelDir}: not an upscaled model (no mergedsl_moe in config.json); use --method adamerging for plain models")
-        let data = TaskDataFolder.LoadAll(args.GetResult Data, false, bundle.Heads.Keys |> Seq.filter (fun t -> File.Exists(Path.Combine(args.GetResult Data, t + ".safetensors"))))
-        if data.Count = 0 then
-            let names = String.Join(", ", bundle.Heads.Keys)
-            raise (UsageError $"{args.GetResult Data}: no data file matches a head ({names})")
-        let teacher, teacherModels = teachers args options data bundle.Heads
-        let r =
-            try
-                withProgress quiet options.Steps (fun report ->
-                    RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report, teacher = Option.toObj teacher))
-            finally
-                for m in teacherModels do m.Dispose()
-        bundle.Save(out, overwrite)
-        File.WriteAllText(Path.Combine(out, "adapt_log.json"), logJson options r [ "method", JsonValue.Create "wemoe-routers" ])
-        let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
-        let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
-        printfn "adapted %d router parameter tensors over %d tasks: objective %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
-            r.TrainedParameters.Count data.Count first last r.StepsPerSecond (ByteSize.Format r.PeakRssBytes) out
-        for d in data do d.Dispose()
-        ExitCode.Ok
+        let data = loadData dataDir modelDir (bundle.Heads.Keys |> Seq.toArray) bundle.Model.Config bundle.Moe.Sites.Count options
+        try
+            let teacher, teacherModels = teachers args options data bundle.Heads
+            let r =
+                try
+                    withProgress quiet options.Steps (fun report ->
+                        RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report, teacher = Option.toObj teacher))
+                finally
+                    for m in teacherModels do m.Dispose()
+            bundle.Save(out, output = output, extraFiles = readOnlyDict [ logFile, logJson options r [ "method", JsonValue.Create "wemoe-routers" ] ])
+            let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
+            let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
+            printfn "adapted %d router parameter tensors over %d tasks: objective %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
+                r.TrainedParameters.Count data.Count first last r.StepsPerSecond (ByteSize.Format r.PeakRssBytes) out
+            ExitCode.Ok
+        finally
+            for d in data do d.Dispose()
     | "adamerging" | "adamerging-layer" | "adamerging-task" as m ->
         let experts = args.GetResults Expert
         if experts.IsEmpty then raise (UsageError "--method adamerging needs --expert DIR for each task's fine-tuned model")
+        use output = reserveOutput args modelDir out
         let gran = if m = "adamerging-task" then AdaMergingGranularity.TaskWise else AdaMergingGranularity.LayerWise
         let cfg = ClipVisionConfig.Load modelDir
         let heads = Collections.Generic.Dictionary<string, ClassificationHead>()
         for f in modelDir :: experts do
             for KeyValue(t, h) in ClipModelFolder.LoadHeads f do
                 if not (heads.TryAdd(t, h)) then h.Dispose()
-        let dataDir = args.GetResult Data
-        let data = TaskDataFolder.LoadAll(dataDir, false, heads.Keys |> Seq.filter (fun t -> File.Exists(Path.Combine(dataDir, t + ".safetensors"))))
-        if data.Count = 0 then raise (UsageError $"{dataDir}: no data file matches a head")
+        let data = loadData dataDir modelDir (heads.Keys |> Seq.toArray) cfg 0 options
         use baseSource = Checkpoint.Open modelDir
         let sources = experts |> List.map (fun e -> Checkpoint.Open e :> ITensorSource)
         let preprocess = ClipModelFolder.ReadPreprocess(ClipModelFolder.ReadConfigJson modelDir)
@@ -179,17 +211,18 @@ let run (args: ParseResults<Args>) : int =
                     AdaMerging.Run(cfg, baseSource, ResizeArray sources, heads, data, preprocess, options, AdaMergingOptions(gran), report,
                                    teacher = Option.toObj teacher))
             use model = r.Model
-            ClipModelFolder.Save(out, model, heads, null, preprocess, overwrite)
             let lambdas = r.Lambdas.data<float32>().ToArray()
-            File.WriteAllText(Path.Combine(out, "adapt_log.json"),
+            let log =
                 logJson options r.Adapt
                     [ "method", JsonValue.Create m
                       "lambdas", JsonArray(lambdas |> Array.map (fun l -> JsonValue.Create l :> JsonNode))
-                      "lambda_rows", JsonArray(r.ParameterOrder |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq) ])
+                      "lambda_rows", JsonArray(r.ParameterOrder |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq) ]
+            ClipModelFolder.Save(out, model, heads, null, preprocess, output = output, extraFiles = readOnlyDict [ logFile, log ])
             printfn "AdaMerging (%s): %d coefficients, %.2f steps/s; wrote %s" m lambdas.Length r.Adapt.StepsPerSecond out
             ExitCode.Ok
         finally
             for m in teacherModels do m.Dispose()
             for s in sources do s.Dispose()
             for d in data do d.Dispose()
+            for h in heads.Values do h.Dispose()
     | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")

@@ -10,6 +10,8 @@ open Spectre.Console
 open MergeDsl.Core.Torch
 open MergeDsl.Core.Moe
 open MergeDsl.Core.Evaluation
+open MergeDsl.Core.Adaptation
+open MergeDsl.Core.Checkpoints
 open MergeDsl.Cli.Failure
 
 type Args =
@@ -45,13 +47,23 @@ let headsFrom (dir: string) =
     else raise (UsageError $"--heads {dir}: no such folder")
 
 let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (batch: int) (device: TorchSharp.torch.Device) (extraHeads: string list) =
+    if not (Directory.Exists dataDir) then raise (UsageError $"--data {dataDir}: no such folder")
     use bundle = MoeModelFolder.Load modelDir
     let heads = Collections.Generic.Dictionary<string, MergeDsl.Core.Models.ClassificationHead>(bundle.Heads)
     for d in extraHeads do
         for KeyValue(t, h) in headsFrom d do
             if not (heads.TryAdd(t, h)) then h.Dispose()
-    let data = TaskDataFolder.LoadAll(dataDir, true, (tasks |> Option.map Seq.ofList |> Option.toObj))
+    let wanted = tasks |> Option.defaultWith (fun () -> List.ofSeq (TaskDataFolder.Tasks dataDir))
+    let routedSites = if isNull (box bundle.Moe) then 0 else bundle.Moe.Sites.Count
+    // The same checks as adapt: a data task without a head is refused, not skipped; the batch must fit in memory.
     try
+        AdaptInputs.CheckHeads(wanted, heads.Keys, dataDir, modelDir)
+        AdaptInputs.CheckBatch("--batch", batch, 1, AdaptInputs.BytesPerSample(bundle.Model.Config, routedSites, false), AdaptInputs.AvailableBytes())
+    with :? ArgumentException as e -> raise (UsageError e.Message)
+    let data = TaskDataFolder.LoadAll(dataDir, true, wanted)
+    try
+        try AdaptInputs.CheckData(data, bundle.Model.Config, dataDir)
+        with :? ArgumentException as e -> raise (UsageError e.Message)
         let info = Collections.Generic.Dictionary<string, JsonNode>()
         info["model"] <- JsonValue.Create(Path.GetFullPath modelDir)
         info["kind"] <- JsonValue.Create(if isNull (box bundle.Moe) then "clip" else UpscaleSpec.KindName bundle.Moe.Spec.Kind)
@@ -61,6 +73,23 @@ let evaluate (modelDir: string) (dataDir: string) (tasks: string list option) (b
     finally
         for d in data do d.Dispose()
 
+/// The report file may not be, or lie inside, an input (the model, data or heads folders): writing there would touch an input.
+let private checkJsonTarget (file: string) (inputs: string list) =
+    let real = RealPath.Resolve file
+    if Directory.Exists real then raise (UsageError $"--json {file}: is a folder")
+    for i in inputs do
+        if RealPath.IsSameOrInside(real, RealPath.Resolve i) then raise (UsageError $"--json {file}: lies inside an input ({i})")
+
+/// Written beside the target and renamed over it, so a reader never sees half a report.
+let private writeAtomically (file: string) (text: string) =
+    let full = Path.GetFullPath file
+    let temp = $"{full}.tmp-{Guid.NewGuid():N}"
+    try
+        File.WriteAllText(temp, text)
+        File.Move(temp, full, true)
+    finally
+        if File.Exists temp then File.Delete temp
+
 let run (args: ParseResults<Args>) : int =
     MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
     match args.TryGetResult Threads with
@@ -69,6 +98,9 @@ let run (args: ParseResults<Args>) : int =
     | None -> ()
     let batch = args.GetResult(Batch, defaultValue = 64)
     if batch <= 0 then raise (UsageError $"--batch must be positive, got {batch}")
+    let jsonTarget = args.TryGetResult Json |> Option.filter (fun f -> f <> "-")
+    for f in Option.toList jsonTarget do
+        checkJsonTarget f ([ args.GetResult Model; args.GetResult Data ] @ args.GetResults Heads)
     let device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto")))
     let tasks = args.TryGetResult Tasks |> Option.map (fun s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray)
     let report = evaluate (args.GetResult Model) (args.GetResult Data) tasks batch device (args.GetResults Heads)
@@ -85,7 +117,7 @@ let run (args: ParseResults<Args>) : int =
         console.Write table
         match jsonFile with
         | Some f ->
-            File.WriteAllText(f, json)
+            writeAtomically f json
             printfn "wrote %s" f
         | None -> ()
     ExitCode.Ok

@@ -7,6 +7,7 @@ open System.Text.Json.Nodes
 open Argu
 open MergeDsl
 open MergeDsl.Cli
+open MergeDsl.Core.Checkpoints
 open MergeDsl.Cli.Failure
 
 type Args =
@@ -57,8 +58,8 @@ let report (json: bool) (summary: MergeDsl.Core.Moe.UpscaleSummary) =
             summary.Sites.Count summary.Output summary.Parameters summary.TrainableRouterParameters
             (if summary.Heads.Count = 0 then "none" else String.Join(", ", summary.Heads)) summary.Seconds
 
-/// Runs an upscale method from `run`-style arguments.
-let upscale (methodName: string) (baseDir: string option) (experts: string list) (out: string) (settings: (string * string) list) (overwrite: bool) =
+let private upscaleWith (overwriteOption: string) (methodName: string) (baseDir: string option) (experts: string list) (out: string)
+                        (settings: (string * string) list) (overwrite: bool) =
     let dup = settings |> List.countBy fst |> List.tryFind (fun (_, n) -> n > 1)
     match dup with
     | Some (k, _) -> raise (UsageError $"--set {k}: given more than once")
@@ -73,12 +74,19 @@ let upscale (methodName: string) (baseDir: string option) (experts: string list)
         | Some b -> b
         | None -> raise (UsageError $"--base: {methodName} needs the pretrained model folder (W0 of every expert module)")
     if List.isEmpty experts then raise (UsageError $"--model: {methodName} needs at least one expert")
+    let inputs = OutputInput.Of("--base", baseDir) :: (experts |> List.map (fun e -> OutputInput.Of("--model", e)))
+    // The job reserves the output itself; checked here first to name the option in the message.
+    try OutputFolder.Validate(out, overwrite, inputs, $"use {overwriteOption}")
+    with :? OutputRefusedException as e -> raise (UsageError $"--out: {e.Message}")
     Upscale.run spec baseDir experts out overwrite
+
+/// Runs an upscale method from `run`-style arguments (`--force` replaces an output).
+let upscale methodName baseDir experts out settings overwrite = upscaleWith "--force" methodName baseDir experts out settings overwrite
 
 let run (args: ParseResults<Args>) : int =
     let settings = args.GetResults Set |> List.map parseSetting
     let experts = args.GetResults Model |> List.collect (fun m -> m.Split(',', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray)
     let summary =
-        upscale (args.GetResult Method) (Some(args.GetResult Base)) experts (args.GetResult Out) settings (args.Contains Overwrite)
+        upscaleWith "--overwrite" (args.GetResult Method) (Some(args.GetResult Base)) experts (args.GetResult Out) settings (args.Contains Overwrite)
     report (args.Contains Json) summary
     ExitCode.Ok

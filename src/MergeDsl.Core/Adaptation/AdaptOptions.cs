@@ -20,12 +20,20 @@ public sealed record AdaptOptions
     /// <summary>Device to train on (CPU when null).</summary>
     public Device? Device { get; init; }
 
-    /// <summary>Throws on non-positive steps or batch size.</summary>
+    /// <summary>Largest learning rate accepted: Adam moves each parameter by about lr per step, and the defaults are 1e-4 and 1e-3.</summary>
+    public const double MaxLearningRate = 1.0;
+
+    /// <summary>Most steps accepted (the papers use 1,000).</summary>
+    public const int MaxSteps = 1_000_000;
+
+    /// <summary>Throws on steps outside [0, <see cref="MaxSteps"/>], a non-positive batch, or a learning rate that is not
+    /// finite and in (0, <see cref="MaxLearningRate"/>]. The batch's memory bound needs the model (<see cref="AdaptInputs.CheckBatch"/>).</summary>
     public AdaptOptions Validate()
     {
-        if (Steps < 0) throw new ArgumentException($"--steps must be ≥ 0, got {Steps}");
+        if (Steps is < 0 or > MaxSteps) throw new ArgumentException($"--steps must be in 0..{MaxSteps}, got {Steps}");
         if (BatchPerTask <= 0) throw new ArgumentException($"--batch must be positive, got {BatchPerTask}");
-        if (LearningRate is <= 0) throw new ArgumentException($"--lr must be positive, got {LearningRate}");
+        if (LearningRate is { } lr && !(double.IsFinite(lr) && lr > 0 && lr <= MaxLearningRate))
+            throw new ArgumentException($"--lr must be a finite number in (0, {MaxLearningRate}], got {lr}");
         if (!(DiversityWeight >= 0) || double.IsInfinity(DiversityWeight))
             throw new ArgumentException($"--diversity must be a finite number ≥ 0, got {DiversityWeight}");
         return this;

@@ -106,11 +106,15 @@ public static class AdaptationLoop
                         ? entropies
                         : perTaskLogits.Select((l, t) => EntropyObjective.Loss(options.Objective, l, options.DiversityWeight, batches[t].Labels, Teacher(t))).ToList();
                     var loss = torch.stack(losses.Where((_, t) => control.InObjective[t]).ToArray()).sum();
+                    float lossValue = loss.item<float>();
+                    if (!float.IsFinite(lossValue))
+                        throw new NonFiniteException($"adaptation: the objective is {lossValue} at step {step}; stopped (lower --lr, check the data)");
                     loss.backward();
                     adam.step();
+                    CheckFinite(trainable, step);
                     var perTask = new Dictionary<string, double>();
                     for (int t = 0; t < tasks.Count; t++) perTask[tasks[t]] = entropies[t].item<float>();
-                    s = new AdaptStep(step, loss.item<float>(), perTask, clock.Elapsed.TotalSeconds);
+                    s = new AdaptStep(step, lossValue, perTask, clock.Elapsed.TotalSeconds);
                 }
                 log.Add(s);
                 onStep?.Invoke(s);
@@ -127,6 +131,17 @@ public static class AdaptationLoop
         }
         finally { adam.Dispose(); }
         return new AdaptResult(log, clock.Elapsed.TotalSeconds, Memory.PeakMemory.PeakResidentBytes(), trainedNames);
+    }
+
+    static void CheckFinite(IReadOnlyList<Parameter> trainable, int step)
+    {
+        using var _ = no_grad();
+        foreach (var p in trainable)
+        {
+            using var finite = isfinite(p).all();
+            if (!finite.item<bool>())
+                throw new NonFiniteException($"adaptation: a trained parameter became NaN/Inf at step {step}; stopped (lower --lr)");
+        }
     }
 
     /// <summary>

@@ -28,6 +28,8 @@ public sealed unsafe class CheckpointWriter : IDisposable
 
     readonly string _target;
     readonly string _temp;
+    readonly OutputFolder _output;
+    readonly bool _ownsOutput;
     readonly CheckpointWriterOptions _options;
     readonly Dictionary<string, Planned> _plan;
     readonly IReadOnlyList<(string Name, DType DType, long[] Shape)> _layout;
@@ -38,20 +40,25 @@ public sealed unsafe class CheckpointWriter : IDisposable
 
     CheckpointWriter(string target, IReadOnlyList<(string, DType, long[])> layout, CheckpointWriterOptions options)
     {
-        _target = System.IO.Path.GetFullPath(target);
         _options = options;
         _layout = layout;
         if (options.MaxShardBytes <= 0)
             throw new ArgumentException($"MaxShardBytes must be positive, got {options.MaxShardBytes}", nameof(options));
-        if (!options.Overwrite && (Directory.Exists(_target) || File.Exists(_target)))
-            throw new IOException($"{_target}: already exists (allow overwriting to replace it)");
-        if (File.Exists(_target))
-            throw new IOException($"{_target}: is a file, not a folder");
-
         _plan = Plan(layout, options.MaxShardBytes, out var shardContents);
-        _temp = $"{_target}.tmp-{Guid.NewGuid().ToString("N")[..8]}";
-        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(_target)!);
-        Directory.CreateDirectory(_temp);
+        _ownsOutput = options.Output is null;
+        _output = options.Output ?? OutputFolder.Reserve(target, options.Overwrite);
+        _target = _output.Target;
+        try
+        {
+            if (!_ownsOutput && !string.Equals(RealPath.Resolve(target), _target, StringComparison.Ordinal))
+                throw new ArgumentException($"{target}: is not the reserved output {_target}", nameof(target));
+            _temp = _output.CreateTemporary();
+        }
+        catch
+        {
+            if (_ownsOutput) _output.Dispose();
+            throw;
+        }
         try
         {
             var metadata = new Dictionary<string, string>(options.Metadata, StringComparer.Ordinal);
@@ -190,23 +197,10 @@ public sealed unsafe class CheckpointWriter : IDisposable
             foreach (var f in HfFiles.CopyThroughFiles(source))
                 File.Copy(f, System.IO.Path.Combine(_temp, System.IO.Path.GetFileName(f)), overwrite: false);
         }
-        MoveIntoPlace();
+        foreach (var (name, text) in _options.ExtraFiles)
+            File.WriteAllText(System.IO.Path.Combine(_temp, name), text);
+        _output.Commit(_temp);
         _committed = true;
-    }
-
-    void MoveIntoPlace()
-    {
-        if (!Directory.Exists(_target))
-        {
-            Directory.Move(_temp, _target);
-            return;
-        }
-        // Overwrite: the old folder steps aside first, so at every moment one complete checkpoint is at the target or beside it.
-        if (!_options.Overwrite) throw new IOException($"{_target}: already exists (allow overwriting to replace it)");
-        string old = $"{_target}.old-{Guid.NewGuid().ToString("N")[..8]}";
-        Directory.Move(_target, old);
-        Directory.Move(_temp, _target);
-        Directory.Delete(old, recursive: true);
     }
 
     void WriteIndex()
@@ -233,6 +227,7 @@ public sealed unsafe class CheckpointWriter : IDisposable
         _disposed = true;
         foreach (var s in _shards) s.Handle.Dispose();
         if (!_committed && Directory.Exists(_temp)) Directory.Delete(_temp, recursive: true);
+        if (_ownsOutput) _output.Dispose();
     }
 
     /// <summary>Writes every tensor of <paramref name="tensors"/> (in name order) and commits.</summary>

@@ -14,6 +14,14 @@ public sealed record CheckpointWriterOptions
     /// <summary>A Hugging Face folder whose config.json, tokenizer and other small files are copied to the output.</summary>
     public string? CopyFilesFrom { get; init; }
 
-    /// <summary>Replace an existing target; otherwise an existing target is an error.</summary>
+    /// <summary>Replace an existing target that is empty or a mergedsl output; otherwise an existing target is an error.
+    /// Ignored when <see cref="Output"/> is given (its reservation decided).</summary>
     public bool Overwrite { get; init; }
+
+    /// <summary>The reserved (locked, checked) output; null: the writer reserves its target itself and releases it
+    /// when disposed. Give one when the caller must hold the lock from before its work starts.</summary>
+    public OutputFolder? Output { get; init; }
+
+    /// <summary>Small text files (name → content) written into the folder at commit, so they appear with the weights.</summary>
+    public IReadOnlyDictionary<string, string> ExtraFiles { get; init; } = new Dictionary<string, string>();
 }

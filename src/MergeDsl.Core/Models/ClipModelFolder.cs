@@ -96,10 +96,13 @@ public static class ClipModelFolder
     /// <summary>
     /// Writes a model folder atomically (temporary folder, then rename): the model's parameters,
     /// config.json (the CLIP config plus <paramref name="extraConfig"/> sections), and the heads.
+    /// <paramref name="output"/>: the caller's reservation of <paramref name="folder"/> (else one is taken here);
+    /// <paramref name="extraFiles"/>: more small text files to appear with the model.
     /// </summary>
     public static void Save(string folder, ClipVisionModel model, IReadOnlyDictionary<string, ClassificationHead> heads,
         IReadOnlyDictionary<string, JsonNode>? extraConfig = null, ImagePreprocess? preprocess = null, bool overwrite = false,
-        IReadOnlyDictionary<string, string>? metadata = null)
+        IReadOnlyDictionary<string, string>? metadata = null, OutputFolder? output = null,
+        IReadOnlyDictionary<string, string>? extraFiles = null)
     {
         var state = model.StateTensors();
         try
@@ -108,7 +111,9 @@ public static class ClipModelFolder
             using var writer = CheckpointWriter.Create(folder, layout, new CheckpointWriterOptions
             {
                 Overwrite = overwrite,
+                Output = output,
                 Metadata = metadata ?? new Dictionary<string, string>(),
+                ExtraFiles = extraFiles ?? new Dictionary<string, string>(),
             });
             foreach (var (name, t) in state) writer.Write(name, t);
             var config = model.Config.ToJsonObject();

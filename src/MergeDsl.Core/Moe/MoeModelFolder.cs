@@ -29,9 +29,11 @@ public sealed class ModelBundle : IDisposable
         return this;
     }
 
-    /// <summary>Writes the bundle as a model folder (with its <c>mergedsl_moe</c> section when MoE).</summary>
-    public void Save(string folder, bool overwrite = false, IReadOnlyDictionary<string, string>? metadata = null)
-        => MoeModelFolder.Save(folder, Model, Moe, Heads, Preprocess, overwrite, metadata);
+    /// <summary>Writes the bundle as a model folder (with its <c>mergedsl_moe</c> section when MoE); see
+    /// <see cref="ClipModelFolder.Save"/> for <paramref name="output"/> and <paramref name="extraFiles"/>.</summary>
+    public void Save(string folder, bool overwrite = false, IReadOnlyDictionary<string, string>? metadata = null,
+        OutputFolder? output = null, IReadOnlyDictionary<string, string>? extraFiles = null)
+        => MoeModelFolder.Save(folder, Model, Moe, Heads, Preprocess, overwrite, metadata, output, extraFiles);
 
     /// <inheritdoc/>
     public void Dispose()
@@ -47,12 +49,13 @@ public static class MoeModelFolder
     /// <summary>Name of the config.json section describing the MoE modules.</summary>
     public const string ConfigSection = "mergedsl_moe";
 
-    /// <summary>Writes a model folder atomically.</summary>
+    /// <summary>Writes a model folder atomically (see <see cref="ClipModelFolder.Save"/>).</summary>
     public static void Save(string folder, ClipVisionModel model, MoeModel? moe, IReadOnlyDictionary<string, ClassificationHead> heads,
-        ImagePreprocess? preprocess = null, bool overwrite = false, IReadOnlyDictionary<string, string>? metadata = null)
+        ImagePreprocess? preprocess = null, bool overwrite = false, IReadOnlyDictionary<string, string>? metadata = null,
+        OutputFolder? output = null, IReadOnlyDictionary<string, string>? extraFiles = null)
     {
         var extra = moe is null ? null : new Dictionary<string, JsonNode> { [ConfigSection] = moe.Spec.ToJson(moe.NumExperts) };
-        ClipModelFolder.Save(folder, model, heads, extra, preprocess, overwrite, metadata);
+        ClipModelFolder.Save(folder, model, heads, extra, preprocess, overwrite, metadata, output, extraFiles);
     }
 
     /// <summary>Loads a model folder (plain or MoE) with its heads, on the CPU.</summary>

@@ -21,13 +21,16 @@ public static class UpscaleJob
     /// <summary>
     /// Reads the base model folder (config.json, weights, optional heads/) and the expert folders, upscales,
     /// and writes <paramref name="output"/> atomically with the union of all heads (the base's first, then each
-    /// expert's; a task name seen twice keeps its first head). Expert names default to the folder names.
+    /// expert's; a task name seen twice keeps its first head). Expert names default to the folder names. The output is
+    /// reserved (checked against the inputs, locked) before anything is read.
     /// </summary>
     public static UpscaleSummary Run(string baseFolder, IReadOnlyList<string> expertFolders, string output, UpscaleSpec spec,
         MergeRecipe? rest = null, bool overwrite = false)
     {
         var clock = Stopwatch.StartNew();
         if (expertFolders.Count == 0) throw new ArgumentException("upscale: give at least one expert model");
+        using var reserved = OutputFolder.Reserve(output, overwrite,
+            expertFolders.Select(e => OutputInput.Of("--model", e)).Prepend(OutputInput.Of("--base", baseFolder)));
         var cfg = ClipVisionConfig.Load(baseFolder);
         var baseJson = ClipModelFolder.ReadConfigJson(baseFolder);
         if (baseJson[MoeModelFolder.ConfigSection] is not null)
@@ -56,7 +59,7 @@ public static class UpscaleJob
                     ["mergedsl_moe"] = moe.Spec.ToJson(moe.NumExperts).ToJsonString(),
                     ["mergedsl_base"] = Path.GetFullPath(baseFolder),
                     ["mergedsl_experts"] = string.Join(";", expertFolders.Select(Path.GetFullPath)),
-                });
+                }, reserved);
             var routerNames = moe.RouterParameterNames().ToHashSet();
             long total = 0, routers = 0;
             foreach (var (name, p) in model.named_parameters())
