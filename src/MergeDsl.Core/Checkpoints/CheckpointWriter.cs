@@ -33,6 +33,7 @@ public sealed unsafe class CheckpointWriter : IDisposable
     readonly IReadOnlyList<(string Name, DType DType, long[] Shape)> _layout;
     readonly List<ShardFile> _shards = new();
     readonly ConcurrentDictionary<string, bool> _written = new(StringComparer.Ordinal);
+    readonly IReadOnlyList<string> _copyThrough;
     bool _committed;
     bool _disposed;
 
@@ -49,6 +50,8 @@ public sealed unsafe class CheckpointWriter : IDisposable
             throw new IOException($"{_target}: is a file, not a folder");
 
         _plan = Plan(layout, options.MaxShardBytes, out var shardContents);
+        // Chosen (and refused) before anything is written, so a bad tokenizer link fails the run before the merge.
+        _copyThrough = options.CopyFilesFrom is { } copyFrom ? HfFiles.CopyThroughFiles(copyFrom) : [];
         _temp = $"{_target}.tmp-{Guid.NewGuid().ToString("N")[..8]}";
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(_target)!);
         Directory.CreateDirectory(_temp);
@@ -184,12 +187,7 @@ public sealed unsafe class CheckpointWriter : IDisposable
             s.Handle.Dispose();
         }
         if (_shards.Count > 1) WriteIndex();
-        if (_options.CopyFilesFrom is { } source)
-        {
-            if (!Directory.Exists(source)) throw new DirectoryNotFoundException($"{source}: no such folder to copy files from");
-            foreach (var f in HfFiles.CopyThroughFiles(source))
-                File.Copy(f, System.IO.Path.Combine(_temp, System.IO.Path.GetFileName(f)), overwrite: false);
-        }
+        if (_options.CopyFilesFrom is { } source) HfFiles.CopyInto(source, _copyThrough, _temp);
         MoveIntoPlace();
         _committed = true;
     }
