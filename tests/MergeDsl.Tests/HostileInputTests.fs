@@ -127,6 +127,11 @@ let tests =
             Expect.equal (ClipVisionConfig.Load hb).HiddenSize (ClipVisionConfig.Load b).HiddenSize "ClipVisionConfig.Load reads a snapshot"
             use viaFile = Checkpoint.Open(Path.Combine(he, Checkpoint.IndexFileName))
             Expect.equal viaFile.Tensors.Count (tensorsOf sharded).Count "the index named directly"
+            // An interrupted download leaves a dangling link: refused by name, not skipped.
+            let partial = Path.Combine(dir.Path, "models--test--partial", "snapshots", "r")
+            Directory.CreateDirectory partial |> ignore
+            File.CreateSymbolicLink(Path.Combine(partial, Checkpoint.SingleFileName), Path.Combine("..", "..", "blobs", "missing")) |> ignore
+            expectRefused (mergedsl [ "inspect"; partial ]) [ Path.Combine(partial, Checkpoint.SingleFileName); "does not exist" ]
         }
 
         test "a link out of the model folder is refused naming link and target, and nothing is written" {

@@ -84,9 +84,10 @@ public sealed unsafe class Checkpoint : ITensorSource
             ModelFiles.RefuseUnfinished(path);
             string root = modelFolder ?? path;
             string index = System.IO.Path.Combine(path, IndexFileName);
-            if (File.Exists(index)) return OpenIndexed(path, index, path, root, zeroCopy, policy);
+            // lstat, not File.Exists: a dangling link (an interrupted hub download) is refused by name, not skipped.
+            if (Present(index)) return OpenIndexed(path, index, path, root, zeroCopy, policy);
             string single = System.IO.Path.Combine(path, SingleFileName);
-            if (File.Exists(single)) return OpenFiles(path, path, [single], root, zeroCopy, policy);
+            if (Present(single)) return OpenFiles(path, path, [single], root, zeroCopy, policy);
             var otherIndexes = Directory.GetFiles(path, "*.safetensors.index.json");
             if (otherIndexes.Length == 1) return OpenIndexed(path, otherIndexes[0], path, root, zeroCopy, policy);
             var files = Directory.GetFiles(path, "*.safetensors").Order(StringComparer.Ordinal).ToList();
@@ -94,7 +95,7 @@ public sealed unsafe class Checkpoint : ITensorSource
                 throw new FileNotFoundException($"{path}: folder holds no *.safetensors file", path);
             return OpenFiles(path, path, files, root, zeroCopy, policy);
         }
-        if (File.Exists(path) || UnixFiles.TryStat(path, followLinks: false) is not null)
+        if (Present(path))
         {
             string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
             string root = modelFolder ?? dir;
@@ -104,6 +105,8 @@ public sealed unsafe class Checkpoint : ITensorSource
         }
         throw new FileNotFoundException($"{path}: no such file or folder", path);
     }
+
+    static bool Present(string path) => UnixFiles.TryStat(path, followLinks: false) is not null;
 
     static Checkpoint OpenFiles(string path, string? folder, IReadOnlyList<string> files, string modelFolder, bool zeroCopy, InputFilePolicy policy)
     {
@@ -142,7 +145,7 @@ public sealed unsafe class Checkpoint : ITensorSource
         foreach (var shardName in shardNames)
         {
             string file = System.IO.Path.Combine(folder, shardName);
-            if (UnixFiles.TryStat(file, followLinks: false) is null)
+            if (!Present(file))
             {
                 string example = weightMap.First(kv => kv.Value == shardName).Key;
                 throw new CheckpointFormatException(indexFile, $"shard '{shardName}' (named for tensor '{example}') does not exist");
