@@ -16,5 +16,9 @@ let private withClosingLine (printers: TestPrinters) =
 
 [<EntryPoint>]
 let main argv =
-    let config = { defaultConfig with printer = withClosingLine defaultConfig.printer }
-    runTestsInAssemblyWithCLIArgs [ CLIArguments.Printer config.printer; CLIArguments.No_Spinner ] argv
+    match argv with
+    | [| "--fuzz"; n |] -> MergeDsl.Tests.CheckpointFuzz.main (int n) 1
+    | [| "--fuzz"; n; "--seed"; seed |] -> MergeDsl.Tests.CheckpointFuzz.main (int n) (int seed)
+    | _ ->
+        let config = { defaultConfig with printer = withClosingLine defaultConfig.printer }
+        runTestsInAssemblyWithCLIArgs [ CLIArguments.Printer config.printer; CLIArguments.No_Spinner ] argv

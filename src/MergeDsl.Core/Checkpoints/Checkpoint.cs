@@ -60,40 +60,60 @@ public sealed unsafe class Checkpoint : ITensorSource
     /// <summary>
     /// Opens <paramref name="path"/>: a .safetensors file, a model.safetensors.index.json file, or a folder
     /// holding model.safetensors.index.json, model.safetensors, one *.safetensors.index.json, or *.safetensors files.
+    /// Files are opened through <see cref="ModelFiles.OpenRead"/>: regular files only, links followed only
+    /// inside the model folder (the folder named, or the one holding the file named) or from a Hugging Face
+    /// cache snapshot into its blobs/, and never in an unfinished output folder.
     /// </summary>
     /// <param name="path">File or folder.</param>
     /// <param name="zeroCopy">Load tensors as views of the mapped file where alignment allows (else one copy each).</param>
-    /// <exception cref="CheckpointFormatException">A file is malformed.</exception>
+    /// <param name="policy">Link policy; null: <see cref="InputFilePolicy.FromEnvironment"/>.</param>
+    /// <exception cref="CheckpointFormatException">A file is malformed or refused.</exception>
     /// <exception cref="FileNotFoundException">Nothing at <paramref name="path"/>, or a folder without safetensors files.</exception>
-    public static Checkpoint Open(string path, bool zeroCopy = true)
-    {
-        if (File.Exists(path))
-        {
-            if (path.EndsWith(".index.json", StringComparison.OrdinalIgnoreCase))
-                return OpenIndexed(path, path, System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, zeroCopy);
-            return OpenFiles(path, null, [path], zeroCopy);
-        }
-        if (!Directory.Exists(path))
-            throw new FileNotFoundException($"{path}: no such file or folder", path);
+    public static Checkpoint Open(string path, bool zeroCopy = true, InputFilePolicy? policy = null) =>
+        Open(path, null, zeroCopy, policy);
 
-        string index = System.IO.Path.Combine(path, IndexFileName);
-        if (File.Exists(index)) return OpenIndexed(path, index, path, zeroCopy);
-        string single = System.IO.Path.Combine(path, SingleFileName);
-        if (File.Exists(single)) return OpenFiles(path, path, [single], zeroCopy);
-        var otherIndexes = Directory.GetFiles(path, "*.safetensors.index.json");
-        if (otherIndexes.Length == 1) return OpenIndexed(path, otherIndexes[0], path, zeroCopy);
-        var files = Directory.GetFiles(path, "*.safetensors").Order(StringComparer.Ordinal).ToList();
-        if (files.Count == 0)
-            throw new FileNotFoundException($"{path}: folder holds no *.safetensors file", path);
-        return OpenFiles(path, path, files, zeroCopy);
+    /// <summary>
+    /// <see cref="Open(string, bool, InputFilePolicy?)"/> for a file inside a model folder's subfolder (a head
+    /// under heads/): <paramref name="modelFolder"/> is the folder whose link rule and marker apply.
+    /// </summary>
+    internal static Checkpoint Open(string path, string? modelFolder, bool zeroCopy, InputFilePolicy? policy)
+    {
+        policy ??= InputFilePolicy.FromEnvironment();
+        if (Directory.Exists(path))
+        {
+            ModelFiles.RefuseUnfinished(path);
+            string root = modelFolder ?? path;
+            string index = System.IO.Path.Combine(path, IndexFileName);
+            // lstat, not File.Exists: a dangling link (an interrupted hub download) is refused by name, not skipped.
+            if (Present(index)) return OpenIndexed(path, index, path, root, zeroCopy, policy);
+            string single = System.IO.Path.Combine(path, SingleFileName);
+            if (Present(single)) return OpenFiles(path, path, [single], root, zeroCopy, policy);
+            var otherIndexes = Directory.GetFiles(path, "*.safetensors.index.json");
+            if (otherIndexes.Length == 1) return OpenIndexed(path, otherIndexes[0], path, root, zeroCopy, policy);
+            var files = Directory.GetFiles(path, "*.safetensors").Order(StringComparer.Ordinal).ToList();
+            if (files.Count == 0)
+                throw new FileNotFoundException($"{path}: folder holds no *.safetensors file", path);
+            return OpenFiles(path, path, files, root, zeroCopy, policy);
+        }
+        if (Present(path))
+        {
+            string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+            string root = modelFolder ?? dir;
+            if (path.EndsWith(".index.json", StringComparison.OrdinalIgnoreCase))
+                return OpenIndexed(path, path, dir, root, zeroCopy, policy);
+            return OpenFiles(path, null, [path], root, zeroCopy, policy);
+        }
+        throw new FileNotFoundException($"{path}: no such file or folder", path);
     }
 
-    static Checkpoint OpenFiles(string path, string? folder, IReadOnlyList<string> files, bool zeroCopy)
+    static bool Present(string path) => UnixFiles.TryStat(path, followLinks: false) is not null;
+
+    static Checkpoint OpenFiles(string path, string? folder, IReadOnlyList<string> files, string modelFolder, bool zeroCopy, InputFilePolicy policy)
     {
         var shards = new List<MappedShard>();
         try
         {
-            foreach (var f in files) shards.Add(MappedShard.Open(f));
+            foreach (var f in files) shards.Add(MappedShard.Open(f, modelFolder, policy));
             var byName = new Dictionary<string, (TensorInfo, MappedShard)>(StringComparer.Ordinal);
             var tensors = new List<TensorInfo>();
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -117,15 +137,15 @@ public sealed unsafe class Checkpoint : ITensorSource
         }
     }
 
-    static Checkpoint OpenIndexed(string path, string indexFile, string folder, bool zeroCopy)
+    static Checkpoint OpenIndexed(string path, string indexFile, string folder, string modelFolder, bool zeroCopy, InputFilePolicy policy)
     {
-        var weightMap = ReadIndex(indexFile);
+        var weightMap = ParseIndex(indexFile, ModelFiles.ReadAll(indexFile, ModelFiles.MaxJsonBytes, modelFolder, policy));
         var shardNames = weightMap.Values.Distinct(StringComparer.Ordinal).ToList();
         var files = new List<string>();
         foreach (var shardName in shardNames)
         {
             string file = System.IO.Path.Combine(folder, shardName);
-            if (!File.Exists(file))
+            if (!Present(file))
             {
                 string example = weightMap.First(kv => kv.Value == shardName).Key;
                 throw new CheckpointFormatException(indexFile, $"shard '{shardName}' (named for tensor '{example}') does not exist");
@@ -134,7 +154,7 @@ public sealed unsafe class Checkpoint : ITensorSource
         }
         // Shards in numeric-name order, so tensors list in the order the model was saved.
         files.Sort(StringComparer.Ordinal);
-        var cp = OpenFiles(path, folder, files, zeroCopy);
+        var cp = OpenFiles(path, folder, files, modelFolder, zeroCopy, policy);
         try
         {
             foreach (var (name, shardName) in weightMap)
@@ -159,13 +179,13 @@ public sealed unsafe class Checkpoint : ITensorSource
         }
     }
 
-    /// <summary>Reads an index file's weight_map (tensor name to shard file name), strictly.</summary>
-    internal static Dictionary<string, string> ReadIndex(string indexFile)
+    /// <summary>Parses an index file's bytes into its weight_map, strictly.</summary>
+    internal static Dictionary<string, string> ParseIndex(string indexFile, ReadOnlySpan<byte> bytes)
     {
         JsonNode root;
         try
         {
-            root = StrictJson.Parse(File.ReadAllBytes(indexFile));
+            root = StrictJson.Parse(bytes);
         }
         catch (JsonSyntaxException e)
         {
@@ -184,11 +204,21 @@ public sealed unsafe class Checkpoint : ITensorSource
         {
             if (v is not JsonString s)
                 throw new CheckpointFormatException(indexFile, $"weight_map entry for '{name}' is {v.Kind}, not a file name");
-            if (s.Value.Length == 0 || s.Value.Contains('/') || s.Value.Contains('\\') || s.Value == ".." || s.Value == ".")
+            if (s.Value.Length == 0 || s.Value.Contains('/') || s.Value.Contains('\\') || s.Value == ".." || s.Value == "." || s.Value.Contains('\0'))
                 throw new CheckpointFormatException(indexFile, $"weight_map entry for '{name}' names '{s.Value}', not a file in the folder");
             result[name] = s.Value;
         }
         return result;
+    }
+
+    /// <summary>
+    /// Throws <see cref="CheckpointFormatException"/> when a file of this checkpoint changed (size, mtime or
+    /// inode) since it was opened. Loads check it per tensor; a merge checks it once more before committing.
+    /// </summary>
+    public void EnsureUnchanged()
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        foreach (var s in _shards) s.EnsureUnchanged();
     }
 
     /// <inheritdoc/>
@@ -213,6 +243,7 @@ public sealed unsafe class Checkpoint : ITensorSource
     public torch.Tensor Load(string name)
     {
         var (info, shard) = Find(name);
+        shard.EnsureUnchanged();
         var type = DTypes.LoadedAs(info.DType);
         byte* p = shard.At(info.DataOffset);
         if (_zeroCopy && info.ByteLength > 0)
@@ -220,13 +251,23 @@ public sealed unsafe class Checkpoint : ITensorSource
             var view = NativeTensors.TryView(shard, p, info.Shape, type, DTypes.SizeOf(info.DType));
             if (view is not null) return view;
         }
+        // The copy reads every page: page them in first, where a truncated file is an error, not SIGBUS.
+        if (info.ByteLength > 0 && NativeTensors.Populate((IntPtr)p, info.ByteLength) == NativeTensors.PageIn.Unreadable)
+            throw TruncatedWhileReading(info);
         return NativeTensors.Copy(p, info.ByteLength, info.Shape, type);
     }
+
+    /// <summary>The error for a tensor whose pages can no longer be read.</summary>
+    internal static CheckpointFormatException TruncatedWhileReading(TensorInfo info) =>
+        new(info.File, $"tensor '{info.Name}' can no longer be read: the file was truncated while being read; the run stops rather than read a file being rewritten");
 
     /// <summary>The tensor's bytes in the mapped file, valid while the checkpoint is open (at most 2 GiB).</summary>
     public ReadOnlySpan<byte> RawBytes(string name)
     {
         var (info, shard) = Find(name);
+        shard.EnsureUnchanged();
+        if (info.ByteLength > 0 && NativeTensors.Populate((IntPtr)shard.At(info.DataOffset), info.ByteLength) == NativeTensors.PageIn.Unreadable)
+            throw TruncatedWhileReading(info);
         if (info.ByteLength > int.MaxValue)
             throw new NotSupportedException($"{info.File}: tensor '{name}' is {info.ByteLength} bytes, over the 2 GiB a span can hold");
         return new ReadOnlySpan<byte>(shard.At(info.DataOffset), (int)info.ByteLength);

@@ -35,6 +35,7 @@ public sealed unsafe class CheckpointWriter : IDisposable
     readonly IReadOnlyList<(string Name, DType DType, long[] Shape)> _layout;
     readonly List<ShardFile> _shards = new();
     readonly ConcurrentDictionary<string, bool> _written = new(StringComparer.Ordinal);
+    readonly IReadOnlyList<string> _copyThrough;
     bool _committed;
     bool _disposed;
 
@@ -45,6 +46,8 @@ public sealed unsafe class CheckpointWriter : IDisposable
         if (options.MaxShardBytes <= 0)
             throw new ArgumentException($"MaxShardBytes must be positive, got {options.MaxShardBytes}", nameof(options));
         _plan = Plan(layout, options.MaxShardBytes, out var shardContents);
+        // Chosen (and refused) before anything is written, so a bad tokenizer link fails the run before the merge.
+        _copyThrough = options.CopyFilesFrom is { } copyFrom ? HfFiles.CopyThroughFiles(copyFrom) : [];
         _ownsOutput = options.Output is null;
         _output = options.Output ?? OutputFolder.Reserve(target, options.Overwrite);
         _target = _output.Target;
@@ -191,12 +194,7 @@ public sealed unsafe class CheckpointWriter : IDisposable
             s.Handle.Dispose();
         }
         if (_shards.Count > 1) WriteIndex();
-        if (_options.CopyFilesFrom is { } source)
-        {
-            if (!Directory.Exists(source)) throw new DirectoryNotFoundException($"{source}: no such folder to copy files from");
-            foreach (var f in HfFiles.CopyThroughFiles(source))
-                File.Copy(f, System.IO.Path.Combine(_temp, System.IO.Path.GetFileName(f)), overwrite: false);
-        }
+        if (_options.CopyFilesFrom is { } source) HfFiles.CopyInto(source, _copyThrough, _temp);
         foreach (var (name, text) in _options.ExtraFiles)
             File.WriteAllText(System.IO.Path.Combine(_temp, name), text);
         _output.Commit(_temp);

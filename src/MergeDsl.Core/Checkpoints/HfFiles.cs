@@ -26,10 +26,47 @@ public static class HfFiles
         return SmallExtensions.Any(e => name.EndsWith(e, StringComparison.OrdinalIgnoreCase));
     }
 
-    /// <summary>The files of <paramref name="folder"/> (top level only) that <see cref="IsCopiedThrough"/> accepts.</summary>
-    public static IReadOnlyList<string> CopyThroughFiles(string folder) =>
-        Directory.EnumerateFiles(folder)
-            .Where(f => IsCopiedThrough(f) && new FileInfo(f).Length <= MaxCopyBytes)
-            .Order(StringComparer.Ordinal)
-            .ToList();
+    /// <summary>
+    /// The files of <paramref name="folder"/> (top level only) that <see cref="IsCopiedThrough"/> accepts
+    /// and that are at most <see cref="MaxCopyBytes"/>. Each must pass <see cref="ModelFiles.Check"/>
+    /// (regular file, link rule): a refused one is an error naming it, never silently skipped, since users
+    /// expect tokenizer files to come through.
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">No such folder.</exception>
+    /// <exception cref="CheckpointFormatException">A file is refused.</exception>
+    public static IReadOnlyList<string> CopyThroughFiles(string folder, InputFilePolicy? policy = null)
+    {
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: no such folder to copy files from");
+        policy ??= InputFilePolicy.FromEnvironment();
+        var chosen = new List<string>();
+        foreach (var f in Directory.EnumerateFiles(folder).Where(IsCopiedThrough).Order(StringComparer.Ordinal))
+        {
+            if (ModelFiles.Check(f, folder, policy).Size <= MaxCopyBytes) chosen.Add(f);
+        }
+        return chosen;
+    }
+
+    /// <summary>
+    /// Copies files chosen by <see cref="CopyThroughFiles"/> into <paramref name="destinationFolder"/>,
+    /// opening each again through <see cref="ModelFiles.OpenRead"/> (it may have changed since) and never
+    /// copying more than <see cref="MaxCopyBytes"/> of one.
+    /// </summary>
+    public static void CopyInto(string sourceFolder, IReadOnlyList<string> files, string destinationFolder, InputFilePolicy? policy = null)
+    {
+        policy ??= InputFilePolicy.FromEnvironment();
+        var buffer = new byte[1 << 20];
+        foreach (var f in files)
+        {
+            using var source = ModelFiles.OpenRead(f, sourceFolder, policy);
+            using var target = new FileStream(Path.Combine(destinationFolder, Path.GetFileName(f)), FileMode.CreateNew, FileAccess.Write);
+            long offset = 0;
+            for (int n; (n = RandomAccess.Read(source.Handle, buffer, offset)) > 0;)
+            {
+                offset += n;
+                if (offset > MaxCopyBytes)
+                    throw new CheckpointFormatException(f, $"grew past {MaxCopyBytes} bytes while being copied");
+                target.Write(buffer, 0, n);
+            }
+        }
+    }
 }

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 
 namespace MergeDsl.Core.Checkpoints;
@@ -11,6 +10,7 @@ namespace MergeDsl.Core.Checkpoints;
 /// </summary>
 internal sealed unsafe class MappedShard
 {
+    readonly OpenedFile _opened;
     readonly MemoryMappedFile _file;
     readonly MemoryMappedViewAccessor _view;
     readonly byte* _base;
@@ -22,19 +22,18 @@ internal sealed unsafe class MappedShard
     public SafetensorsHeader Header { get; }
     public long DataStart { get; }
 
-    MappedShard(string file, long length, MemoryMappedFile mmf, MemoryMappedViewAccessor view, byte* basePtr)
+    MappedShard(OpenedFile opened, MemoryMappedFile mmf, MemoryMappedViewAccessor view, byte* basePtr)
     {
-        File = file;
-        Length = length;
+        _opened = opened;
+        File = opened.Path;
+        Length = opened.Identity.Size;
         _file = mmf;
         _view = view;
         _base = basePtr;
         try
         {
-            ulong declared = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(_base, 8));
-            long headerLength = SafetensorsHeader.CheckPrefix(file, length, declared);
-            DataStart = 8 + headerLength;
-            Header = SafetensorsHeader.Parse(file, new ReadOnlySpan<byte>(_base + 8, (int)headerLength), DataStart, length - DataStart);
+            Header = SafetensorsHeader.Validate(File, new ReadOnlySpan<byte>(_base, (int)Math.Min(Length, 8 + SafetensorsHeader.MaxHeaderBytes)), Length);
+            DataStart = 8 + Header.HeaderLength;
         }
         catch
         {
@@ -43,36 +42,48 @@ internal sealed unsafe class MappedShard
         }
     }
 
-    /// <summary>Maps and validates <paramref name="file"/>.</summary>
-    public static MappedShard Open(string file)
+    /// <summary>
+    /// Opens <paramref name="file"/> through <see cref="ModelFiles.OpenRead"/> (regular files only, link
+    /// rule of <paramref name="modelFolder"/>), maps and validates it.
+    /// </summary>
+    public static MappedShard Open(string file, string? modelFolder = null, InputFilePolicy? policy = null)
     {
-        var info = new FileInfo(file);
-        if (!info.Exists) throw new FileNotFoundException($"{file}: no such file", file);
-        if (info.Length < 8)
-            throw new CheckpointFormatException(file, $"file is {info.Length} bytes, shorter than the 8-byte header length");
+        var opened = ModelFiles.OpenRead(file, modelFolder, policy);
         try
         {
-            return Map(file, info.Length, MemoryMappedFileAccess.CopyOnWrite);
+            long length = opened.Identity.Size;
+            if (length < 8)
+                throw new CheckpointFormatException(file, $"file is {length} bytes, shorter than the 8-byte header length");
+            try
+            {
+                return Map(opened, MemoryMappedFileAccess.CopyOnWrite);
+            }
+            catch (IOException)
+            {
+                // A writable private mapping is charged against overcommit; Linux refuses one larger than
+                // RAM + swap. A read-only mapping is not charged (in-place ops on views would then fault,
+                // which the ITensorSource contract already forbids).
+                return Map(opened, MemoryMappedFileAccess.Read);
+            }
         }
-        catch (IOException)
+        catch
         {
-            // A writable private mapping is charged against overcommit; Linux refuses one larger than
-            // RAM + swap. A read-only mapping is not charged (in-place ops on views would then fault,
-            // which the ITensorSource contract already forbids).
-            return Map(file, info.Length, MemoryMappedFileAccess.Read);
+            opened.Dispose();
+            throw;
         }
     }
 
-    static MappedShard Map(string file, long length, MemoryMappedFileAccess access)
+    static MappedShard Map(OpenedFile opened, MemoryMappedFileAccess access)
     {
-        var mmf = MemoryMappedFile.CreateFromFile(file, FileMode.Open, null, 0, access);
+        long length = opened.Identity.Size;
+        var mmf = MemoryMappedFile.CreateFromFile(opened.Handle, null, length, access, HandleInheritability.None, leaveOpen: true);
         MemoryMappedViewAccessor? view = null;
         try
         {
             view = mmf.CreateViewAccessor(0, length, access);
             byte* p = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            return new MappedShard(file, length, mmf, view, p + view.PointerOffset);
+            return new MappedShard(opened, mmf, view, p + view.PointerOffset);
         }
         catch
         {
@@ -80,6 +91,20 @@ internal sealed unsafe class MappedShard
             mmf.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Throws when the file is no longer what was mapped (size, mtime or inode changed): reading a
+    /// truncated mapping raises SIGBUS, which .NET cannot catch, and a rewritten one gives mixed data.
+    /// </summary>
+    public void EnsureUnchanged()
+    {
+        var now = UnixFiles.Stat(_opened.Handle, File);
+        var then = _opened.Identity;
+        if (now.Size != then.Size)
+            throw new CheckpointFormatException(File, $"changed while being read: {then.Size} bytes at open, {now.Size} now; the run stops rather than read a file being rewritten");
+        if (now.ModifiedNs != then.ModifiedNs || !now.SameFileAs(then))
+            throw new CheckpointFormatException(File, "was modified while being read; the run stops rather than read a file being rewritten");
     }
 
     /// <summary>Address of an absolute file offset; valid while a reference is held.</summary>
@@ -110,5 +135,6 @@ internal sealed unsafe class MappedShard
         _view.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
         _file.Dispose();
+        _opened.Dispose();
     }
 }

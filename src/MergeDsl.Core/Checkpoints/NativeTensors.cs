@@ -113,29 +113,42 @@ internal static unsafe class NativeTensors
     static readonly long PageSize = Environment.SystemPageSize;
     static int madviseBroken;
 
-    [DllImport("libc", EntryPoint = "madvise", SetLastError = false)]
+    [DllImport("libc", EntryPoint = "madvise", SetLastError = true)]
     static extern int Madvise(IntPtr addr, nuint length, int advice);
 
     const int MADV_POPULATE_READ = 22; // Linux 5.14+
+    const int EFAULT = 14;
     static int populateBroken;
+
+    /// <summary>What <see cref="Populate"/> did.</summary>
+    public enum PageIn
+    {
+        /// <summary>Every page is mapped.</summary>
+        Done,
+        /// <summary>The kernel or platform lacks MADV_POPULATE_READ; nothing happened that matters.</summary>
+        Unsupported,
+        /// <summary>Some page cannot be read (the file was truncated under the mapping): touching it would raise SIGBUS.</summary>
+        Unreadable,
+    }
 
     /// <summary>
     /// Maps the pages of [data, data + bytes) into this process (madvise MADV_POPULATE_READ) with one
-    /// call instead of one fault per page. False when the kernel or platform lacks it (then nothing happened
-    /// that matters: the caller touches the pages itself).
+    /// call instead of one fault per page. Unlike touching the pages, it reports a page past the end of
+    /// a truncated file as an error (EFAULT) instead of raising SIGBUS, which would kill the process.
     /// </summary>
-    public static bool Populate(IntPtr data, long bytes)
+    public static PageIn Populate(IntPtr data, long bytes)
     {
-        if (!OperatingSystem.IsLinux() || Volatile.Read(ref populateBroken) != 0) return false;
+        if (!OperatingSystem.IsLinux() || Volatile.Read(ref populateBroken) != 0) return PageIn.Unsupported;
         long start = (long)data / PageSize * PageSize;
         long end = ((long)data + bytes + PageSize - 1) / PageSize * PageSize;
         try
         {
-            if (Madvise((IntPtr)start, (nuint)(end - start), MADV_POPULATE_READ) == 0) return true;
+            if (Madvise((IntPtr)start, (nuint)(end - start), MADV_POPULATE_READ) == 0) return PageIn.Done;
+            if (Marshal.GetLastPInvokeError() == EFAULT) return PageIn.Unreadable;
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
         Volatile.Write(ref populateBroken, 1);
-        return false;
+        return PageIn.Unsupported;
     }
 
     /// <summary>

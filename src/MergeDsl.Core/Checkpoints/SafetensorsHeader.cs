@@ -6,6 +6,26 @@ internal sealed record SafetensorsHeader(IReadOnlyList<TensorInfo> Tensors, IRea
     /// <summary>Headers longer than this are refused before reading them (the reference reader does the same).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
+    /// <summary>Bytes of header JSON after the 8-byte length prefix (the data area starts at 8 + this).</summary>
+    public long HeaderLength { get; init; }
+
+    /// <summary>
+    /// Validates a whole safetensors file's structure: the length prefix, then the header against the
+    /// file length. <paramref name="start"/> holds the file's first bytes, at least 8 + the declared header
+    /// length where the file has them (the data area itself is not needed).
+    /// </summary>
+    public static SafetensorsHeader Validate(string file, ReadOnlySpan<byte> start, long fileLength)
+    {
+        if (fileLength < 8 || start.Length < 8)
+            throw new CheckpointFormatException(file, $"file is {fileLength} bytes, shorter than the 8-byte header length");
+        ulong declared = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(start);
+        long headerLength = CheckPrefix(file, fileLength, declared);
+        if (start.Length < 8 + headerLength)
+            throw new ArgumentException($"{file}: {start.Length} bytes given, the header needs {8 + headerLength}", nameof(start));
+        long dataStart = 8 + headerLength;
+        return Parse(file, start.Slice(8, (int)headerLength), dataStart, fileLength - dataStart) with { HeaderLength = headerLength };
+    }
+
     /// <summary>
     /// Checks the 8-byte length prefix against the file length; returns the header length.
     /// </summary>

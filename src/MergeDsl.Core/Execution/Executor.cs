@@ -39,11 +39,16 @@ public static class Executor
     internal static Tensor LoadOnDevice(ITensorSource source, string name, MergeOptions options)
     {
         var t = source.Load(name);
-        if (options.Device is null || options.Device.type == DeviceType.CPU)
+        // Also before a copy to another device: that copy reads the mapped pages too.
+        if (!Prefault(t))
         {
-            Prefault(t);
-            return t;
+            t.Dispose();
+            source.TryGetInfo(name, out var info);
+            throw info is not null
+                ? Checkpoint.TruncatedWhileReading(info)
+                : new IOException($"{source.Label}: tensor '{name}' can no longer be read (its file was truncated while being read)");
         }
+        if (options.Device is null || options.Device.type == DeviceType.CPU) return t;
         try { return t.to(options.Device); }
         finally { t.Dispose(); }
     }
@@ -52,16 +57,23 @@ public static class Executor
     /// Pages a memory-mapped (zero-copy) CPU input in on the reader thread, in parallel with the
     /// computation, instead of faulting in the compute thread: one madvise(MADV_POPULATE_READ) maps the
     /// whole range (one fault per 4 KiB otherwise); where that is unavailable, touches one byte per page.
+    /// False when a page cannot be read (the file was truncated after it was opened): touching it would
+    /// raise SIGBUS and kill the process.
     /// </summary>
-    static unsafe void Prefault(Tensor t)
+    static unsafe bool Prefault(Tensor t)
     {
-        if (!NativeTensors.Available || !t.is_contiguous() || t.numel() == 0) return;
+        if (!NativeTensors.Available || !t.is_contiguous() || t.numel() == 0) return true;
         byte* p = (byte*)NativeTensors.DataPointer(t);
         long bytes = t.numel() * t.element_size();
-        if (NativeTensors.Populate((IntPtr)p, bytes)) return;
+        switch (NativeTensors.Populate((IntPtr)p, bytes))
+        {
+            case NativeTensors.PageIn.Done: return true;
+            case NativeTensors.PageIn.Unreadable: return false;
+        }
         int sum = 0;
         for (long off = 0; off < bytes; off += 4096) sum += Volatile.Read(ref p[off]);
         GC.KeepAlive(sum);
+        return true;
     }
 
     /// <summary>Runs the statistics phase (if the plan has global top-k) and the merge phase.</summary>
@@ -202,6 +214,9 @@ public static class Executor
         failure?.Throw();
         if (written != plan.Tensors.Count)
             throw new InvalidOperationException($"merge stopped after {written} of {plan.Tensors.Count} tensors");
+        // An input rewritten during the run may have been read half old, half new: fail before the caller commits.
+        foreach (var m in plan.Models)
+            if (m.Source is Checkpoint cp) cp.EnsureUnchanged();
         long read = plan.MergeBytesRead + plan.StatisticsBytesRead;
         return new MergeStats(written, read, bytesWritten, prefetch.Peak, statsTime, clock.Elapsed)
         {

@@ -27,8 +27,9 @@ public static class ClipModelFolder
     public static JsonObject ReadConfigJson(string folder)
     {
         string file = Path.Combine(folder, "config.json");
-        if (!File.Exists(file)) throw new FileNotFoundException($"{folder}: no config.json (expected a CLIP model folder)");
-        try { return JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new FormatException($"{file}: expected a JSON object"); }
+        ModelFiles.RefuseUnfinished(folder);
+        if (UnixFiles.TryStat(file, followLinks: false) is null) throw new FileNotFoundException($"{folder}: no config.json (expected a CLIP model folder)");
+        try { return JsonNode.Parse(ModelFiles.ReadText(file, folder)) as JsonObject ?? throw new FormatException($"{file}: expected a JSON object"); }
         catch (JsonException e) { throw new FormatException($"{file}: not valid JSON ({e.Message})"); }
     }
 
@@ -57,15 +58,18 @@ public static class ClipModelFolder
         foreach (var file in Directory.GetFiles(dir, "*.safetensors").OrderBy(f => f, StringComparer.Ordinal))
         {
             string task = Path.GetFileNameWithoutExtension(file);
-            heads[task] = LoadHead(task, file);
+            heads[task] = LoadHead(task, file, folder);
         }
         return heads;
     }
 
     /// <summary>Loads one head file (<c>weight</c> [classes, dim], optional <c>logit_scale</c>, default 100).</summary>
-    public static ClassificationHead LoadHead(string task, string file)
+    /// <param name="task">Task name.</param>
+    /// <param name="file">The head's safetensors file.</param>
+    /// <param name="modelFolder">The model folder holding heads/ (its link rule and marker apply); null: the file's folder.</param>
+    public static ClassificationHead LoadHead(string task, string file, string? modelFolder = null)
     {
-        using var ck = Checkpoint.Open(file, zeroCopy: false);
+        using var ck = Checkpoint.Open(file, modelFolder, zeroCopy: false, policy: null);
         if (!ck.TryGetInfo("weight", out _)) throw new CheckpointFormatException(file, "head has no tensor 'weight' [classes, projection_dim]");
         using var w = ck.Load("weight");
         float scale = 100f;

@@ -96,8 +96,8 @@ public sealed record ClipVisionConfig
     public static ClipVisionConfig Load(string path)
     {
         string file = Directory.Exists(path) ? Path.Combine(path, "config.json") : path;
-        if (!File.Exists(file)) throw new FileNotFoundException($"{file}: CLIP config.json not found");
-        return FromJson(File.ReadAllText(file), file);
+        if (Checkpoints.UnixFiles.TryStat(file, followLinks: false) is null) throw new FileNotFoundException($"{file}: CLIP config.json not found");
+        return FromJson(Checkpoints.ModelFiles.ReadText(file), file);
     }
 
     /// <summary>A CLIPConfig-shaped JSON object (<c>vision_config</c> + <c>projection_dim</c>) that transformers reads.</summary>
