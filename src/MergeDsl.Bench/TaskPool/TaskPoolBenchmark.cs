@@ -235,12 +235,12 @@ public static class TaskPoolBenchmark
             }
             // The experts as teachers of the distillation objective, built on first use by a method's body: outside
             // the adaptation steps' dispose scopes, which would otherwise free their weights after the first step.
-            List<ClipVisionModel>? expertModels = null;
+            ExpertTeachers? teachers = null;
             Func<int, Tensor, Tensor>? TeacherFor(AdaptationSettings a)
             {
                 if (a.Options.Objective != AdaptObjective.Distillation) return null;
-                expertModels ??= zoo.Experts.Select((e, i) => Plain(e, names[i])).ToList();
-                return (task, pixels) => heads[names[task]].forward(expertModels[task].forward(pixels));
+                teachers ??= new ExpertTeachers(zoo.Experts.Select((e, i) => Plain(e, names[i])).ToList(), names.Select(n => heads[n]).ToList());
+                return teachers.AsFunction();
             }
             AdaptationReport Guarded(AdaptationSettings s, Func<IAdaptMonitor, AdaptResult> run)
             {
@@ -387,7 +387,7 @@ public static class TaskPoolBenchmark
             }, new() { ["routing"] = "each task's inputs to its own expert MLPs (MoeModel.ForceRoutes); non-MLP parameters TA(lambda)" });
             Stage("oracle routing");
 
-            foreach (var m in expertModels ?? []) m.Dispose();
+            teachers?.Dispose();
             foreach (var h in heads.Values) h.Dispose();
             var settings = new Dictionary<string, string>
             {

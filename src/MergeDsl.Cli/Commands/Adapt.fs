@@ -87,13 +87,13 @@ let private logJson (options: AdaptOptions) (r: AdaptResult) (extra: (string * J
     o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
 /// The distillation objective's teachers: one plain model folder per task (`--teacher TASK=DIR`), scored with the
-/// task's head; None for the other objectives. Returns the teacher function and the models to dispose.
+/// task's head; None for the other objectives. The caller disposes them.
 let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: Collections.Generic.IReadOnlyList<TaskData>)
                      (heads: Collections.Generic.IReadOnlyDictionary<string, ClassificationHead>) =
     let specs = args.GetResults Teacher
     if options.Objective <> AdaptObjective.Distillation then
         if not specs.IsEmpty then raise (UsageError "--teacher is only read by --objective distillation")
-        None, []
+        None
     else
         let byTask =
             specs
@@ -111,8 +111,7 @@ let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: C
                     TorchSharp.ModuleExtensionMethods.``to``(m, options.Device |> Option.ofObj |> Option.defaultValue TorchSharp.torch.CPU) |> ignore
                     m
                 | _ -> raise (UsageError $"--objective distillation: no --teacher for task {d.Task}") ]
-        let teach = Func<int, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>(fun t x -> heads[data[t].Task].forward(models[t].forward x))
-        Some teach, models
+        Some(new ExpertTeachers(models, [ for d in data -> heads[d.Task] ]))
 
 /// The output, checked against every input folder and locked before any work.
 let private reserveOutput (args: ParseResults<Args>) (modelDir: string) (out: string) =
@@ -175,13 +174,14 @@ let run (args: ParseResults<Args>) : int =
         if isNull (box bundle.Moe) then raise (UsageError $"{modelDir}: not an upscaled model (no mergedsl_moe in config.json); use --method adamerging for plain models")
         let data = loadData dataDir modelDir (bundle.Heads.Keys |> Seq.toArray) bundle.Model.Config bundle.Moe.Sites.Count options
         try
-            let teacher, teacherModels = teachers args options data bundle.Heads
+            let teacher = teachers args options data bundle.Heads
             let r =
                 try
                     withProgress quiet options.Steps (fun report ->
-                        RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report, teacher = Option.toObj teacher))
+                        RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report,
+                                             teacher = (teacher |> Option.map (fun t -> t.AsFunction()) |> Option.toObj)))
                 finally
-                    for m in teacherModels do m.Dispose()
+                    teacher |> Option.iter (fun t -> t.Dispose())
             bundle.Save(out, output = output, extraFiles = readOnlyDict [ logFile, logJson options r [ "method", JsonValue.Create "wemoe-routers" ] ])
             let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
             let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
@@ -204,12 +204,12 @@ let run (args: ParseResults<Args>) : int =
         use baseSource = Checkpoint.Open modelDir
         let sources = experts |> List.map (fun e -> Checkpoint.Open e :> ITensorSource)
         let preprocess = ClipModelFolder.ReadPreprocess(ClipModelFolder.ReadConfigJson modelDir)
-        let teacher, teacherModels = teachers args options data heads
+        let teacher = teachers args options data heads
         try
             let r =
                 withProgress quiet options.Steps (fun report ->
                     AdaMerging.Run(cfg, baseSource, ResizeArray sources, heads, data, preprocess, options, AdaMergingOptions(gran), report,
-                                   teacher = Option.toObj teacher))
+                                   teacher = (teacher |> Option.map (fun t -> t.AsFunction()) |> Option.toObj)))
             use model = r.Model
             let lambdas = r.Lambdas.data<float32>().ToArray()
             let log =
@@ -221,7 +221,7 @@ let run (args: ParseResults<Args>) : int =
             printfn "AdaMerging (%s): %d coefficients, %.2f steps/s; wrote %s" m lambdas.Length r.Adapt.StepsPerSecond out
             ExitCode.Ok
         finally
-            for m in teacherModels do m.Dispose()
+            teacher |> Option.iter (fun t -> t.Dispose())
             for s in sources do s.Dispose()
             for d in data do d.Dispose()
             for h in heads.Values do h.Dispose()

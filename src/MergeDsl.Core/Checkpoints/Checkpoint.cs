@@ -1,5 +1,7 @@
 using TorchSharp;
 
+using MergeDsl.Core.Json;
+
 namespace MergeDsl.Core.Checkpoints;
 
 /// <summary>

@@ -1,3 +1,5 @@
+using MergeDsl.Core.Json;
+
 namespace MergeDsl.Core.Checkpoints;
 
 /// <summary>The validated content of one safetensors header.</summary>

@@ -3,8 +3,6 @@ using System.Text.Json.Nodes;
 using MergeDsl.Core.Models;
 using TorchSharp;
 using static TorchSharp.torch;
-using JsonObject = System.Text.Json.Nodes.JsonObject;
-using JsonNode = System.Text.Json.Nodes.JsonNode;
 
 namespace MergeDsl.Core.Evaluation;
 

@@ -1,8 +1,5 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using JsonObject = System.Text.Json.Nodes.JsonObject;
-using JsonNode = System.Text.Json.Nodes.JsonNode;
-using JsonArray = System.Text.Json.Nodes.JsonArray;
 using MergeDsl.Core.Checkpoints;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,9 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using MergeDsl.Core.Ir;
-using JsonObject = System.Text.Json.Nodes.JsonObject;
-using JsonArray = System.Text.Json.Nodes.JsonArray;
-using JsonNode = System.Text.Json.Nodes.JsonNode;
 
 namespace MergeDsl.Core.Moe;
 

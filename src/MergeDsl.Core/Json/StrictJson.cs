@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace MergeDsl.Core.Checkpoints;
+namespace MergeDsl.Core.Json;
 
 /// <summary>A parsed JSON value. Objects keep their members in order.</summary>
 internal abstract record JsonNode
