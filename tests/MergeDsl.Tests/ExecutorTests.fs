@@ -60,9 +60,12 @@ let tests =
                 let out = Path.Combine(root, "out")
                 let ins = inputs (Some(model "base" [ "ok", vec [ 1.0 ]; "blows.up", vec [ 3e38 ] ])) [ model "e1" [ "ok", vec [ 1.0 ]; "blows.up", vec [ -3e38 ] ] ]
                 // τ = -6e38 overflows float32 to -inf
-                expectRecipeError [ "blows.up: the merged tensor has 1 NaN/Inf value" ] (fun () ->
-                    Merger.ToFolder(Methods.taskArithmetic 1.0, ins, out) |> ignore)
-                |> ignore
+                Expect.throwsC (fun () -> Merger.ToFolder(Methods.taskArithmetic 1.0, ins, out) |> ignore) (fun e ->
+                    match e with
+                    | :? NonFiniteTensorException as n ->
+                        Expect.stringContains n.Message "blows.up: the merged tensor has 1 NaN/Inf value" "message"
+                        Expect.isNull n.Model "the output, not an input"
+                    | e -> failtestf "expected NonFiniteTensorException, got %O" e)
                 Expect.isFalse (Directory.Exists out) "no output folder"
                 let r = runWith (MergeOptions(AllowNonFinite = true)) (Methods.taskArithmetic 1.0) ins
                 Expect.isTrue (Single.IsInfinity r["blows.up"].[0]) "allowed when asked"

@@ -46,7 +46,7 @@ let private shapeText (shape: int64[]) = "[" + String.Join(", ", shape) + "]"
 /// Longest tensor name shown in a table cell; longer ones end with an ellipsis and their length.
 /// A cell wraps, so one huge name would otherwise become thousands of lines (and seconds of layout).
 [<Literal>]
-let NameCellLength = 160
+let NameCellLength = 120
 
 /// Text from the checkpoint, safe for a terminal (escaped controls, bounded length).
 let private safe (maxLength: int) (s: string) = TerminalText.Sanitize(s, maxLength)
