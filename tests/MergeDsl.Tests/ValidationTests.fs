@@ -256,6 +256,18 @@ let cli =
             Expect.stringContains out "w\\x1b]0;pwned\\x07\\x1b[2J\\u202e" "the name, escaped"
             Expect.stringContains out "note = \\x1b]0;pwned\\x07\\x1b[2J" "the metadata, escaped"
             Expect.stringContains out "k\\x9b = v" "a C1 control in a key, escaped"
+            let rc, json, err = mergedsl [ "inspect"; dir; "--json" ]
+            Expect.equal rc 0 err
+            Expect.isTrue (noRawControls json) "no raw control or bidi character in the JSON"
+            use doc = JsonDocument.Parse json
+            let name = doc.RootElement.GetProperty("tensors").[0].GetProperty("name").GetString()
+            Expect.equal name hostile "the JSON keeps the exact name"
+            let twin = fresh "esc-twin"
+            writeRaw twin hostile []
+            let rc, plan, err = mergedsl [ "plan"; "average"; "--model"; dir; "--model"; twin; "--tensors"; "1" ]
+            Expect.equal rc 0 err
+            Expect.isTrue (noRawControls plan) "no raw control character in plan --tensors"
+            Expect.stringContains plan "w\\x1b]0;pwned" "the name in the plan, escaped"
             // The same name in an error line (a tensor only this model has).
             let other = fresh "esc-other"
             writeRaw other "w" []

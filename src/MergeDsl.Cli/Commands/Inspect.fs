@@ -3,7 +3,6 @@ module MergeDsl.Cli.Commands.Inspect
 
 open System
 open System.IO
-open System.Text.Encodings.Web
 open System.Text.Json
 open Argu
 open Spectre.Console
@@ -73,10 +72,10 @@ let printTable (out: IAnsiConsole) (cp: Checkpoint) =
     for KeyValue(k, v) in cp.Metadata |> Seq.sortBy (fun kv -> kv.Key) do
         out.WriteLine(sprintf "  %s = %s" (safe NameCellLength k) (safe TerminalText.DefaultMaxLength v))
 
-/// The same content as JSON, names exact (JSON escapes control and format characters such as ESC and U+202E).
+/// The same content as JSON, names exact; control and invisible format characters (ESC, U+202E) are JSON escapes.
 let writeJson (writer: TextWriter) (cp: Checkpoint) =
     use stream = new MemoryStream()
-    (use w = new Utf8JsonWriter(stream, JsonWriterOptions(Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping))
+    (use w = new Utf8JsonWriter(stream, JsonWriterOptions(Indented = true, Encoder = TerminalJsonEncoder.Instance))
      w.WriteStartObject()
      w.WriteString("path", cp.Path)
      w.WriteStartArray("shards")

@@ -122,7 +122,9 @@ let show (req: MergeJob.Request) (json: bool) (detail: int) =
         print s
         if detail > 0 then
             printfn ""
-            printfn "%s" (p.Plan.Describe detail)
+            // Tensor names come from the checkpoints: escaped line by line.
+            for line in (p.Plan.Describe detail).Split('\n') do
+                printfn "%s" (MergeDsl.Core.Text.TerminalText.Sanitize line)
 
 /// Entry point for `mergedsl plan`.
 let run (args: ParseResults<Args>) : int =
