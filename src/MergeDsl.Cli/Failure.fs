@@ -3,11 +3,15 @@
 module MergeDsl.Cli.Failure
 
 open System
+open MergeDsl.Core.Execution
+open MergeDsl.Core.Ir
+open MergeDsl.Core.Text
 
 /// A user error the command detected itself (bad argument, missing file): exit code 2.
 exception UsageError of string
 
-/// Exit codes: 0 success, 1 the work failed (bad checkpoint, merge error), 2 bad command line.
+/// Exit codes: 0 success, 1 the work failed (bad checkpoint, NaN/Inf, I/O), 2 bad command line or inputs found
+/// before any work (including every recipe compile error).
 [<RequireQualifiedAccess>]
 module ExitCode =
     [<Literal>]
@@ -32,12 +36,16 @@ let guard (verbose: bool) (body: unit -> int) : int =
         body ()
     with e ->
         let e = innermostMeaningful e
-        let line = e.Message.Replace(Environment.NewLine, " ").Replace("\n", " ").Trim()
+        // Messages quote names from checkpoints and scripts: escape what a terminal would obey.
+        let oneLine (s: string) = TerminalText.Sanitize(s.Replace(Environment.NewLine, " ").Replace("\n", " ").Trim())
         match e with
-        | UsageError msg -> eprintfn "mergedsl: %s" msg
-        | _ -> eprintfn "mergedsl: error: %s" line
+        | UsageError msg -> eprintfn "mergedsl: %s" (oneLine msg)
+        | :? NonFiniteTensorException as n -> eprintfn "mergedsl: error: %s (--allow-nonfinite keeps them)" (oneLine n.Message)
+        | _ -> eprintfn "mergedsl: error: %s" (oneLine e.Message)
         if verbose then eprintfn "%O" e
         match e with
         | UsageError _
-        | :? ArgumentException -> ExitCode.Usage
+        | :? ArgumentException
+        // Raised while compiling against the headers, before any tensor data is read: bad input, not a failed merge.
+        | :? RecipeException -> ExitCode.Usage
         | _ -> ExitCode.Failed

@@ -27,13 +27,15 @@ type Request =
       ShardSize: string option
       Seed: int64 option
       AllowNonFinite: bool
+      /// Copy tensors that some expert lacks from the base instead of failing (--missing-from-base).
+      MissingFromBase: bool
       Force: bool
       Quiet: bool
       CommandLine: string }
 
     static member Default =
         { Recipe = JobInputs.BuiltIn "average"; Base = None; Models = []; Out = None; Settings = []; Device = "auto"
-          DType = None; ShardSize = None; Seed = None; AllowNonFinite = false; Force = false; Quiet = false
+          DType = None; ShardSize = None; Seed = None; AllowNonFinite = false; MissingFromBase = false; Force = false; Quiet = false
           CommandLine = "" }
 
 /// What a finished merge reports (also the --json summary).
@@ -92,7 +94,7 @@ let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) 
     let device = DeviceChoice.Resolve deviceChoice
     let opened = JobInputs.openAll { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
     try
-        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype))
+        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype, TakeMissingFromBase = req.MissingFromBase))
         let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
         let writerOptions =
             CheckpointWriterOptions(MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
@@ -154,7 +156,6 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
             Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata, CopyFilesFrom = Option.toObj copyFrom)
     let commitClock = Stopwatch()
     let stats =
-      try
         Progress.run showProgress (fun report ->
             use writer = CheckpointWriter.Create(out, p.Plan.Layout, writerOptions)
             let options =
@@ -166,8 +167,6 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
             writer.Commit()
             commitClock.Stop()
             stats)
-      with :? RecipeException as e when e.Message.Contains "NaN/Inf" ->
-        raise (RecipeException(e.Message + " (--allow-nonfinite keeps them)"))
     clock.Stop()
     { Recipe = p.Plan.Recipe.Name
       Parameters = Dictionary<string, string>(p.Plan.Recipe.Parameters)

@@ -1,4 +1,6 @@
-/// Evaluates `.fsx` recipe scripts in-process with FSharp.Compiler.Service.
+/// Evaluates `.fsx` recipe scripts with FSharp.Compiler.Service. A script is a program run with the
+/// user's rights; `run` and `plan` evaluate it in a child `mergedsl` process (see `runIsolated`), so a
+/// script that kills its process (a stack overflow cannot be caught in .NET) ends in one line.
 ///
 /// Convention (docs/cli.md): a script binds its recipe to a top-level value named `recipe`. The
 /// host defines the symbol MERGEDSL_HOSTED, so `recipes/load.fsx` skips its `#r` lines and the
@@ -9,7 +11,9 @@
 module MergeDsl.Cli.RecipeScript
 
 open System
+open System.Diagnostics
 open System.IO
+open System.Threading.Tasks
 open FSharp.Compiler.Interactive.Shell
 open FSharp.Compiler.Diagnostics
 open MergeDsl.Cli.Failure
@@ -88,3 +92,70 @@ let evaluate (path: string) : obj * Type =
             match tryValue fsi $"``{moduleName full}``.{RecipeValueName}" with
             | Some v -> v
             | None -> raise (UsageError(sprintf "%s: the script binds no value named '%s' (see docs/cli.md)" path RecipeValueName)))
+
+/// Set in the child process that `runIsolated` starts: there the command evaluates the script itself.
+[<Literal>]
+let ChildVariable = "MERGEDSL_SCRIPT_CHILD"
+
+/// True when `recipe` names a script and this process is not already the isolated child.
+let shouldIsolate (recipe: string) =
+    recipe.EndsWith(".fsx", StringComparison.OrdinalIgnoreCase)
+    && Environment.GetEnvironmentVariable ChildVariable <> "1"
+
+/// The command that starts the `mergedsl` CLI: this program again when it is the CLI, else (tests,
+/// hosts) the CLI's apphost or `dotnet MergeDsl.Cli.dll` next to this assembly.
+let private cliCommand () : string * string list =
+    let cli = Reflection.Assembly.GetExecutingAssembly()
+    let processPath = Environment.ProcessPath
+    let isDotnet = String.Equals(Path.GetFileNameWithoutExtension processPath, "dotnet", StringComparison.OrdinalIgnoreCase)
+    if obj.ReferenceEquals(Reflection.Assembly.GetEntryAssembly(), cli) then
+        (if isDotnet then processPath, [ cli.Location ] else processPath, [])
+    else
+        let apphost = Path.Combine(Path.GetDirectoryName cli.Location, Path.GetFileNameWithoutExtension cli.Location)
+        if not (OperatingSystem.IsWindows()) && File.Exists apphost then apphost, []
+        else
+            let dotnet =
+                if isDotnet then processPath
+                else Option.ofObj (Environment.GetEnvironmentVariable "DOTNET_HOST_PATH") |> Option.defaultValue "dotnet"
+            dotnet, [ cli.Location ]
+
+/// What the .NET runtime prints first when a thread overflows its stack (then a trace, then SIGABRT).
+[<Literal>]
+let private StackOverflowLine = "Stack overflow."
+
+/// Runs `mergedsl <args>` (a `run` or `plan` of the script at `script`) in a child process and relays
+/// its output. Returns the child's exit code; a child killed by a signal instead raises a one-line
+/// UsageError (stack overflow) or failure (other signals), and the runtime's crash trace is dropped.
+let runIsolated (script: string) (args: string list) : int =
+    let file, prefix = cliCommand ()
+    let psi = ProcessStartInfo(file)
+    for a in prefix @ args do
+        psi.ArgumentList.Add a
+    psi.Environment[ChildVariable] <- "1"
+    psi.RedirectStandardOutput <- true
+    psi.RedirectStandardError <- true
+    psi.UseShellExecute <- false
+    use p = Process.Start psi
+    let mutable overflowed = false
+    let stderr =
+        Task.Run(fun () ->
+            let mutable line = p.StandardError.ReadLine()
+            while not (isNull line) do
+                if line.Trim() = StackOverflowLine then overflowed <- true
+                if not overflowed then Console.Error.WriteLine line
+                line <- p.StandardError.ReadLine())
+    let buffer = Array.zeroCreate<char> 8192
+    let mutable n = p.StandardOutput.Read(buffer, 0, buffer.Length)
+    while n > 0 do
+        Console.Out.Write(buffer, 0, n)
+        Console.Out.Flush()
+        n <- p.StandardOutput.Read(buffer, 0, buffer.Length)
+    stderr.Wait()
+    p.WaitForExit()
+    let code = p.ExitCode
+    if overflowed then
+        raise (UsageError(sprintf "%s: the script overflowed the stack (unbounded recursion?); the process evaluating it was killed (exit %d)" script code))
+    // 128 + N: the child was killed by signal N (Unix exit-status convention that .NET reports).
+    elif code > 128 && not (OperatingSystem.IsWindows()) then
+        failwithf "%s: the process running the script was killed by signal %d" script (code - 128)
+    else code

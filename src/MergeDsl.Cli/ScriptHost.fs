@@ -61,7 +61,8 @@ let private standalone (recipe: MergeRecipe) =
             { Run.request scriptPath baseDir experts None sets with
                 Recipe = given
                 DType = args.TryGetResult Run.Dtype
-                Seed = args.TryGetResult Run.Seed }
+                Seed = args.TryGetResult Run.Seed
+                MissingFromBase = args.Contains Run.Missing_From_Base }
             (args.Contains Run.Json) 0
         ExitCode.Ok
     else
@@ -73,6 +74,7 @@ let private standalone (recipe: MergeRecipe) =
                 ShardSize = args.TryGetResult Run.Shard_Size
                 Seed = args.TryGetResult Run.Seed
                 AllowNonFinite = args.Contains Run.Allow_Nonfinite
+                MissingFromBase = args.Contains Run.Missing_From_Base
                 Force = args.Contains Run.Force
                 Quiet = args.Contains Run.Quiet || args.Contains Run.Json }
         if req.Out.IsNone then raise (UsageError "--out: give the folder to write the merged model to")

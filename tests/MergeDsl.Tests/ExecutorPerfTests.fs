@@ -106,11 +106,15 @@ let tests =
             Expect.equal (FiniteScan.AllFinite i) (Nullable()) "integers: not applicable"
         }
 
-        test "non-finite output still reports the count and the first index" {
+        test "non-finite input reports the model, the count and the first index" {
             let b = model "base" [ "w", tensor [ 4L ] [ 1.0f; 2.0f; 3.0f; 4.0f ] ]
             let e = model "e" [ "w", tensor [ 4L ] [ 1.0f; Single.PositiveInfinity; 3.0f; Single.NaN ] ]
-            expectRecipeError [ "w"; "2 NaN/Inf values"; "first at flat index 1" ] (fun () -> run (Methods.taskArithmetic 1.0) (inputs (Some b) [ e ]) |> ignore)
-            |> ignore
+            Expect.throwsC (fun () -> run (Methods.taskArithmetic 1.0) (inputs (Some b) [ e ]) |> ignore) (fun e ->
+                match e with
+                | :? NonFiniteTensorException as n ->
+                    Expect.equal (n.Tensor, n.Model, n.Count, n.FirstIndex) ("w", "e", 2L, 1L) "typed details"
+                    Expect.stringContains n.Message "w: input model 'e' has 2 NaN/Inf values (first at flat index 1)" "message"
+                | e -> failtestf "expected NonFiniteTensorException, got %O" e)
         }
 
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 } "chunked evaluation (blocks of 1 to 5 elements) is bit-identical to whole-tensor evaluation"

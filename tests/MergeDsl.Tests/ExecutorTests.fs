@@ -60,9 +60,12 @@ let tests =
                 let out = Path.Combine(root, "out")
                 let ins = inputs (Some(model "base" [ "ok", vec [ 1.0 ]; "blows.up", vec [ 3e38 ] ])) [ model "e1" [ "ok", vec [ 1.0 ]; "blows.up", vec [ -3e38 ] ] ]
                 // τ = -6e38 overflows float32 to -inf
-                expectRecipeError [ "blows.up: the merged tensor has 1 NaN/Inf value" ] (fun () ->
-                    Merger.ToFolder(Methods.taskArithmetic 1.0, ins, out) |> ignore)
-                |> ignore
+                Expect.throwsC (fun () -> Merger.ToFolder(Methods.taskArithmetic 1.0, ins, out) |> ignore) (fun e ->
+                    match e with
+                    | :? NonFiniteTensorException as n ->
+                        Expect.stringContains n.Message "blows.up: the merged tensor has 1 NaN/Inf value" "message"
+                        Expect.isNull n.Model "the output, not an input"
+                    | e -> failtestf "expected NonFiniteTensorException, got %O" e)
                 Expect.isFalse (Directory.Exists out) "no output folder"
                 let r = runWith (MergeOptions(AllowNonFinite = true)) (Methods.taskArithmetic 1.0) ins
                 Expect.isTrue (Single.IsInfinity r["blows.up"].[0]) "allowed when asked"
@@ -114,7 +117,11 @@ let tests =
         test "an error in the middle of the stream stops the pipeline and propagates" {
             let names = [ for i in 0..5 -> $"t{i}" ]
             let ins = inputs (Some(model "base" [ for n in names -> n, vec [ 1.0 ] ])) [ model "e1" [ for n in names -> n, (if n = "t3" then vec [ nan ] else vec [ 1.0 ]) ] ]
-            expectRecipeError [ "t3: the merged tensor" ] (fun () -> run (Methods.taskArithmetic 1.0) ins |> ignore) |> ignore
+            // The NaN input is caught by the reader thread's input check, mid-stream.
+            Expect.throwsC (fun () -> run (Methods.taskArithmetic 1.0) ins |> ignore) (fun e ->
+                match e with
+                | :? NonFiniteTensorException as n -> Expect.equal (n.Tensor, n.Model) ("t3", "e1") "t3 of e1"
+                | e -> failtestf "expected NonFiniteTensorException, got %O" e)
         }
 
         test "a failing sink or a failing source stops the merge with its error, without hanging" {

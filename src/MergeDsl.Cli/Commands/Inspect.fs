@@ -3,11 +3,11 @@ module MergeDsl.Cli.Commands.Inspect
 
 open System
 open System.IO
-open System.Text.Encodings.Web
 open System.Text.Json
 open Argu
 open Spectre.Console
 open MergeDsl.Core.Checkpoints
+open MergeDsl.Core.Text
 
 type InspectArgs =
     | [<MainCommand; ExactlyOnce>] Path of path: string
@@ -42,10 +42,18 @@ let console () =
 
 let private shapeText (shape: int64[]) = "[" + String.Join(", ", shape) + "]"
 
+/// Longest tensor name shown in a table cell; longer ones end with an ellipsis and their length.
+/// A cell wraps, so one huge name would otherwise become thousands of lines (and seconds of layout).
+[<Literal>]
+let NameCellLength = 120
+
+/// Text from the checkpoint, safe for a terminal (escaped controls, bounded length).
+let private safe (maxLength: int) (s: string) = TerminalText.Sanitize(s, maxLength)
+
 /// The table of tensors, then a totals line.
 let printTable (out: IAnsiConsole) (cp: Checkpoint) =
     let table = Table().Border(TableBorder.Rounded)
-    table.Title <- TableTitle(Markup.Escape cp.Path)
+    table.Title <- TableTitle(Markup.Escape(safe 400 cp.Path))
     table.AddColumn(TableColumn("tensor")) |> ignore
     table.AddColumn(TableColumn("dtype")) |> ignore
     table.AddColumn(TableColumn("shape")) |> ignore
@@ -53,8 +61,8 @@ let printTable (out: IAnsiConsole) (cp: Checkpoint) =
     if cp.Shards.Count > 1 then table.AddColumn(TableColumn("shard")) |> ignore
     for t in cp.Tensors do
         let cells =
-            [ t.Name; DTypes.ToSafetensorsName t.DType; shapeText t.Shape; ByteSize.Format t.ByteLength ]
-            @ (if cp.Shards.Count > 1 then [ IO.Path.GetFileName t.File ] else [])
+            [ safe NameCellLength t.Name; DTypes.ToSafetensorsName t.DType; shapeText t.Shape; ByteSize.Format t.ByteLength ]
+            @ (if cp.Shards.Count > 1 then [ safe NameCellLength (IO.Path.GetFileName t.File) ] else [])
         table.AddRow(cells |> List.map (fun s -> Text(s) :> Rendering.IRenderable) |> Array.ofList) |> ignore
     out.Write table
     let t = totals cp
@@ -62,12 +70,12 @@ let printTable (out: IAnsiConsole) (cp: Checkpoint) =
         sprintf "%d tensors, %s parameters, %s (%d bytes), %d shard(s), %d metadata key(s)"
             t.Tensors (t.Parameters.ToString("N0", Globalization.CultureInfo.InvariantCulture)) (ByteSize.Format t.Bytes) t.Bytes t.Shards t.MetadataKeys)
     for KeyValue(k, v) in cp.Metadata |> Seq.sortBy (fun kv -> kv.Key) do
-        out.WriteLine(sprintf "  %s = %s" k v)
+        out.WriteLine(sprintf "  %s = %s" (safe NameCellLength k) (safe TerminalText.DefaultMaxLength v))
 
-/// The same content as JSON.
+/// The same content as JSON, names exact; control and invisible format characters (ESC, U+202E) are JSON escapes.
 let writeJson (writer: TextWriter) (cp: Checkpoint) =
     use stream = new MemoryStream()
-    (use w = new Utf8JsonWriter(stream, JsonWriterOptions(Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping))
+    (use w = new Utf8JsonWriter(stream, JsonWriterOptions(Indented = true, Encoder = TerminalJsonEncoder.Instance))
      w.WriteStartObject()
      w.WriteString("path", cp.Path)
      w.WriteStartArray("shards")

@@ -22,6 +22,7 @@ type Args =
     | Shard_Size of size: string
     | Seed of n: int64
     | Allow_Nonfinite
+    | Missing_From_Base
     | Force
     | [<AltCommandLine("-q")>] Quiet
     | Tensors of count: int
@@ -40,6 +41,7 @@ type Args =
             | Shard_Size _ -> "accepted (and ignored), as for run."
             | Seed _ -> "seed of random masks."
             | Allow_Nonfinite -> "accepted (and ignored), as for run."
+            | Missing_From_Base -> "a tensor of the base that some --model lacks is copied from the base (default: an error naming it)."
             | Force -> "accepted (and ignored), as for run."
             | Quiet -> "accepted (and ignored), as for run."
             | Tensors _ -> "also list the op graph of the first N tensors."
@@ -120,14 +122,24 @@ let show (req: MergeJob.Request) (json: bool) (detail: int) =
         print s
         if detail > 0 then
             printfn ""
-            printfn "%s" (p.Plan.Describe detail)
+            // Tensor names come from the checkpoints: escaped line by line.
+            for line in (p.Plan.Describe detail).Split('\n') do
+                printfn "%s" (MergeDsl.Core.Text.TerminalText.Sanitize line)
 
 /// Entry point for `mergedsl plan`.
 let run (args: ParseResults<Args>) : int =
+    let recipe = args.GetResult Recipe
+    if RecipeScript.shouldIsolate recipe then
+        // A script is a program: it runs in a child process, whose death cannot take this one with it.
+        let verbose = Environment.GetCommandLineArgs() |> Array.exists (fun a -> a = "--verbose" || a = "-v")
+        let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
+        RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ "plan" :: flat)
+    else
     let req =
         { Run.request (args.GetResult Recipe) (args.TryGetResult Base) (args.GetResults Model) None (args.GetResults Set) with
             Device = args.GetResult(Device, defaultValue = "auto")
             DType = args.TryGetResult Dtype
-            Seed = args.TryGetResult Seed }
+            Seed = args.TryGetResult Seed
+            MissingFromBase = args.Contains Missing_From_Base }
     show req (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
     ExitCode.Ok

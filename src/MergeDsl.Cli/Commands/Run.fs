@@ -19,6 +19,7 @@ type Args =
     | Shard_Size of size: string
     | Seed of n: int64
     | Allow_Nonfinite
+    | Missing_From_Base
     | Force
     | [<AltCommandLine("-q")>] Quiet
     | Json
@@ -35,7 +36,8 @@ type Args =
             | Dtype _ -> "output dtype of merged tensors: f32, f16 or bf16 (default: as the inputs)."
             | Shard_Size _ -> "largest output shard, e.g. 5GB (default), 500MB."
             | Seed _ -> "seed of random masks (DARE, DELLA); default 0."
-            | Allow_Nonfinite -> "keep NaN/Inf produced by the merge instead of failing."
+            | Allow_Nonfinite -> "keep NaN/Inf (in the inputs or produced by the merge) instead of failing."
+            | Missing_From_Base -> "a tensor of the base that some --model lacks is copied from the base (default: an error naming it)."
             | Force -> "replace --out if it exists."
             | Quiet -> "no progress bar or summary."
             | Json -> "print a machine-readable summary on stdout."
@@ -63,11 +65,17 @@ let report (json: bool) (quiet: bool) (s: MergeJob.Summary) =
 
 /// Entry point for `mergedsl run`.
 let run (args: ParseResults<Args>) : int =
+    let recipe = args.GetResult Recipe
+    if RecipeScript.shouldIsolate recipe then
+        // A script is a program: it runs in a child process, whose death cannot take this one with it.
+        let verbose = Environment.GetCommandLineArgs() |> Array.exists (fun a -> a = "--verbose" || a = "-v")
+        let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
+        RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ "run" :: flat)
+    else
     let out =
         match args.TryGetResult Out with
         | Some o -> o
         | None -> raise (UsageError "--out: give the folder to write the merged model to")
-    let recipe = args.GetResult Recipe
     if Upscale.isUpscaling recipe then
         let settings = args.GetResults Set |> List.map Upscale.parseSetting
         let summary = Upscale.upscale recipe (args.TryGetResult Base) (args.GetResults Model) out settings (args.Contains Force)
@@ -81,6 +89,7 @@ let run (args: ParseResults<Args>) : int =
             ShardSize = args.TryGetResult Shard_Size
             Seed = args.TryGetResult Seed
             AllowNonFinite = args.Contains Allow_Nonfinite
+            MissingFromBase = args.Contains Missing_From_Base
             Force = args.Contains Force
             Quiet = args.Contains Quiet || args.Contains Json }
     let summary = MergeJob.run req

@@ -24,9 +24,11 @@ public static partial class ByteSize
         var m = Pattern().Match(text ?? "");
         if (!m.Success || !Units.TryGetValue(m.Groups["u"].Value, out long unit))
             throw new ArgumentException($"'{text}' is not a byte size (examples: 5GB, 500MB, 2GiB, 1048576)", nameof(text));
-        decimal value = decimal.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture) * unit;
-        if (value > long.MaxValue)
-            throw new ArgumentException($"'{text}' is too large a byte size", nameof(text));
+        // Digits beyond decimal's range (or a product past it) are simply too large, not an arithmetic fault.
+        if (!decimal.TryParse(m.Groups["n"].Value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out decimal number)
+            || number > long.MaxValue / unit)
+            throw new ArgumentException($"'{text}' is too large a byte size (at most {long.MaxValue} bytes)", nameof(text));
+        decimal value = number * unit;
         if (value != decimal.Truncate(value))
             throw new ArgumentException($"'{text}' is not a whole number of bytes", nameof(text));
         return (long)value;

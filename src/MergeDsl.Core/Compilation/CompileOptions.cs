@@ -14,6 +14,13 @@ public sealed record CompileOptions
     /// </summary>
     public bool CopyNonFloat { get; init; } = true;
 
+    /// <summary>
+    /// A tensor of the base that some expert lacks is copied from the base (as a top-level passthrough
+    /// would) instead of being an error. Needs a base. A tensor the base lacks stays an error: there is
+    /// nothing to take. Off by default: a model missing a tensor is usually the wrong model.
+    /// </summary>
+    public bool TakeMissingFromBase { get; init; }
+
     /// <summary>Defaults.</summary>
     public static CompileOptions Default { get; } = new();
 }

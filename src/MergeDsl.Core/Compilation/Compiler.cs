@@ -30,6 +30,7 @@ public static class Compiler
 
         var ctx = new Context(recipe, models, inputs.Base is not null, experts.Count, options);
         var reference = models[0];
+        CheckTensorSets(ctx);
 
         foreach (var rule in recipe.Rules.Where(r => r.Pattern.IsLiteral))
             if (!reference.Source.TryGetInfo(rule.Pattern.Text, out _))
@@ -45,6 +46,38 @@ public static class Compiler
             DependsOn = g.DependsOn.Order().ToList(),
         }).ToList();
         return new MergePlan(recipe, models, inputs.Base is not null, tensors, groups);
+    }
+
+    /// <summary>
+    /// Every tensor must be in every model: the output follows the reference model's names, so a tensor
+    /// it lacks would silently vanish, and one an expert lacks cannot be merged. With
+    /// <see cref="CompileOptions.TakeMissingFromBase"/>, tensors of the base that experts lack are copied
+    /// from the base. Headers only; the first problem is reported, with how many tensors have one.
+    /// </summary>
+    static void CheckTensorSets(Context ctx)
+    {
+        var models = ctx.Models;
+        var names = models.Select(m => m.Source.Tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal)).ToList();
+        if (ctx.Options.TakeMissingFromBase && !ctx.HasBase)
+            throw new RecipeException("taking missing tensors from the base needs a base model");
+        string Who(int i) => $"{Role(ctx, i)} '{models[i].Label}'";
+        var problems = new List<(string Name, string Problem)>();
+        foreach (var info in models[0].Source.Tensors)
+        {
+            int lacking = Enumerable.Range(1, models.Count - 1).FirstOrDefault(i => !names[i].Contains(info.Name));
+            if (lacking == 0) continue;
+            if (ctx.Options.TakeMissingFromBase) ctx.FromBase[info.Name] = $"missing from {Who(lacking)}: taken from {Who(0)}";
+            else problems.Add((info.Name, $"missing from {Who(lacking)} (present in {Who(0)}); the missing-from-base option takes such tensors from the base"));
+        }
+        var seen = new HashSet<string>(names[0], StringComparer.Ordinal);
+        for (int i = 1; i < models.Count; i++)
+            foreach (var info in models[i].Source.Tensors)
+                if (seen.Add(info.Name))
+                    problems.Add((info.Name, $"missing from {Who(0)} (present in {Who(i)}); the output has the tensors of the {Role(ctx, 0)}, so it would be dropped"));
+        if (problems.Count == 0) return;
+        var (name, problem) = problems[0];
+        string more = problems.Count == 1 ? "" : $" ({problems.Count - 1} more tensor{(problems.Count == 2 ? "" : "s")} not in every model)";
+        throw new RecipeException(name, problem + more);
     }
 
     static List<NamedSource> SelectExperts(MergeRecipe recipe, MergeInputs inputs)
@@ -78,6 +111,8 @@ public static class Compiler
         public int ExpertCount { get; } = expertCount;
         public CompileOptions Options { get; } = options;
         public List<GroupBuilder> Groups { get; } = [];
+        /// <summary>Tensors copied from the base because an expert lacks them, with the reason shown as their rule.</summary>
+        public Dictionary<string, string> FromBase { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, int> GroupByKey { get; } = [];
         public int LayerCount { get; } = 1 + models[0].Source.Tensors.Select(t => ScaleResolver.LayerIndex(t.Name) ?? -1).DefaultIfEmpty(-1).Max();
     }
@@ -92,7 +127,13 @@ public static class Compiler
 
         int output;
         DType outDType;
-        if (!IsMergeable(refInfo.DType))
+        if (ctx.FromBase.TryGetValue(refInfo.Name, out var reason))
+        {
+            output = b.Load(0, raw: true);
+            outDType = IsMergeable(refInfo.DType) ? ctx.Options.OutputDType ?? refInfo.DType : refInfo.DType;
+            ruleText = reason;
+        }
+        else if (!IsMergeable(refInfo.DType))
         {
             if (!ctx.Options.CopyNonFloat)
                 throw new RecipeException(refInfo.Name, $"dtype {DTypes.ToSafetensorsName(refInfo.DType)} in {Role(ctx, 0)} '{ctx.Models[0].Label}' cannot be merged (only F64, F32, F16, BF16)");

@@ -174,7 +174,7 @@ public static class Executor
                 {
                     if (!t.IsCopy)
                     {
-                        if (!options.AllowNonFinite) CheckFinite(t, result);
+                        if (!options.AllowNonFinite) FiniteCheck.Output(result, t.Name);
                         var type = DTypes.ToTorch(t.OutputDType);
                         if (result.dtype != type)
                         {
@@ -224,21 +224,5 @@ public static class Executor
             ComputeTime = tEval.Elapsed,
             OutputTime = tPost.Elapsed,
         };
-    }
-
-    static void CheckFinite(TensorPlan t, Tensor result)
-    {
-        using var scope = NewDisposeScope();
-        // One vectorised read of the bits (or, where that does not apply, one float64 sum: NaN and ±Inf
-        // propagate through it and finite float32/16 values cannot overflow it). Counting and locating
-        // only run when that fails (a float64 sum of finite float64 values may overflow: the exact count
-        // below then finds nothing and returns).
-        if (FiniteScan.AllFinite(result) is { } all ? all
-            : result.numel() == 0 || double.IsFinite(result.sum(ScalarType.Float64).item<double>())) return;
-        var bad = result.isfinite().logical_not();
-        long count = bad.sum().item<long>();
-        if (count == 0) return;
-        long first = bad.flatten().nonzero()[0, 0].item<long>();
-        throw new RecipeException(t.Name, $"the merged tensor has {count} NaN/Inf value{(count == 1 ? "" : "s")} (first at flat index {first}); check the inputs and the recipe, or allow non-finite output");
     }
 }

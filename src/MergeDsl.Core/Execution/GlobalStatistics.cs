@@ -125,7 +125,7 @@ internal static class GlobalStatistics
         return ev.Evaluate(t, loads, targets).ToList();
     }
 
-    /// <summary>Loads the inputs that <paramref name="targets"/> depend on.</summary>
+    /// <summary>Loads the inputs that <paramref name="targets"/> depend on, each checked for NaN/Inf unless allowed: the one place every pass reads inputs.</summary>
     internal static Dictionary<int, Tensor> LoadInputs(MergePlan plan, TensorPlan t, IEnumerable<int> targets, MergeOptions options)
     {
         var needed = new HashSet<int>();
@@ -140,7 +140,11 @@ internal static class GlobalStatistics
         try
         {
             foreach (var n in t.Nodes.Where(n => n.Op == OpKind.Load && needed.Contains(n.Id)))
-                loads[n.Id] = Executor.LoadOnDevice(plan.Models[n.Model].Source, t.Name, options);
+            {
+                var model = plan.Models[n.Model];
+                loads[n.Id] = Executor.LoadOnDevice(model.Source, t.Name, options);
+                if (!options.AllowNonFinite) FiniteCheck.Input(loads[n.Id], t.Name, model.Label);
+            }
         }
         catch
         {

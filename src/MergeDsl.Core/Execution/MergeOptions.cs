@@ -26,7 +26,10 @@ public sealed record MergeOptions
     /// <summary>Noise behind random masks; the seeded default unless a test fixes it.</summary>
     public NoiseSource Noise { get; init; } = SeededNoise.Default;
 
-    /// <summary>When false (default) a NaN or Inf in a merged tensor stops the merge with an error naming the parameter.</summary>
+    /// <summary>
+    /// When false (default) a NaN or Inf in any floating-point input tensor, or in a merged tensor, stops the
+    /// merge with a <see cref="NonFiniteTensorException"/> naming the parameter (and the input model). When true neither is checked.
+    /// </summary>
     public bool AllowNonFinite { get; init; }
 
     /// <summary>Bytes of inputs the reader may hold ahead of the computation (prefetch budget).</summary>
