@@ -142,10 +142,6 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
         | Some o -> o
         | None -> raise (UsageError "--out: give the folder to write the merged model to")
     let prov = provenance p
-    let metadata = Dictionary<string, string>(Merger.Metadata(p.Plan, p.Options))
-    for k, v in ModelCard.metadata prov do
-        metadata[k] <- v
-    let copyFrom = p.Plan.Models |> Seq.tryPick (fun m -> match m.Source with :? Checkpoint as c -> Option.ofObj c.Folder | _ -> None)
     let clock = Stopwatch.StartNew()
     let output =
         match p.Output with
@@ -153,20 +149,14 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
         | None -> raise (UsageError "--out: give the folder to write the merged model to")
     let writerOptions =
         CheckpointWriterOptions(
-            Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = metadata, CopyFilesFrom = Option.toObj copyFrom)
-    let commitClock = Stopwatch()
-    let stats =
-        Progress.run showProgress (fun report ->
-            use writer = CheckpointWriter.Create(out, p.Plan.Layout, writerOptions)
+            Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = readOnlyDict (ModelCard.metadata prov),
+            ExtraFiles = readOnlyDict [ "README.md", ModelCard.render prov ])
+    let written =
+        Progress.merge showProgress (fun report ->
             let options =
                 MergeOptions(Device = p.Options.Device, Seed = p.Options.Seed, AllowNonFinite = p.Options.AllowNonFinite, Progress = report)
-            let stats = Executor.Run(p.Plan, CheckpointSink(writer), options)
-            // Inside the temporary folder, so the card appears atomically with the weights.
-            File.WriteAllText(Path.Combine(writer.TemporaryFolder, "README.md"), ModelCard.render prov)
-            commitClock.Start()
-            writer.Commit()
-            commitClock.Stop()
-            stats)
+            Merger.Write(p.Plan, out, options, writerOptions))
+    let stats = written.Stats
     clock.Stop()
     { Recipe = p.Plan.Recipe.Name
       Parameters = Dictionary<string, string>(p.Plan.Recipe.Parameters)
@@ -180,7 +170,7 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
       InputWaitSeconds = stats.InputWaitTime.TotalSeconds
       ComputeSeconds = stats.ComputeTime.TotalSeconds
       OutputSeconds = stats.OutputTime.TotalSeconds
-      CommitSeconds = commitClock.Elapsed.TotalSeconds }
+      CommitSeconds = written.CommitTime.TotalSeconds }
 
 /// Prepares and executes.
 let run (req: Request) : Summary =

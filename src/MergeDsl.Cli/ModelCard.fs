@@ -15,15 +15,13 @@ type MergeProvenance =
       CommandLine: string
       DType: string option }
 
-/// Metadata entries stored in every output shard (safetensors `__metadata__`).
+/// Metadata entries the CLI adds to every output shard, next to the core's (`Merger.Metadata`: method,
+/// canonical expression in `mergedsl.recipe`, parameters, labels, seed), which they never overwrite.
 let metadata (p: MergeProvenance) : (string * string) list =
     [ "mergedsl.version", MergeDsl.Version.Current
-      "mergedsl.recipe", p.Recipe
       "mergedsl.recipe_source", p.RecipeSource
-      "mergedsl.parameters", (p.Parameters |> List.map (fun (k, v) -> $"{k}={v}") |> String.concat ";")
-      "mergedsl.base", defaultArg p.Base ""
-      "mergedsl.models", String.Join(";", p.Models)
-      "mergedsl.expression", p.Expression ]
+      "mergedsl.base_path", defaultArg p.Base ""
+      "mergedsl.model_paths", String.Join(";", p.Models) ]
 
 /// The model card's Markdown text.
 let render (p: MergeProvenance) : string =

@@ -12,8 +12,8 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
     | [<CliPrefix(CliPrefix.None)>] Methods of ParseResults<Methods.Args>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
-    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<Run.Args>
-    | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<Plan.Args>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<MergeArgs.Args>
+    | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<MergeArgs.Args>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<Data.Args>
     | [<CliPrefix(CliPrefix.None)>] Upscale of ParseResults<Upscale.Args>

@@ -41,45 +41,29 @@ let private demoZoo () =
 
 let private standalone (recipe: MergeRecipe) =
     // Argu wants the recipe positional of `run`; the script itself is the recipe.
-    let parser = ArgumentParser.Create<Run.Args>(programName = $"dotnet fsi {scriptPath}")
+    let parser = ArgumentParser.Create<MergeArgs.Args>(programName = $"dotnet fsi {scriptPath}")
     let planOnly = List.contains "--plan" scriptArgs
     let rest = scriptArgs |> List.filter (fun a -> a <> "--plan")
     let args = parser.ParseCommandLine(Array.ofList (scriptPath :: rest), raiseOnUsage = true)
     let given = JobInputs.Given(recipe, scriptPath)
-    let sets = [] // --set pairs already reached ScriptParams in init; the recipe value carries them.
-    let models = args.GetResults Run.Model
+    let models = args.GetResults MergeArgs.Model
     if models.IsEmpty || planOnly then
         let baseDir, experts, where =
             if models.IsEmpty then
                 let b, es = demoZoo ()
                 let es = if recipe.Name = "slerp" then List.truncate 2 es else es
                 Some b, es, "the demo zoo"
-            else args.TryGetResult Run.Base, models, "the given models"
+            else args.TryGetResult MergeArgs.Base, models, "the given models"
         let baseDir = if JobInputs.needsBase recipe then baseDir else (if models.IsEmpty then None else baseDir)
-        if not (args.Contains Run.Json) then printfn "plan of %s on %s:" scriptPath where
-        Plan.show
-            { Run.request scriptPath baseDir experts None sets with
-                Recipe = given
-                DType = args.TryGetResult Run.Dtype
-                Seed = args.TryGetResult Run.Seed
-                MissingFromBase = args.Contains Run.Missing_From_Base }
-            (args.Contains Run.Json) 0
+        if not (args.Contains MergeArgs.Json) then printfn "plan of %s on %s:" scriptPath where
+        Plan.show { MergeArgs.request args None with Recipe = given; Base = baseDir; Models = experts; Settings = [] } (args.Contains MergeArgs.Json) 0
         ExitCode.Ok
     else
-        let req =
-            { Run.request scriptPath (args.TryGetResult Run.Base) models (args.TryGetResult Run.Out) sets with
-                Recipe = given
-                Device = args.GetResult(Run.Device, defaultValue = "auto")
-                DType = args.TryGetResult Run.Dtype
-                ShardSize = args.TryGetResult Run.Shard_Size
-                Seed = args.TryGetResult Run.Seed
-                AllowNonFinite = args.Contains Run.Allow_Nonfinite
-                MissingFromBase = args.Contains Run.Missing_From_Base
-                Force = args.Contains Run.Force
-                Quiet = args.Contains Run.Quiet || args.Contains Run.Json }
+        // --set pairs already reached ScriptParams in init; the recipe value carries them.
+        let req = { MergeArgs.request args (args.TryGetResult MergeArgs.Out) with Recipe = given; Settings = [] }
         if req.Out.IsNone then raise (UsageError "--out: give the folder to write the merged model to")
         let summary = MergeJob.run req
-        Run.report (args.Contains Run.Json) (args.Contains Run.Quiet) summary
+        Run.report (args.Contains MergeArgs.Json) (args.Contains MergeArgs.Quiet) summary
         ExitCode.Ok
 
 /// The last line of a recipe script: `ScriptHost.main recipe`. Standalone, it plans or merges and

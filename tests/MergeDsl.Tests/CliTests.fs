@@ -104,6 +104,18 @@ let tests =
                 }
         ]
 
+        test "the output's mergedsl.recipe is the canonical expression, not the method name (regression: the model card overwrote it)" {
+            let b, es = zoo.Value
+            let out = fresh "recipe-metadata"
+            let code, _, err = mergedsl ([ "run"; "ties"; "--base"; b; "--model"; es[0]; "--model"; es[1]; "--out"; out; "--quiet" ])
+            Expect.equal code 0 err
+            use cp = Checkpoint.Open out
+            let expected = match MergeDsl.MethodRegistry.byName "ties" Map.empty with Ok r -> r.Describe() | Error e -> failwith e
+            Expect.equal cp.Metadata["mergedsl.recipe"] expected "canonical expression"
+            Expect.equal cp.Metadata["mergedsl.method"] "ties" "method name"
+            Expect.equal cp.Metadata["mergedsl.recipe_source"] "built-in" "where the recipe came from"
+        }
+
         test "passthrough copies the base; weighted-average weighs the experts" {
             let b, es = zoo.Value
             let out = fresh "passthrough"

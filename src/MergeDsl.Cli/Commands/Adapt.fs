@@ -7,13 +7,13 @@ open System.IO
 open System.Text.Json
 open System.Text.Json.Nodes
 open Argu
-open Spectre.Console
 open MergeDsl.Core.Torch
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Models
 open MergeDsl.Core.Moe
 open MergeDsl.Core.Evaluation
 open MergeDsl.Core.Adaptation
+open MergeDsl.Cli
 open MergeDsl.Cli.Failure
 
 type Args =
@@ -53,25 +53,6 @@ type Args =
             | Overwrite -> "replace an existing output folder."
             | Quiet -> "no progress bar."
             | Threads _ -> "CPU threads for tensor math (default: libtorch's choice; 1 is much faster on a busy machine)."
-
-/// Runs `work` with a Spectre progress bar over `steps` (none when quiet or stderr is redirected).
-let withProgress (quiet: bool) (steps: int) (work: Action<AdaptStep> -> 'T) : 'T =
-    if quiet || Console.IsErrorRedirected || steps = 0 then
-        work (Action<AdaptStep>(ignore))
-    else
-        let console = AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(Console.Error)))
-        let mutable result = Unchecked.defaultof<'T>
-        console
-            .Progress()
-            .AutoClear(true)
-            .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), RemainingTimeColumn(), SpinnerColumn())
-            .Start(fun ctx ->
-                let task = ctx.AddTask("adapting", true, float steps)
-                result <-
-                    work (Action<AdaptStep>(fun s ->
-                        task.Description <- $"step {s.Step}/{steps} entropy {s.Loss:F4}"
-                        task.Value <- float s.Step)))
-        result
 
 let private logJson (options: AdaptOptions) (r: AdaptResult) (extra: (string * JsonNode) list) =
     let o = JsonObject()
@@ -177,7 +158,7 @@ let run (args: ParseResults<Args>) : int =
             let teacher = teachers args options data bundle.Heads
             let r =
                 try
-                    withProgress quiet options.Steps (fun report ->
+                    Progress.adaptation (not quiet) options.Steps (fun report ->
                         RouterAdaptation.Run(bundle.Moe, bundle.Heads, data, bundle.Preprocess, options, report,
                                              teacher = (teacher |> Option.map (fun t -> t.AsFunction()) |> Option.toObj)))
                 finally
@@ -207,7 +188,7 @@ let run (args: ParseResults<Args>) : int =
         let teacher = teachers args options data heads
         try
             let r =
-                withProgress quiet options.Steps (fun report ->
+                Progress.adaptation (not quiet) options.Steps (fun report ->
                     AdaMerging.Run(cfg, baseSource, ResizeArray sources, heads, data, preprocess, options, AdaMergingOptions(gran), report,
                                    teacher = (teacher |> Option.map (fun t -> t.AsFunction()) |> Option.toObj)))
             use model = r.Model

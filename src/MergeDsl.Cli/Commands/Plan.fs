@@ -10,42 +10,7 @@ open MergeDsl.Core.Compilation
 open MergeDsl.Core.Execution
 open MergeDsl.Cli
 open MergeDsl.Cli.Failure
-
-type Args =
-    | [<MainCommand; ExactlyOnce>] Recipe of recipe: string
-    | Base of dir: string
-    | [<AltCommandLine("-m")>] Model of dir: string
-    | [<AltCommandLine("-o")>] Out of dir: string
-    | Set of assignment: string
-    | Device of device: string
-    | Dtype of dtype: string
-    | Shard_Size of size: string
-    | Seed of n: int64
-    | Allow_Nonfinite
-    | Missing_From_Base
-    | Force
-    | [<AltCommandLine("-q")>] Quiet
-    | Tensors of count: int
-    | Json
-
-    interface IArgParserTemplate with
-        member this.Usage =
-            match this with
-            | Recipe _ -> "a built-in method or an .fsx recipe script (as for run)."
-            | Base _ -> "the base model folder."
-            | Model _ -> "a fine-tuned model folder; repeat for each model."
-            | Out _ -> "accepted (and ignored) so a run command line can be planned as is."
-            | Set _ -> "a recipe parameter, name=value; repeatable."
-            | Device _ -> "auto, cpu or cuda (checked only)."
-            | Dtype _ -> "output dtype: f32, f16 or bf16."
-            | Shard_Size _ -> "accepted (and ignored), as for run."
-            | Seed _ -> "seed of random masks."
-            | Allow_Nonfinite -> "accepted (and ignored), as for run."
-            | Missing_From_Base -> "a tensor of the base that some --model lacks is copied from the base (default: an error naming it)."
-            | Force -> "accepted (and ignored), as for run."
-            | Quiet -> "accepted (and ignored), as for run."
-            | Tensors _ -> "also list the op graph of the first N tensors."
-            | Json -> "print the plan as JSON."
+open MergeDsl.Cli.Commands.MergeArgs
 
 /// A summary of a plan, as printed and as JSON.
 type PlanSummary =
@@ -127,7 +92,7 @@ let show (req: MergeJob.Request) (json: bool) (detail: int) =
                 printfn "%s" (MergeDsl.Core.Text.TerminalText.Sanitize line)
 
 /// Entry point for `mergedsl plan`.
-let run (args: ParseResults<Args>) : int =
+let run (args: ParseResults<MergeArgs.Args>) : int =
     let recipe = args.GetResult Recipe
     if RecipeScript.shouldIsolate recipe then
         // A script is a program: it runs in a child process, whose death cannot take this one with it.
@@ -135,11 +100,5 @@ let run (args: ParseResults<Args>) : int =
         let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
         RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ "plan" :: flat)
     else
-    let req =
-        { Run.request (args.GetResult Recipe) (args.TryGetResult Base) (args.GetResults Model) None (args.GetResults Set) with
-            Device = args.GetResult(Device, defaultValue = "auto")
-            DType = args.TryGetResult Dtype
-            Seed = args.TryGetResult Seed
-            MissingFromBase = args.Contains Missing_From_Base }
-    show req (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
+    show (MergeArgs.request args None) (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
     ExitCode.Ok

@@ -7,50 +7,7 @@ open System.Text.Json
 open Argu
 open MergeDsl.Cli
 open MergeDsl.Cli.Failure
-
-type Args =
-    | [<MainCommand; ExactlyOnce>] Recipe of recipe: string
-    | Base of dir: string
-    | [<AltCommandLine("-m")>] Model of dir: string
-    | [<AltCommandLine("-o")>] Out of dir: string
-    | Set of assignment: string
-    | Device of device: string
-    | Dtype of dtype: string
-    | Shard_Size of size: string
-    | Seed of n: int64
-    | Allow_Nonfinite
-    | Missing_From_Base
-    | Force
-    | [<AltCommandLine("-q")>] Quiet
-    | Json
-
-    interface IArgParserTemplate with
-        member this.Usage =
-            match this with
-            | Recipe _ -> Usage.recipe
-            | Base _ -> "the base (pretrained) model folder; needed by task-vector methods."
-            | Model _ -> "a fine-tuned model folder; repeat for each model."
-            | Out _ -> "folder to write the merged model to (must not exist unless --force)."
-            | Set _ -> Usage.mergeParameters
-            | Device _ -> "auto (default), cpu or cuda."
-            | Dtype _ -> "output dtype of merged tensors: f32, f16 or bf16 (default: as the inputs)."
-            | Shard_Size _ -> "largest output shard, e.g. 5GB (default), 500MB."
-            | Seed _ -> "seed of random masks (DARE, DELLA); default 0."
-            | Allow_Nonfinite -> "keep NaN/Inf (in the inputs or produced by the merge) instead of failing."
-            | Missing_From_Base -> "a tensor of the base that some --model lacks is copied from the base (default: an error naming it)."
-            | Force -> "replace --out if it exists."
-            | Quiet -> "no progress bar or summary."
-            | Json -> "print a machine-readable summary on stdout."
-
-/// The request an argument list describes (shared with `plan`).
-let request (recipe: string) (baseDir: string option) (models: string list) (out: string option) (sets: string list) =
-    { MergeJob.Request.Default with
-        Recipe = JobInputs.recipeSource recipe
-        Base = baseDir
-        Models = models
-        Out = out
-        Settings = sets |> List.map (fun s -> try ScriptParams.parseSetting s with :? ArgumentException as e -> raise (UsageError e.Message))
-        CommandLine = "mergedsl " + String.Join(" ", Environment.GetCommandLineArgs() |> Array.skip 1 |> Array.map (fun a -> if a.Contains ' ' then $"\"{a}\"" else a)) }
+open MergeDsl.Cli.Commands.MergeArgs
 
 /// Prints a finished merge's summary.
 let report (json: bool) (quiet: bool) (s: MergeJob.Summary) =
@@ -64,7 +21,7 @@ let report (json: bool) (quiet: bool) (s: MergeJob.Summary) =
             (MergeDsl.Core.Checkpoints.ByteSize.Format s.PeakRssBytes)
 
 /// Entry point for `mergedsl run`.
-let run (args: ParseResults<Args>) : int =
+let run (args: ParseResults<MergeArgs.Args>) : int =
     let recipe = args.GetResult Recipe
     if RecipeScript.shouldIsolate recipe then
         // A script is a program: it runs in a child process, whose death cannot take this one with it.
@@ -82,16 +39,7 @@ let run (args: ParseResults<Args>) : int =
         if not (args.Contains Quiet) || args.Contains Json then Upscale.report (args.Contains Json) summary
         ExitCode.Ok
     else
-    let req =
-        { request recipe (args.TryGetResult Base) (args.GetResults Model) (Some out) (args.GetResults Set) with
-            Device = args.GetResult(Device, defaultValue = "auto")
-            DType = args.TryGetResult Dtype
-            ShardSize = args.TryGetResult Shard_Size
-            Seed = args.TryGetResult Seed
-            AllowNonFinite = args.Contains Allow_Nonfinite
-            MissingFromBase = args.Contains Missing_From_Base
-            Force = args.Contains Force
-            Quiet = args.Contains Quiet || args.Contains Json }
-    let summary = MergeJob.run req
+    if args.Contains Tensors then raise (UsageError "--tensors: only `mergedsl plan` lists tensors")
+    let summary = MergeJob.run (MergeArgs.request args (Some out))
     report (args.Contains Json) (args.Contains Quiet) summary
     ExitCode.Ok

@@ -35,16 +35,40 @@ public static class Merger
         MergeOptions? options = null, CompileOptions? compileOptions = null, CheckpointWriterOptions? writerOptions = null,
         IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
-        options ??= MergeOptions.Default;
         var plan = Compiler.Compile(recipe, inputs, compileOptions);
-        var metadata = new Dictionary<string, string>(Metadata(plan, options));
-        if (extraMetadata is not null) foreach (var (k, v) in extraMetadata) metadata[k] = v;
         writerOptions ??= new CheckpointWriterOptions();
-        string? copyFrom = writerOptions.CopyFilesFrom ?? (plan.Models[0].Source as Checkpoint)?.Folder;
-        writerOptions = writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom };
-        using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, writerOptions);
+        if (extraMetadata is not null)
+        {
+            var metadata = new Dictionary<string, string>(writerOptions.Metadata);
+            foreach (var (k, v) in extraMetadata) metadata[k] = v;
+            writerOptions = writerOptions with { Metadata = metadata };
+        }
+        var written = Write(plan, outputFolder, options ?? MergeOptions.Default, writerOptions);
+        return (plan, written.Stats);
+    }
+
+    /// <summary>
+    /// Runs a compiled plan into <paramref name="outputFolder"/>: the one merge path of the library and the CLI.
+    /// The shards carry <see cref="Metadata"/> plus <paramref name="writerOptions"/>' own entries (which may add
+    /// keys but not replace the core's); config and tokenizer files come from <c>CopyFilesFrom</c>, else from
+    /// the first input that is a checkpoint folder; <c>ExtraFiles</c> (e.g. a model card) appear atomically
+    /// with the weights.
+    /// </summary>
+    public static MergeWriteResult Write(MergePlan plan, string outputFolder, MergeOptions options, CheckpointWriterOptions writerOptions)
+    {
+        var metadata = new Dictionary<string, string>(writerOptions.Metadata);
+        foreach (var (k, v) in Metadata(plan, options)) metadata[k] = v;
+        string? copyFrom = writerOptions.CopyFilesFrom
+            ?? plan.Models.Select(m => (m.Source as Checkpoint)?.Folder).FirstOrDefault(f => f is not null);
+        using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom });
         var stats = Executor.Run(plan, new CheckpointSink(writer), options);
+        var commit = System.Diagnostics.Stopwatch.StartNew();
         writer.Commit();
-        return (plan, stats);
+        return new MergeWriteResult(stats, commit.Elapsed);
     }
 }
+
+/// <summary>What <see cref="Merger.Write"/> did.</summary>
+/// <param name="Stats">The executor's figures.</param>
+/// <param name="CommitTime">Time spent making the output appear (flushing shards, renaming into place).</param>
+public sealed record MergeWriteResult(MergeStats Stats, TimeSpan CommitTime);

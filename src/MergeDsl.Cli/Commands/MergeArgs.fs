@@ -1,0 +1,63 @@
+/// The command line of `run` and `plan`: one argument type, so a run command line can be planned as
+/// it is (plan checks every option and writes nothing).
+module MergeDsl.Cli.Commands.MergeArgs
+
+open System
+open Argu
+open MergeDsl.Cli
+open MergeDsl.Cli.Failure
+
+type Args =
+    | [<MainCommand; ExactlyOnce>] Recipe of recipe: string
+    | Base of dir: string
+    | [<AltCommandLine("-m")>] Model of dir: string
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Set of assignment: string
+    | Device of device: string
+    | Dtype of dtype: string
+    | Shard_Size of size: string
+    | Seed of n: int64
+    | Allow_Nonfinite
+    | Missing_From_Base
+    | Force
+    | [<AltCommandLine("-q")>] Quiet
+    | Tensors of count: int
+    | Json
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Recipe _ -> Usage.recipe
+            | Base _ -> "the base (pretrained) model folder; needed by task-vector methods."
+            | Model _ -> "a fine-tuned model folder; repeat for each model."
+            | Out _ -> "folder to write the merged model to (must not exist unless --force)."
+            | Set _ -> Usage.mergeParameters
+            | Device _ -> "auto (default), cpu or cuda."
+            | Dtype _ -> "output dtype of merged tensors: f32, f16 or bf16 (default: as the inputs)."
+            | Shard_Size _ -> "largest output shard, e.g. 5GB (default), 500MB."
+            | Seed _ -> "seed of random masks (DARE, DELLA); default 0."
+            | Allow_Nonfinite -> "keep NaN/Inf (in the inputs or produced by the merge) instead of failing."
+            | Missing_From_Base -> "a tensor of the base that some --model lacks is copied from the base (default: an error naming it)."
+            | Force -> "replace --out if it exists."
+            | Quiet -> "no progress bar or summary."
+            | Tensors _ -> "plan only: also list the op graph of the first N tensors."
+            | Json -> "print a machine-readable summary (run) or the plan (plan) as JSON on stdout."
+
+/// The merge request a command line describes; `out` is the output folder (None: plan only).
+let request (args: ParseResults<Args>) (out: string option) : MergeJob.Request =
+    let quote (a: string) = if a.Contains ' ' then $"\"{a}\"" else a
+    { MergeJob.Request.Default with
+        Recipe = JobInputs.recipeSource (args.GetResult Recipe)
+        Base = args.TryGetResult Base
+        Models = args.GetResults Model
+        Out = out
+        Settings = args.GetResults Set |> List.map (fun s -> try ScriptParams.parseSetting s with :? ArgumentException as e -> raise (UsageError e.Message))
+        CommandLine = "mergedsl " + String.Join(" ", Environment.GetCommandLineArgs() |> Array.skip 1 |> Array.map quote)
+        Device = args.GetResult(Device, defaultValue = "auto")
+        DType = args.TryGetResult Dtype
+        ShardSize = args.TryGetResult Shard_Size
+        Seed = args.TryGetResult Seed
+        AllowNonFinite = args.Contains Allow_Nonfinite
+        MissingFromBase = args.Contains Missing_From_Base
+        Force = args.Contains Force
+        Quiet = args.Contains Quiet || args.Contains Json }
