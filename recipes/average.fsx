@@ -7,7 +7,6 @@
 // Parameters (--set): none
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let recipe =
     Recipe.experts
@@ -15,4 +14,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "average" []
 
-ScriptHost.main recipe
+handOver recipe

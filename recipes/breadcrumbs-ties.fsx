@@ -7,7 +7,6 @@
 // Parameters (--set): density (0.2), gamma (0.01), lambda (1.0), merge (mean|sum)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let density = ScriptParams.density 0.2
 let gamma = ScriptParams.float "gamma" 0.01
@@ -26,4 +25,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "breadcrumbs-ties" [ "density", string density; "gamma", string gamma; "lambda", string lambda; "merge", merge ]
 
-ScriptHost.main recipe
+handOver recipe

@@ -7,7 +7,6 @@
 // Parameters (--set): density (0.2), gamma (0.01), lambda (0.3)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let density = ScriptParams.density 0.2
 let gamma = ScriptParams.float "gamma" 0.01
@@ -23,4 +22,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "breadcrumbs" [ "density", string density; "gamma", string gamma; "lambda", string lambda ]
 
-ScriptHost.main recipe
+handOver recipe

@@ -7,7 +7,6 @@
 // Parameters (--set): density (0.2), lambda (0.3), rescale (inverse|l1), seed (--seed)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let density = ScriptParams.density 0.2
 let lambda = ScriptParams.float "lambda" 0.3
@@ -23,4 +22,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "dare-linear" [ "density", string density; "lambda", string lambda ]
 
-ScriptHost.main recipe
+handOver recipe

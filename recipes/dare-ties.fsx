@@ -7,7 +7,6 @@
 // Parameters (--set): density (0.2), lambda (1.0), rescale (inverse|l1), merge (mean|sum), seed (--seed)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let density = ScriptParams.density 0.2
 let lambda = ScriptParams.float "lambda" 1.0
@@ -26,4 +25,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "dare-ties" [ "density", string density; "lambda", string lambda; "merge", merge ]
 
-ScriptHost.main recipe
+handOver recipe

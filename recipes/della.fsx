@@ -7,7 +7,6 @@
 // Parameters (--set): density (0.2), epsilon (0.1), lambda (1.0), merge (mean|sum), seed (--seed)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let density = ScriptParams.density 0.2
 let epsilon = ScriptParams.float "epsilon" 0.1
@@ -26,4 +25,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "della" [ "density", string density; "epsilon", string epsilon; "lambda", string lambda; "merge", merge ]
 
-ScriptHost.main recipe
+handOver recipe

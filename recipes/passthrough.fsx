@@ -8,7 +8,6 @@
 // Parameters (--set): none
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let recipe =
     Recipe.baseModel
@@ -16,4 +15,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "passthrough" []
 
-ScriptHost.main recipe
+handOver recipe

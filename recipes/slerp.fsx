@@ -7,7 +7,6 @@
 // Parameters (--set): t (0.5)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let t = ScriptParams.float "t" 0.5
 
@@ -17,4 +16,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "slerp" [ ("t", string t) ]
 
-ScriptHost.main recipe
+handOver recipe

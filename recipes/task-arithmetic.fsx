@@ -7,7 +7,6 @@
 // Parameters (--set): lambda (default 0.3)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let lambda = ScriptParams.float "lambda" 0.3
 
@@ -20,4 +19,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "task-arithmetic" [ ("lambda", string lambda) ]
 
-ScriptHost.main recipe
+handOver recipe

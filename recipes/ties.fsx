@@ -7,7 +7,6 @@
 // Parameters (--set): density (0.2), lambda (1.0), scope (tensor|global), merge (mean|sum)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let density = ScriptParams.density 0.2
 let lambda = ScriptParams.float "lambda" 1.0
@@ -28,4 +27,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "ties" [ "density", string density; "lambda", string lambda; "scope", scope; "merge", merge ]
 
-ScriptHost.main recipe
+handOver recipe

@@ -7,7 +7,6 @@
 // Parameters (--set): weights (required; comma-separated, in --model order; normalised to sum 1)
 #load "load.fsx"
 open MergeDsl
-open MergeDsl.Cli
 
 let weights = ScriptParams.numbers "weights"
 let total = List.sum weights
@@ -19,4 +18,4 @@ let recipe =
     |> Recipe.ofTensor
     |> Recipe.named "weighted-average" [ ("weights", System.String.Join(",", weights |> List.map (fun w -> w.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))) ]
 
-ScriptHost.main recipe
+handOver recipe

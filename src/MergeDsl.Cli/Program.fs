@@ -1,7 +1,7 @@
 module MergeDsl.Cli.Program
 
 open Argu
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 open MergeDsl.Cli.Commands
 
 /// Every subcommand of `mergedsl`; each lives in its own module under Commands/.

@@ -9,7 +9,9 @@ open System.IO
 open Argu
 open MergeDsl.Core.Ir
 open MergeDsl.Bench.Demo
-open MergeDsl.Cli.Failure
+open MergeDsl
+open MergeDsl.Cli.Jobs
+open MergeDsl.Cli.Jobs.Failure
 open MergeDsl.Cli.Commands
 
 let mutable private scriptPath = "script"

@@ -5,7 +5,7 @@ open System.IO
 open Expecto
 open MergeDsl
 open MergeDsl.Core.Ir
-open MergeDsl.Cli
+open MergeDsl.Cli.Jobs
 
 /// The repository's recipes/ folder, found upward from the test binaries.
 let recipesDir =
@@ -56,7 +56,7 @@ let tests =
 
         test "a --set the script does not read is an unknown parameter" {
             let e =
-                Expect.throwsT<MergeDsl.Cli.Failure.UsageError> (fun () ->
+                Expect.throwsT<MergeDsl.Cli.Jobs.Failure.UsageError> (fun () ->
                     resolve (JobInputs.Script(Path.Combine(recipesDir, "slerp.fsx"))) [ "density", "0.5" ] 2 |> ignore)
             ()
         }
@@ -70,7 +70,7 @@ let tests =
                     try
                         resolve (JobInputs.Script bad) [] 2 |> ignore
                         ""
-                    with MergeDsl.Cli.Failure.UsageError m -> m
+                    with MergeDsl.Cli.Jobs.Failure.UsageError m -> m
                 Expect.stringContains msg "bad.fsx(1," "file and line"
                 Expect.stringContains msg "notDefinedAnywhere" "what is wrong"
                 Expect.isFalse (msg.Contains '\n') "one line"
@@ -80,7 +80,7 @@ let tests =
                     try
                         resolve (JobInputs.Script none) [] 2 |> ignore
                         ""
-                    with MergeDsl.Cli.Failure.UsageError m -> m
+                    with MergeDsl.Cli.Jobs.Failure.UsageError m -> m
                 Expect.stringContains msg2 "no value named 'recipe'" "missing recipe"
             finally
                 dir.Delete true

@@ -13,7 +13,7 @@ open MergeDsl.Core.Compilation
 open MergeDsl.Core.Execution
 open MergeDsl.Core.Ir
 open MergeDsl.Core.Text
-open MergeDsl.Cli
+open MergeDsl.Cli.Jobs
 open MergeDsl.Tests.AlgebraSupport
 
 let private mergedsl = CliHarness.mergedsl
@@ -88,7 +88,7 @@ let private hostile = "w\u001b]0;pwned\u0007\u001b[2J\u202e"
 let private script (name: string) (body: string) =
     let path = Path.Combine(scratch.Value, name + "-" + Guid.NewGuid().ToString("N").Substring(0, 6) + ".fsx")
     let load = Path.Combine(RecipeScriptTests.recipesDir, "load.fsx").Replace("\\", "/")
-    File.WriteAllText(path, $"#load \"{load}\"\nopen MergeDsl\nopen MergeDsl.Cli\n{body}\nlet recipe = Recipe.experts |> Recipe.mean |> Recipe.ofTensor |> Recipe.named \"average\" []\nScriptHost.main recipe\n")
+    File.WriteAllText(path, $"#load \"{load}\"\nopen MergeDsl\n{body}\nlet recipe = Recipe.experts |> Recipe.mean |> Recipe.ofTensor |> Recipe.named \"average\" []\nhandOver recipe\n")
     path
 
 [<Tests>]

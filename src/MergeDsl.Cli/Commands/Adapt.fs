@@ -13,8 +13,8 @@ open MergeDsl.Core.Models
 open MergeDsl.Core.Moe
 open MergeDsl.Core.Evaluation
 open MergeDsl.Core.Adaptation
-open MergeDsl.Cli
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs
+open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Model of dir: string

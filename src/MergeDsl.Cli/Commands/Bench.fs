@@ -13,8 +13,8 @@ open MergeDsl.Core.Memory
 open MergeDsl.Bench.Streaming
 open Spectre.Console
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Cli
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs
+open MergeDsl.Cli.Jobs.Failure
 
 type StreamArgs =
     | Size of size: string

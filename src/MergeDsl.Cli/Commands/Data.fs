@@ -5,7 +5,7 @@ module MergeDsl.Cli.Commands.Data
 open System.IO
 open Argu
 open MergeDsl.Bench.Data
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 type FetchArgs =
     | Data of dir: string

@@ -38,5 +38,5 @@ let run (args: ParseResults<DemoArgs>) : int =
         use cp = Checkpoint.Open(m.Folder)
         Inspect.printTable out cp
     | None -> ()
-    MergeDsl.Cli.DemoMerges.print out models
+    MergeDsl.Cli.Jobs.DemoMerges.print out models
     0

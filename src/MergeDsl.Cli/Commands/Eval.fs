@@ -12,7 +12,7 @@ open MergeDsl.Core.Moe
 open MergeDsl.Core.Evaluation
 open MergeDsl.Core.Adaptation
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Model of dir: string

@@ -4,8 +4,9 @@ module MergeDsl.Cli.Commands.MergeArgs
 
 open System
 open Argu
-open MergeDsl.Cli
-open MergeDsl.Cli.Failure
+open MergeDsl
+open MergeDsl.Cli.Jobs
+open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Recipe of recipe: string

@@ -4,7 +4,7 @@ module MergeDsl.Cli.Commands.Methods
 
 open Argu
 open MergeDsl
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | Markdown

@@ -8,8 +8,8 @@ open Argu
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Compilation
 open MergeDsl.Core.Execution
-open MergeDsl.Cli
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs
+open MergeDsl.Cli.Jobs.Failure
 open MergeDsl.Cli.Commands.MergeArgs
 
 /// A summary of a plan, as printed and as JSON.

@@ -5,8 +5,8 @@ module MergeDsl.Cli.Commands.Run
 open System
 open System.Text.Json
 open Argu
-open MergeDsl.Cli
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs
+open MergeDsl.Cli.Jobs.Failure
 open MergeDsl.Cli.Commands.MergeArgs
 
 /// Prints a finished merge's summary.

@@ -11,7 +11,7 @@ open TorchSharp
 open MergeDsl.Bench.Data
 open MergeDsl.Bench.TaskPool
 open MergeDsl.Core.Adaptation
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | Quick

@@ -6,9 +6,9 @@ open System.Text.Json
 open System.Text.Json.Nodes
 open Argu
 open MergeDsl
-open MergeDsl.Cli
+open MergeDsl.Cli.Jobs
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Method of ``method``: string

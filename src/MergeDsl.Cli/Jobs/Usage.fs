@@ -1,6 +1,6 @@
 /// Usage text of the commands that name methods, generated from the method registry so that a new
 /// registry entry shows up in `--help` without another edit.
-module MergeDsl.Cli.Usage
+module MergeDsl.Cli.Jobs.Usage
 
 open System
 open MergeDsl

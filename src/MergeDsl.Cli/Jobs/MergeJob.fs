@@ -2,7 +2,7 @@
 /// check everything first (recipe, parameters, folders, headers, compiled plan), then stream the
 /// merge into a temporary folder that becomes --out only when every tensor and the model card are
 /// written. Any failure leaves nothing at --out.
-module MergeDsl.Cli.MergeJob
+module MergeDsl.Cli.Jobs.MergeJob
 
 open System
 open System.Collections.Generic
@@ -13,7 +13,7 @@ open MergeDsl.Core.Compilation
 open MergeDsl.Core.Execution
 open MergeDsl.Core.Ir
 open MergeDsl.Core.Torch
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 /// What the command line asked for.
 type Request =

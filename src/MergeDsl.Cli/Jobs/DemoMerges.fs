@@ -2,7 +2,7 @@
 /// shows how far each result lies from the base and from each expert (L2 distance over all
 /// parameters), which is what the methods differ in: average and TA land between the experts,
 /// TIES/DARE keep the large task-vector entries, SLERP(t=0.5) sits midway between two experts.
-module MergeDsl.Cli.DemoMerges
+module MergeDsl.Cli.Jobs.DemoMerges
 
 open System
 open System.Diagnostics

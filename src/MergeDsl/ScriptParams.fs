@@ -1,8 +1,4 @@
-/// Parameters that a recipe script reads by name. The CLI fills them from `--set name=value` before
-/// it evaluates a script; a script run by `dotnet fsi` fills them from its own `--set` arguments.
-/// Every name a script reads is recorded, so a `--set` that no script line asked for is an error
-/// ("unknown parameter") instead of being silently ignored.
-module MergeDsl.Cli.ScriptParams
+module MergeDsl.ScriptParams
 
 open System
 open System.Collections.Concurrent
@@ -11,14 +7,12 @@ open System.Globalization
 let private values = ConcurrentDictionary<string, string>(StringComparer.OrdinalIgnoreCase)
 let private asked = ConcurrentDictionary<string, unit>(StringComparer.OrdinalIgnoreCase)
 
-/// Replaces the current parameter values (and forgets which names were read).
 let reset (settings: seq<string * string>) =
     values.Clear()
     asked.Clear()
     for k, v in settings do
         values[k] <- v
 
-/// Names that were set but never read by the script.
 let unread () =
     values.Keys |> Seq.filter (fun k -> not (asked.ContainsKey k)) |> Seq.sort |> List.ofSeq
 
@@ -28,7 +22,6 @@ let private raw name =
     | true, v -> Some v
     | _ -> None
 
-/// A floating-point parameter, or its default.
 let float (name: string) (defaultValue: float) : float =
     match raw name with
     | None -> defaultValue
@@ -37,7 +30,6 @@ let float (name: string) (defaultValue: float) : float =
         | true, x -> x
         | _ -> invalidArg name (sprintf "--set %s=%s: not a number" name v)
 
-/// An integer parameter, or its default.
 let int (name: string) (defaultValue: int) : int =
     match raw name with
     | None -> defaultValue
@@ -46,17 +38,14 @@ let int (name: string) (defaultValue: int) : int =
         | true, x -> x
         | _ -> invalidArg name (sprintf "--set %s=%s: not an integer" name v)
 
-/// A text parameter, or its default.
 let string (name: string) (defaultValue: string) : string = raw name |> Option.defaultValue defaultValue
 
-/// A text parameter that must be one of `choices` (compared case-insensitively).
 let choice (name: string) (choices: string list) (defaultValue: string) : string =
     let v = string name defaultValue
     match choices |> List.tryFind (fun c -> String.Equals(c, v, StringComparison.OrdinalIgnoreCase)) with
     | Some c -> c
     | None -> invalidArg name (sprintf "--set %s=%s: expected one of %s" name v (String.Join(", ", choices)))
 
-/// A required list of comma-separated numbers (e.g. one weight per model).
 let numbers (name: string) : float list =
     match raw name with
     | None -> invalidArg name (sprintf "--set %s=...: required (comma-separated numbers)" name)
@@ -68,13 +57,11 @@ let numbers (name: string) : float list =
             | true, x when Double.IsFinite x -> x
             | _ -> invalidArg name (sprintf "--set %s=%s: '%s' is not a number" name v p) ]
 
-/// Parses `name=value` as written after `--set`.
 let parseSetting (text: string) : string * string =
     match text.IndexOf '=' with
     | i when i > 0 -> text.Substring(0, i).Trim(), text.Substring(i + 1).Trim()
     | _ -> invalidArg "--set" (sprintf "--set %s: expected name=value" text)
 
-/// The `density` parameter: a fraction in (0, 1].
 let density (defaultValue: float) : float =
     let d = float "density" defaultValue
     if not (d > 0.0 && d <= 1.0) then

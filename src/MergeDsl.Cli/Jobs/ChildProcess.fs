@@ -1,6 +1,6 @@
 /// Runs `mergedsl` itself as a child process, so that a measured step has a process (and a peak
 /// resident set) of its own.
-module MergeDsl.Cli.ChildProcess
+module MergeDsl.Cli.Jobs.ChildProcess
 
 open System
 open System.Diagnostics

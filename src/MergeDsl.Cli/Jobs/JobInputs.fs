@@ -1,14 +1,14 @@
 /// Everything `run`, `plan`, `bench` and recipe scripts share before a tensor is read: resolving the
 /// recipe (built-in name or .fsx script), checking the command line, opening the checkpoints.
 /// Every problem is raised as one line naming the parameter or file at fault.
-module MergeDsl.Cli.JobInputs
+module MergeDsl.Cli.Jobs.JobInputs
 
 open System
 open System.IO
 open MergeDsl
 open MergeDsl.Core.Ir
 open MergeDsl.Core.Checkpoints
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 /// Where the recipe comes from.
 type RecipeSource =

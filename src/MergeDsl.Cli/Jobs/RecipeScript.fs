@@ -8,7 +8,7 @@
 /// it also sets the environment variable MERGEDSL_HOSTED=1 so a script's standalone `main` knows
 /// to do nothing. One evaluation session is created per process and reused: starting the compiler
 /// costs seconds, a further script costs far less.
-module MergeDsl.Cli.RecipeScript
+module MergeDsl.Cli.Jobs.RecipeScript
 
 open System
 open System.Diagnostics
@@ -16,7 +16,7 @@ open System.IO
 open System.Threading.Tasks
 open FSharp.Compiler.Interactive.Shell
 open FSharp.Compiler.Diagnostics
-open MergeDsl.Cli.Failure
+open MergeDsl.Cli.Jobs.Failure
 
 /// The name of the value a recipe script must bind.
 [<Literal>]
@@ -26,12 +26,12 @@ let RecipeValueName = "recipe"
 [<Literal>]
 let HostedSymbol = "MERGEDSL_HOSTED"
 
-/// Assemblies a hosted script compiles against: the ones this process already runs.
+/// Assemblies a hosted script compiles against: the ones this process already runs, the DSL and below (a
+/// recipe never needs the CLI).
 let private hostReferences () =
     [ typeof<MergeDsl.Core.Torch.DeviceRequest>.Assembly
       typeof<TorchSharp.torch.Tensor>.Assembly
-      Reflection.Assembly.Load "MergeDsl"
-      Reflection.Assembly.GetExecutingAssembly() ]
+      Reflection.Assembly.Load "MergeDsl" ]
     |> List.map (fun a -> a.Location)
     |> List.filter (String.IsNullOrEmpty >> not)
     |> List.distinct

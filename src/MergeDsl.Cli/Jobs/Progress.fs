@@ -1,6 +1,6 @@
 /// The one progress bar of the CLI, on stderr, for work that takes longer than a moment (merges,
 /// adaptation). Quick work, --quiet, --json and redirected stderr show nothing, so scripts and logs stay clean.
-module MergeDsl.Cli.Progress
+module MergeDsl.Cli.Jobs.Progress
 
 open System
 open System.Threading

@@ -1,6 +1,6 @@
 /// How the CLI reports failure: one line naming what is at fault, a non-zero exit code, and a stack
 /// trace only with --verbose.
-module MergeDsl.Cli.Failure
+module MergeDsl.Cli.Jobs.Failure
 
 open System
 open MergeDsl.Core.Execution

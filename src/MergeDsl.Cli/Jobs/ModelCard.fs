@@ -1,5 +1,5 @@
 /// The README.md written next to a merged model: enough to know what it is and to reproduce it.
-module MergeDsl.Cli.ModelCard
+module MergeDsl.Cli.Jobs.ModelCard
 
 open System
 open System.Text
