@@ -243,10 +243,13 @@ let objectiveTests =
             Expect.isGreaterThan gap1 (gap0 + 0.2) $"route(expert 1) - route(expert 0): {gap0} -> {gap1}"
         }
 
-        test "a negative or infinite diversity weight is refused with the option's name" {
+        test "a negative or infinite diversity weight is refused with the setting's name (the CLI maps it to --diversity)" {
             Expect.throwsC (fun () -> AdaptOptions(DiversityWeight = -1.0).Validate() |> ignore)
-                (fun (e: exn) -> Expect.isTrue (e :? System.ArgumentException) "type"; Expect.stringContains e.Message "--diversity" "names the option")
-            Expect.throwsT<System.ArgumentException> (fun () -> AdaptOptions(DiversityWeight = infinity).Validate() |> ignore) "infinite"
+                (fun (e: exn) ->
+                    Expect.isTrue (e :? MergeDsl.Core.SettingException) "type"
+                    Expect.equal (e :?> MergeDsl.Core.SettingException).Setting "diversity weight" "names the setting in the core's terms"
+                    Expect.equal (MergeDsl.Cli.Jobs.Failure.optionOf "diversity weight") "--diversity" "the CLI's option")
+            Expect.throwsT<MergeDsl.Core.SettingException> (fun () -> AdaptOptions(DiversityWeight = infinity).Validate() |> ignore) "infinite (an ArgumentException)"
         }
     ]
 

@@ -142,7 +142,8 @@ let run (args: ParseResults<Args>) : int =
             DiversityWeight = args.GetResult(Diversity, defaultValue = 1.0),
             Seed = args.GetResult(Seed, defaultValue = 0L),
             Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
-    try options.Validate() |> ignore with :? ArgumentException as e -> raise (UsageError e.Message)
+    // A SettingException reaches the error printer, which names the option (--steps, --lr, ...).
+    options.Validate() |> ignore
     if not (Directory.Exists modelDir) then raise (UsageError $"{modelDir}: no such model folder")
     let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
     let quiet = args.Contains Quiet

@@ -5,7 +5,9 @@ module MergeDsl.Cli.Jobs.Failure
 open System
 open MergeDsl.Core.Execution
 open MergeDsl.Core.Ir
+open MergeDsl.Core
 open MergeDsl.Core.Text
+open MergeDsl.Core.Torch
 
 /// A user error the command detected itself (bad argument, missing file): exit code 2.
 exception UsageError of string
@@ -30,6 +32,17 @@ let rec private innermostMeaningful (e: exn) =
     | :? TypeInitializationException as t when not (isNull t.InnerException) -> innermostMeaningful t.InnerException
     | e -> e
 
+/// The command-line option of a setting the core names in its own terms (SettingException).
+let optionOf (setting: string) =
+    match setting with
+    | "steps" -> "--steps"
+    | "batch per task" -> "--batch"
+    | "learning rate" -> "--lr"
+    | "diversity weight" -> "--diversity"
+    | "objective" -> "--objective"
+    | "device" -> "--device"
+    | other -> other
+
 /// Runs a command body, turning any exception into a one-line message on stderr and an exit code.
 let guard (verbose: bool) (body: unit -> int) : int =
     try
@@ -41,6 +54,8 @@ let guard (verbose: bool) (body: unit -> int) : int =
         match e with
         | UsageError msg -> eprintfn "mergedsl: %s" (oneLine msg)
         | :? NonFiniteTensorException as n -> eprintfn "mergedsl: error: %s (--allow-nonfinite keeps them)" (oneLine n.Message)
+        | :? SettingException as s -> eprintfn "mergedsl: %s: %s" (optionOf s.Setting) (oneLine s.Problem)
+        | :? DeviceUnavailableException as d -> eprintfn "mergedsl: error: --device %s" (oneLine d.Message)
         | _ -> eprintfn "mergedsl: error: %s" (oneLine e.Message)
         if verbose then eprintfn "%O" e
         match e with

@@ -30,12 +30,12 @@ public sealed record AdaptOptions
     /// finite and in (0, <see cref="MaxLearningRate"/>]. The batch's memory bound needs the model (<see cref="AdaptInputs.CheckBatch"/>).</summary>
     public AdaptOptions Validate()
     {
-        if (Steps is < 0 or > MaxSteps) throw new ArgumentException($"--steps must be in 0..{MaxSteps}, got {Steps}");
-        if (BatchPerTask <= 0) throw new ArgumentException($"--batch must be positive, got {BatchPerTask}");
+        if (Steps is < 0 or > MaxSteps) throw new SettingException("steps", $"must be in 0..{MaxSteps}, got {Steps}");
+        if (BatchPerTask <= 0) throw new SettingException("batch per task", $"must be positive, got {BatchPerTask}");
         if (LearningRate is { } lr && !(double.IsFinite(lr) && lr > 0 && lr <= MaxLearningRate))
-            throw new ArgumentException($"--lr must be a finite number in (0, {MaxLearningRate}], got {lr}");
+            throw new SettingException("learning rate", $"must be a finite number in (0, {MaxLearningRate}], got {lr}");
         if (!(DiversityWeight >= 0) || double.IsInfinity(DiversityWeight))
-            throw new ArgumentException($"--diversity must be a finite number ≥ 0, got {DiversityWeight}");
+            throw new SettingException("diversity weight", $"must be a finite number ≥ 0, got {DiversityWeight}");
         return this;
     }
 }

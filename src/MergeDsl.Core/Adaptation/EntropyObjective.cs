@@ -32,14 +32,14 @@ public enum AdaptObjective
 /// <summary>The test-time objectives over one task's logits [B, C].</summary>
 public static class EntropyObjective
 {
-    /// <summary>Reads an objective's command-line name (<c>entropy</c> or <c>entropy-diversity</c>); <paramref name="option"/> names the option in the error.</summary>
-    public static AdaptObjective Parse(string text, string option = "--objective") => text.Trim().ToLowerInvariant() switch
+    /// <summary>Reads an objective's name (<c>entropy</c>, <c>entropy-diversity</c>, <c>distillation</c>, <c>supervised</c>).</summary>
+    public static AdaptObjective Parse(string text) => text.Trim().ToLowerInvariant() switch
     {
         "entropy" => AdaptObjective.Entropy,
         "entropy-diversity" => AdaptObjective.EntropyDiversity,
         "supervised" => AdaptObjective.Supervised,
         "distillation" => AdaptObjective.Distillation,
-        _ => throw new ArgumentException($"{option}: expected entropy, entropy-diversity, distillation or supervised, got '{text}'"),
+        _ => throw new SettingException("objective", $"expected entropy, entropy-diversity, distillation or supervised, got '{text}'"),
     };
 
     /// <summary>The command-line name of an objective (the inverse of <see cref="Parse"/>).</summary>

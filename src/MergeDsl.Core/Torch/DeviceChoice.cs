@@ -25,7 +25,7 @@ public static class DeviceChoice
         "auto" => DeviceRequest.Auto,
         "cpu" => DeviceRequest.Cpu,
         "cuda" or "gpu" => DeviceRequest.Cuda,
-        _ => throw new ArgumentException($"--device: unknown device '{text}' (expected auto, cpu or cuda)"),
+        _ => throw new SettingException("device", $"unknown device '{text}' (expected auto, cpu or cuda)"),
     };
 
     /// <summary>
@@ -47,7 +47,7 @@ public static class DeviceChoice
             DeviceRequest.Cpu => torch.CPU,
             DeviceRequest.Cuda when CudaAvailable() => torch.CUDA,
             DeviceRequest.Cuda => throw new DeviceUnavailableException(
-                "--device cuda: CUDA is not available (this build uses TorchSharp-cpu; rebuild with -p:MergeDslCuda=true on a machine with an NVIDIA GPU)"),
+                "cuda: CUDA is not available (this build uses TorchSharp-cpu; rebuild with -p:MergeDslCuda=true on a machine with an NVIDIA GPU)"),
             _ => CudaAvailable() ? torch.CUDA : torch.CPU,
         };
     }
