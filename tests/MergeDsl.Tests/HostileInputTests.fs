@@ -260,7 +260,7 @@ let tests =
             | r -> failtestf "populate of a truncated mapping returned %A" r
         }
 
-        test "a merge whose input is truncated mid-run fails with one line and leaves nothing" {
+        test "a merge whose input is truncated after it was planned fails with one line and leaves nothing" {
             use dir = new TempDir()
             let b, e1, out = dir.File "base", dir.File "e1", dir.File "out"
             let tensors k = [ for i in 0..5 -> $"layer.{i}.weight", torch.full([| 128L; 128L |], (float32 (i + k)).ToScalar()) ]
@@ -268,7 +268,10 @@ let tests =
             writeModel e1 (tensors 1)
             use cb = Checkpoint.Open b
             use c1 = Checkpoint.Open e1
-            let truncating = new TruncatingSource(c1, Path.Combine(e1, "model.safetensors"), 3)
+            // Truncated when the executor first reads this input, after it was opened, validated and planned. Not
+            // later: a zero-copy view of this file still in flight on the compute thread would then fault (SIGBUS),
+            // the window docs/checkpoints.md describes; a later truncation made this test kill the test process.
+            let truncating = new TruncatingSource(c1, Path.Combine(e1, "model.safetensors"), 1)
             let ins = MergeInputs(NamedSource("base", cb), [| NamedSource("e1", truncating) |])
             let e = Expect.throwsC (fun () -> Merger.ToFolder(Methods.taskArithmetic 0.5, ins, out) |> ignore) id
             Expect.isTrue (e :? CheckpointFormatException) $"a format error, got {e.GetType().Name}: {e.Message}"

@@ -41,6 +41,26 @@ let onDisk =
 [<Tests>]
 let tests =
     testSequenced <| testList "MoE command line and DSL" [
+        test "a NaN in an expert's MLP stops upscale with one line naming tensor and model (regression: unchecked)" {
+            let cfg, b, experts, baseDir, _, e1, _, root = onDisk.Value
+            let poisoned = Collections.Generic.Dictionary<string, torch.Tensor>(experts.[0])
+            let name = "vision_model.encoder.layers.0.mlp.fc1.weight"
+            let w = poisoned[name].clone()
+            w.view(-1L).[3L] <- torch.tensor(nan).to_type(w.dtype)
+            poisoned[name] <- w
+            let dir = Path.Combine(root, "poisoned")
+            (use m = new ClipVisionModel(cfg)
+             m.LoadWeights(poisoned) |> ignore
+             ClipModelFolder.Save(dir, m, readOnlyDict []))
+            let out = Path.Combine(root, "poisoned-moe")
+            let code, _, err = mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; dir; "--model"; e1; "--out"; out ]
+            Expect.equal code 1 $"exit 1 ({err})"
+            Expect.equal (err.Trim().Split('\n').Length) 1 $"one line: {err}"
+            Expect.stringContains err name "names the tensor"
+            Expect.stringContains err "poisoned" "names the model"
+            Expect.isFalse (Directory.Exists out) "nothing written"
+        }
+
         test "upscale -> adapt -> eval end to end through `mergedsl`" {
             let _, _, _, baseDir, e0, e1, data, root = onDisk.Value
             let up = Path.Combine(root, "wemoe-" + Guid.NewGuid().ToString("N").Substring(0, 6))

@@ -48,6 +48,8 @@ public static class Upscaler
         if (!DTypes.IsFloatingPoint(info.DType))
             throw new ModelWeightsException(src.Label, [], [$"{name} has dtype {DTypes.ToSafetensorsName(info.DType)}, expected a floating type"]);
         using var t = src.Load(name);
+        // The same input check as every static merge: a NaN in a task vector would poison every routed mix.
+        FiniteCheck.Input(t, name, src.Label);
         return t.to(ScalarType.Float32, copy: true);
     }
 
