@@ -129,5 +129,7 @@ let run (args: ParseResults<Args>) : int =
             Device = args.GetResult(Device, defaultValue = "auto")
             DType = args.TryGetResult Dtype
             Seed = args.TryGetResult Seed }
+    let recipe = args.GetResult Recipe
+    let req = if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
     show req (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
     ExitCode.Ok

@@ -83,6 +83,7 @@ let run (args: ParseResults<Args>) : int =
             AllowNonFinite = args.Contains Allow_Nonfinite
             Force = args.Contains Force
             Quiet = args.Contains Quiet || args.Contains Json }
+    let req = if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
     let summary = MergeJob.run req
     report (args.Contains Json) (args.Contains Quiet) summary
     ExitCode.Ok
