@@ -231,6 +231,24 @@ let tests =
                 let out2 = run r2 ins2
                 Expect.equal out2["w"] (f32 [ 1.0 ]) "tie elects +1"
             }
+            test "registry: rules=mergekit floors k and elects +1 on a zero vote; paper rules stay the default" {
+                // base 0; τ1 = [1, -1, 3, 0.5], τ2 = [-1, 1, 1, 0.25]; density 0.5 of n = 4 → k = 2 either way.
+                // τ1 keeps 3 and, of the equal magnitudes 1, the lower index: [1, 0, 3, 0]; τ2 keeps indices 0, 1:
+                // [-1, 1, 0, 0]. Votes [0, 1, 3, 0]. Paper: element 0 elects 0 → 0; element 1: 1; element 2: 3 →
+                // [0, 1, 3, 0]. mergekit: element 0 elects +1 and keeps τ1's 1 → [1, 1, 3, 0].
+                let ins = inputs (Some(model "base" [ "w", vec [ 0.0; 0.0; 0.0; 0.0 ] ])) [ model "e1" [ "w", vec [ 1.0; -1.0; 3.0; 0.5 ] ]; model "e2" [ "w", vec [ -1.0; 1.0; 1.0; 0.25 ] ] ]
+                let paper = ok (MethodRegistry.byName "ties" (Map [ "density", "0.5" ]))
+                let mk = ok (MethodRegistry.byName "ties" (Map [ "density", "0.5"; "rules", "mergekit" ]))
+                let rp, rm = run paper ins, run mk ins
+                Expect.equal rp["w"] (f32 [ 0.0; 1.0; 3.0; 0.0 ]) "paper: a zero vote drops the element"
+                Expect.equal rm["w"] (f32 [ 1.0; 1.0; 3.0; 0.0 ]) "mergekit: a zero vote elects +1"
+                Expect.stringContains (mk.Describe()) "topK(0.5, floor)" "floor rounding"
+                Expect.equal mk.Parameters["rules"] "mergekit" "recorded"
+                Expect.isFalse (paper.Describe().Contains "floor") "paper rules unchanged"
+                match MethodRegistry.byName "ties" (Map [ "scope", "global"; "rules", "mergekit" ]) with
+                | Ok _ -> failtest "global scope with mergekit rules accepted"
+                | Error e -> Expect.stringContains e "rules" "names the parameter"
+            }
             test "gradients: mergekit's interpolation at the first, middle and last layer" {
                 // L = 5, anchors [0, 0.5, 0.3, 0.7, 1]: layer 0 → t 0 → 0; layer 2 → t 0.5 → scaled 2 → 0.3;
                 // layer 4 → t 1 → 1; layer 1 → t 0.25 → scaled 1 → 0.5.
@@ -407,6 +425,24 @@ let tests =
                 Expect.equal code 2 "usage error"
                 Expect.stringContains err "drop --base and --model" "names the conflict"
                 Expect.isFalse (Directory.Exists out) "nothing written"
+            }
+            test "the imported F# recipe runs and gives the same model as the YAML" {
+                use dir = new TempDir()
+                let path, _, _, _ = zooWith dir "ties"
+                let script = dir.File "ties.fsx"
+                let code, _, err = MergeDsl.Tests.CliTests.mergedsl [ "import"; path; "--out"; script ]
+                Expect.equal code 0 $"import ({err})"
+                let fromYaml, fromScript = dir.File "out-yaml", dir.File "out-fsx"
+                let code, _, err = MergeDsl.Tests.CliTests.mergedsl [ "run"; path; "--out"; fromYaml; "--quiet" ]
+                Expect.equal code 0 $"run yaml ({err})"
+                let code, _, err =
+                    MergeDsl.Tests.CliTests.mergedsl
+                        [ "run"; script; "--base"; dir.File "base"; "--model"; dir.File "model-a"; "--model"; dir.File "model-b"
+                          "--dtype"; "f16"; "--out"; fromScript; "--quiet" ]
+                Expect.equal code 0 $"run fsx ({err})"
+                let a, b = MergeDsl.Tests.CliTests.loadAll fromYaml, MergeDsl.Tests.CliTests.loadAll fromScript
+                for n, _ in shapes do
+                    Expect.isTrue (MergeDsl.Tests.CliTests.identical a[n] b[n]) $"{n}: script and YAML agree"
             }
             test "a bad config exits 2 with one line and writes nothing" {
                 use dir = new TempDir()
