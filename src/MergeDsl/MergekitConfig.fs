@@ -268,8 +268,10 @@ module MergekitConfig =
         let stream = YamlStream()
         try
             stream.Load(new StringReader(text))
-        with :? YamlException as e ->
-            raise (ConfigError $"{file}:{e.Start.Line}: not valid YAML ({e.Message})")
+        with
+        | :? YamlException as e -> raise (ConfigError $"{file}:{e.Start.Line}: not valid YAML ({e.Message})")
+        // Alias resolution can fail with a bare ArgumentException (a repeated key through an alias).
+        | :? ArgumentException as e -> raise (ConfigError $"{file}: not valid YAML ({e.Message})")
         if stream.Documents.Count <> 1 then raise (ConfigError $"{file}: expected one YAML document, found {stream.Documents.Count}")
         match stream.Documents[0].RootNode with
         | :? YamlMappingNode as m -> m

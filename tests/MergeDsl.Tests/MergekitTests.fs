@@ -327,6 +327,7 @@ let tests =
                 expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters:\n      weight: []\n" [ ":6:"; "empty gradient" ]
                 expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\ndtype: int4\n" [ ":5:"; "'int4'" ]
                 expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n  bad: [\n" [ "config.yml:"; "not valid YAML" ]
+                expectError "merge_method: ties\nbase_model: base\nmerge_method: linear\nmodels:\n  - model: a\n" [ "config.yml:3:"; "Duplicate key" ]
             }
             test "unknown, later and incomplete methods, unsupported features" {
                 expectError "merge_method: foo\nmodels:\n  - model: a\n" [ ":1:"; "unknown merge_method 'foo'"; "ties" ]
