@@ -14,6 +14,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<MergeArgs.Args>
     | [<CliPrefix(CliPrefix.None)>] Plan of ParseResults<MergeArgs.Args>
+    | [<CliPrefix(CliPrefix.None)>] Import of ParseResults<Mergekit.Args>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.Args>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<Data.Args>
     | [<CliPrefix(CliPrefix.None)>] Upscale of ParseResults<Upscale.Args>
@@ -29,6 +30,7 @@ type Args =
             | Methods _ -> "list every merge and upscaling method with its parameters, ranges and defaults."
             | Demo _ -> "build a small demo model zoo, inspect it and merge it with several methods."
             | Run _ -> "merge checkpoints with a built-in method or an .fsx recipe."
+            | Import _ -> "print the F# recipe equivalent to a mergekit YAML configuration."
             | Plan _ -> "show the compiled plan of a merge (ops, bytes, memory, phases) without running it."
             | Data _ -> "task-pool data: `data fetch` installs and caches MNIST digits and Fashion-MNIST."
             | Bench _ -> "benchmarks: `bench stream` measures merge speed against a plain copy of the same bytes."
@@ -48,6 +50,7 @@ let private dispatch (arg: Args) : int option =
     | Demo a -> Some(Demo.run a)
     | Run a -> Some(Run.run a)
     | Plan a -> Some(Plan.run a)
+    | Import a -> Some(Mergekit.run a)
     | Bench a -> Some(Bench.run a)
     | Data a -> Some(Data.run a)
     | Upscale a -> Some(Upscale.run a)

@@ -113,6 +113,15 @@ module MethodRegistry =
     let private gamma = p "gamma" (Number NumberRange.Proper) (DefaultsTo "0.01") "fraction of largest magnitudes dropped as outliers"
     let private epsilon = p "epsilon" (Number NumberRange.NonNegative) (DefaultsTo "0.1") "keep probabilities span density ± epsilon by magnitude rank"
 
+    let private rules =
+        p "rules" (Choice [ "paper"; "mergekit" ]) (DefaultsTo "paper")
+            "counting rules: round(density·n) and a zero sign vote electing 0 (paper), or ⌊density·n⌋ and +1 (mergekit)"
+
+    /// Applies `rules=mergekit` (see Methods.mergekitRules); paper rules leave the recipe as built.
+    let private withRules (build: MethodArgs -> MergeRecipe) (a: MethodArgs) =
+        let recipe = build a
+        if a.Choice "rules" = "mergekit" then Methods.mergekitRules recipe else recipe
+
     let private noConstraint (_: MethodArgs) = None
 
     let private tiesMerge (a: MethodArgs) = if a.Choice "merge" = "sum" then MergeSum else MergeMean
@@ -177,23 +186,28 @@ module MethodRegistry =
                 (fun a -> Methods.weightedAverage (a.Numbers "weights")) with
               Constraint = fun a -> if List.sum (a.Numbers "weights") = 0.0 then Some "parameter 'weights': the weights sum to 0" else None }
           staticMethod "task-arithmetic" [ "ta" ] "θ₀ + λ Σ τᵢ" [ lambda "0.3" ] (fun a -> Methods.taskArithmetic (a.Number "lambda"))
-          staticMethod "ties" [ "ties-merging" ] "θ₀ + λ·merge(electSign (topK τ))"
-              [ density "0.2"; lambda "1.0"
-                p "scope" (Choice [ "tensor"; "global" ]) (DefaultsTo "tensor") "top-k per tensor, or over the whole model (TIES paper)"
-                merge ]
-              (fun a ->
-                  let scope = if a.Choice "scope" = "global" then Global else PerTensor
-                  Methods.ties (a.Number "density") (a.Number "lambda") scope (tiesMerge a))
+          { staticMethod "ties" [ "ties-merging" ] "θ₀ + λ·merge(electSign (topK τ))"
+                [ density "0.2"; lambda "1.0"
+                  p "scope" (Choice [ "tensor"; "global" ]) (DefaultsTo "tensor") "top-k per tensor, or over the whole model (TIES paper)"
+                  merge; rules ]
+                (withRules (fun a ->
+                    let scope = if a.Choice "scope" = "global" then Global else PerTensor
+                    Methods.ties (a.Number "density") (a.Number "lambda") scope (tiesMerge a))) with
+              Constraint =
+                fun a ->
+                    if a.Choice "rules" = "mergekit" && a.Choice "scope" = "global" then
+                        Some "parameter 'rules': mergekit's rules count per tensor; use scope=tensor"
+                    else None }
           staticMethod "dare-linear" [] "θ₀ + λ Σ dare(τᵢ)" [ density "0.2"; lambda "0.3"; rescale; seed ]
               (fun a -> Methods.dareLinear (a.Number "density") (a.Number "lambda") (dareRescale a))
-          staticMethod "dare-ties" [] "θ₀ + λ·merge(electSign (dare τ))" [ density "0.2"; lambda "1.0"; rescale; merge; seed ]
-              (fun a -> Methods.dareTies (a.Number "density") (a.Number "lambda") (dareRescale a) (tiesMerge a))
-          staticMethod "breadcrumbs" [ "model-breadcrumbs" ] "θ₀ + λ Σ breadcrumbs(τᵢ)" [ density "0.2"; gamma; lambda "0.3" ]
-              (fun a -> Methods.breadcrumbs (a.Number "density") (a.Number "gamma") (a.Number "lambda"))
-          staticMethod "breadcrumbs-ties" [] "θ₀ + λ·merge(electSign (breadcrumbs τ))" [ density "0.2"; gamma; lambda "1.0"; merge ]
-              (fun a -> Methods.breadcrumbsTies (a.Number "density") (a.Number "gamma") (a.Number "lambda") (tiesMerge a))
-          { staticMethod "della" [] "θ₀ + λ·merge(electSign (della τ))" [ density "0.2"; epsilon; lambda "1.0"; merge; seed ]
-                (fun a -> Methods.della (a.Number "density") (a.Number "epsilon") (a.Number "lambda") (tiesMerge a)) with
+          staticMethod "dare-ties" [] "θ₀ + λ·merge(electSign (dare τ))" [ density "0.2"; lambda "1.0"; rescale; merge; seed; rules ]
+              (withRules (fun a -> Methods.dareTies (a.Number "density") (a.Number "lambda") (dareRescale a) (tiesMerge a)))
+          staticMethod "breadcrumbs" [ "model-breadcrumbs" ] "θ₀ + λ Σ breadcrumbs(τᵢ)" [ density "0.2"; gamma; lambda "0.3"; rules ]
+              (withRules (fun a -> Methods.breadcrumbs (a.Number "density") (a.Number "gamma") (a.Number "lambda")))
+          staticMethod "breadcrumbs-ties" [] "θ₀ + λ·merge(electSign (breadcrumbs τ))" [ density "0.2"; gamma; lambda "1.0"; merge; rules ]
+              (withRules (fun a -> Methods.breadcrumbsTies (a.Number "density") (a.Number "gamma") (a.Number "lambda") (tiesMerge a)))
+          { staticMethod "della" [] "θ₀ + λ·merge(electSign (della τ))" [ density "0.2"; epsilon; lambda "1.0"; merge; seed; rules ]
+                (withRules (fun a -> Methods.della (a.Number "density") (a.Number "epsilon") (a.Number "lambda") (tiesMerge a))) with
               Constraint =
                 fun a ->
                     let d, e = a.Number "density", a.Number "epsilon"

@@ -74,3 +74,34 @@ module Methods =
     let slerpExperts t = Recipe.ofTensor (Recipe.experts |> Recipe.slerp t) |> Recipe.named "slerp" [ "t", text t ]
 
     let passthrough = Recipe.ofTensor (Recipe.passthrough Recipe.baseModel) |> Recipe.named "passthrough" []
+
+    let rec private floorAndTie (e: Expr) : Expr =
+        let sparsifier (m: Sparsifier) : Sparsifier =
+            match m with
+            | :? TopK as t -> TopK(t.Density, t.Scope, KeepRounding.Floor)
+            | :? Breadcrumbs as b -> Breadcrumbs(b.Density, b.Gamma, KeepRounding.Floor)
+            | other -> other
+        match e with
+        | :? StackOf as x -> StackOf([| for i in x.Items -> floorAndTie i |])
+        | :? Pick as x -> Pick(floorAndTie x.Stack, x.Index)
+        | :? TaskVectors as x -> TaskVectors(floorAndTie x.Stack, floorAndTie x.Base)
+        | :? Sparsify as x -> Sparsify(floorAndTie x.Value, sparsifier x.Method)
+        | :? ElectSign as x -> ElectSign(floorAndTie x.Stack, x.Rule, SignTie.Positive)
+        | :? Scale as x -> Scale(floorAndTie x.Value, x.Factor)
+        | :? Reduce as x -> Reduce(floorAndTie x.Stack, x.Op)
+        | :? Weighted as x -> Weighted(floorAndTie x.Stack, x.Weights)
+        | :? DisjointWeightedMean as x -> DisjointWeightedMean(floorAndTie x.Stack, x.Weights)
+        | :? Add as x -> Add(floorAndTie x.Left, floorAndTie x.Right)
+        | :? Lerp as x -> Lerp(floorAndTie x.Pair, x.T)
+        | :? Slerp as x -> Slerp(floorAndTie x.Pair, x.T)
+        | :? ModelStock as x -> ModelStock(floorAndTie x.Experts, floorAndTie x.Base)
+        | :? Passthrough as x -> Passthrough(floorAndTie x.Source)
+        | leaf when leaf.Children.Count = 0 -> leaf
+        | other -> invalidArg "recipe" $"mergekitRules: unknown expression {other.GetType().Name}"
+
+    let mergekitRules (recipe: MergeRecipe) =
+        let rules = [| for r in recipe.Rules -> RecipeRule(r.Pattern, floorAndTie r.Expr) |]
+        let parameters = readOnlyDict [ yield! recipe.Parameters |> Seq.map (fun kv -> kv.Key, kv.Value); yield "rules", "mergekit" ]
+        MergeRecipe(rules, floorAndTie recipe.Fallback)
+            .WithExperts(recipe.ExpertLabels)
+            .WithName(recipe.Name, parameters)

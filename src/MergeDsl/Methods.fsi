@@ -45,6 +45,10 @@ module Methods =
     val slerpExperts: t: float -> MergeRecipe
     /// Every tensor copied from the base.
     val passthrough: MergeRecipe
+    /// The same recipe under mergekit's counting rules: every top-k and breadcrumbs count floored
+    /// (k = ⌊density·n⌋) and every sign election electing +1 on a zero vote; records rules=mergekit.
+    /// Per-tensor top-k only (a global top-k is refused by the compiler under floor rounding).
+    val mergekitRules: recipe: MergeRecipe -> MergeRecipe
     /// The word a TIES merge is written as in parameters ("mean", "sum").
     val mergeText: merge: TiesMerge -> string
     /// The word a top-k scope is written as in parameters ("tensor", "global").

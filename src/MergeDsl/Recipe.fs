@@ -30,6 +30,14 @@ type Rescale =
     | L1
     | NoRescale
 
+type Rounding =
+    | Nearest
+    | Floor
+
+type Tie =
+    | ZeroSign
+    | PositiveSign
+
 [<Sealed>]
 type Rule(ir: RecipeRule) =
     member _.Ir = ir
@@ -60,10 +68,20 @@ module Recipe =
     let bernoulliWith (rescale: Rescale) (density: float) : Sparsifier =
         Bernoulli(density, (match rescale with Inverse -> DareRescale.Inverse | L1 -> DareRescale.L1 | NoRescale -> DareRescale.None))
     let bernoulli density = bernoulliWith Inverse density
+    let private keepRounding rounding = match rounding with Nearest -> KeepRounding.Nearest | Floor -> KeepRounding.Floor
+    let topKRounded (rounding: Rounding) (density: float) : Sparsifier = TopK(density, TopKScope.PerTensor, keepRounding rounding)
+    let breadcrumbsRounded (rounding: Rounding) (density: float) (gamma: float) : Sparsifier =
+        Breadcrumbs(density, gamma, keepRounding rounding)
     let breadcrumbs (density: float) (gamma: float) : Sparsifier = Breadcrumbs(density, gamma)
     let della (density: float) (epsilon: float) : Sparsifier = Della(density, epsilon)
     let electSign (rule: Sign) (stack: Stack) =
         mkStack (ElectSign(stack.Ir, (match rule with Mass -> SignRule.Mass | Count -> SignRule.Count)))
+    let electSignWith (rule: Sign) (tie: Tie) (stack: Stack) =
+        mkStack (
+            ElectSign(
+                stack.Ir,
+                (match rule with Mass -> SignRule.Mass | Count -> SignRule.Count),
+                (match tie with ZeroSign -> SignTie.Zero | PositiveSign -> SignTie.Positive)))
 
     let constant (value: float) = Factor(ConstantFactor value)
     let scaleBy (factor: Factor) (value: Value<'Kind>) = Value<'Kind>(Scale(value.Ir, factor.Ir))
@@ -76,6 +94,7 @@ module Recipe =
     let mean (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.Mean))
     let weighted (weights: float list) (stack: Stack) = mkTensor (Weighted(stack.Ir, Array.ofList weights))
     let disjointMean (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.DisjointMean))
+    let disjointWeightedMean (weights: float list) (stack: Stack) = mkTensor (DisjointWeightedMean(stack.Ir, Array.ofList weights))
     let lerp (t: float) (pair: Stack) = mkTensor (Lerp(pair.Ir, t))
     let slerp (t: float) (pair: Stack) = mkTensor (Slerp(pair.Ir, t))
     let modelStock (stack: Stack) = mkTensor (ModelStock(stack.Ir, BaseModel()))

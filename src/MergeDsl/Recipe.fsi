@@ -47,6 +47,20 @@ type Rescale =
     /// No rescale.
     | NoRescale
 
+/// How a density becomes a count of kept entries.
+type Rounding =
+    /// k = round(density·n) (MergeDsl's default).
+    | Nearest
+    /// k = ⌊density·n⌋ (mergekit).
+    | Floor
+
+/// What sign election elects where the vote is exactly 0.
+type Tie =
+    /// 0: every entry of that element is dropped (MergeDsl's default).
+    | ZeroSign
+    /// +1: positive entries survive (mergekit).
+    | PositiveSign
+
 /// A parameter-name rule of a recipe (pattern -> expression).
 [<Sealed>]
 type Rule =
@@ -91,16 +105,22 @@ module Recipe =
     val topKGlobal: density: float -> Sparsifier
     /// Top-k with an explicit scope.
     val topKWith: scope: Scope -> density: float -> Sparsifier
+    /// Per-tensor top-k with an explicit rounding of k.
+    val topKRounded: rounding: Rounding -> density: float -> Sparsifier
     /// DARE: keep with probability density, survivors × 1/density.
     val bernoulli: density: float -> Sparsifier
     /// DARE with an explicit rescale.
     val bernoulliWith: rescale: Rescale -> density: float -> Sparsifier
     /// Model Breadcrumbs: drop the top gamma fraction and the smallest, keeping density.
     val breadcrumbs: density: float -> gamma: float -> Sparsifier
+    /// Breadcrumbs with an explicit rounding of both counts.
+    val breadcrumbsRounded: rounding: Rounding -> density: float -> gamma: float -> Sparsifier
     /// DELLA MagPrune with keep probabilities in [density − epsilon, density + epsilon].
     val della: density: float -> epsilon: float -> Sparsifier
     /// TIES sign election: entries disagreeing with the elected sign become 0.
     val electSign: rule: Sign -> stack: Stack -> Stack
+    /// Sign election with an explicit rule for a zero vote.
+    val electSignWith: rule: Sign -> tie: Tie -> stack: Stack -> Stack
 
     // ---- scalars ----
     /// Multiply by a constant.
@@ -123,6 +143,8 @@ module Recipe =
     val weighted: weights: float list -> stack: Stack -> Tensor
     /// Σ xᵢ / #nonzero per element (TIES).
     val disjointMean: stack: Stack -> Tensor
+    /// Σ xᵢ / Σ wᵢ·[xᵢ ≠ 0] per element, divisor 0 → 1 (mergekit's TIES with normalize; xᵢ already weighted).
+    val disjointWeightedMean: weights: float list -> stack: Stack -> Tensor
     /// (1 − t)·a + t·b over a stack of exactly two.
     val lerp: t: float -> pair: Stack -> Tensor
     /// Spherical interpolation over a stack of exactly two; lerp when (anti)parallel.

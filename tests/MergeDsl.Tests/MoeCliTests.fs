@@ -49,9 +49,11 @@ let tests =
             w.view(-1L).[3L] <- torch.tensor(nan).to_type(w.dtype)
             poisoned[name] <- w
             let dir = Path.Combine(root, "poisoned")
-            (use m = new ClipVisionModel(cfg)
-             m.LoadWeights(poisoned) |> ignore
-             ClipModelFolder.Save(dir, m, readOnlyDict []))
+            let saveTo () =
+                use m = new ClipVisionModel(cfg)
+                m.LoadWeights(poisoned) |> ignore
+                ClipModelFolder.Save(dir, m, readOnlyDict [])
+            saveTo ()
             let out = Path.Combine(root, "poisoned-moe")
             let code, _, err = mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; dir; "--model"; e1; "--out"; out ]
             Expect.equal code 1 $"exit 1 ({err})"

@@ -100,5 +100,8 @@ let run (args: ParseResults<MergeArgs.Args>) : int =
         let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
         RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ "plan" :: flat)
     else
-    show (MergeArgs.request args None) (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
+    let req = MergeArgs.request args None
+    // A mergekit YAML config names its own models and parameters (and runs no code).
+    let req = if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
+    show req (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
     ExitCode.Ok

@@ -40,6 +40,9 @@ let run (args: ParseResults<MergeArgs.Args>) : int =
         ExitCode.Ok
     else
     if args.Contains Tensors then raise (UsageError "--tensors: only `mergedsl plan` lists tensors")
-    let summary = MergeJob.run (MergeArgs.request args (Some out))
+    let req = MergeArgs.request args (Some out)
+    // A mergekit YAML config names its own models and parameters (and runs no code).
+    let req = if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
+    let summary = MergeJob.run req
     report (args.Contains Json) (args.Contains Quiet) summary
     ExitCode.Ok

@@ -276,6 +276,7 @@ public static class Compiler
             Scale s => ScaleNode(s),
             Reduce r => ReduceNode(r),
             Weighted w => WeightedNode(w),
+            DisjointWeightedMean w => DisjointWeightedNode(w),
             Ir.Add a => AddNode(a),
             Lerp l => Interp(OpKind.Lerp, l.Pair, l.T, "lerp"),
             Slerp s => Interp(OpKind.Slerp, s.Pair, s.T, "slerp"),
@@ -318,6 +319,8 @@ public static class Compiler
             CheckUnit($"{m}: density", m.Density);
             switch (m)
             {
+                case TopK { Scope: TopKScope.Global, Rounding: KeepRounding.Floor }:
+                    throw Error($"{m}: floor rounding applies to per-tensor top-k only");
                 case Breadcrumbs bc:
                     CheckUnit($"{m}: gamma", bc.Gamma, includeZero: true);
                     break;
@@ -389,7 +392,8 @@ public static class Compiler
         int ElectSignNode(ElectSign s)
         {
             int st = ExpectStack(s.Stack, "electSign");
-            return Add(OpKind.ElectSign, ValueKind.Stack, [st], s.Rule.ToString(), n => n with { Sign = s.Rule, Size = Size(st) });
+            return Add(OpKind.ElectSign, ValueKind.Stack, [st], s.Rule.ToString() + (s.Tie == SignTie.Positive ? "+" : ""),
+                n => n with { Sign = s.Rule, Tie = s.Tie, Size = Size(st) });
         }
 
         int ScaleNode(Scale s)
@@ -415,6 +419,16 @@ public static class Compiler
                 throw Error($"weighted: {w.Weights.Count} weights for a stack of {Size(st)} models");
             if (w.Weights.Any(x => !double.IsFinite(x))) throw Error("weighted: the weights must be finite numbers");
             return Add(OpKind.Weighted, ValueKind.Tensor, [st], string.Join(",", w.Weights.Select(ExprText.Num)), n => n with { Weights = w.Weights.ToArray() });
+        }
+
+        int DisjointWeightedNode(DisjointWeightedMean w)
+        {
+            int st = ExpectStack(w.Stack, "disjointWeightedMean");
+            if (w.Weights.Count != Size(st))
+                throw Error($"disjointWeightedMean: {w.Weights.Count} weights for a stack of {Size(st)} models");
+            if (w.Weights.Any(x => !double.IsFinite(x))) throw Error("disjointWeightedMean: the weights must be finite numbers");
+            return Add(OpKind.DisjointWeightedMean, ValueKind.Tensor, [st], string.Join(",", w.Weights.Select(ExprText.Num)),
+                n => n with { Weights = w.Weights.ToArray() });
         }
 
         int AddNode(Ir.Add a)

@@ -39,6 +39,8 @@ public enum OpKind
     DisjointMean,
     /// <summary>Weighted sum.</summary>
     Weighted,
+    /// <summary>mergekit's weight-normalised disjoint mean (<see cref="PlanNode.Weights"/>).</summary>
+    DisjointWeightedMean,
     /// <summary>Linear interpolation of a pair.</summary>
     Lerp,
     /// <summary>Spherical interpolation of a pair.</summary>
@@ -60,6 +62,8 @@ public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<i
     public Sparsifier? Sparsifier { get; init; }
     /// <summary>The rule of <see cref="OpKind.ElectSign"/>.</summary>
     public SignRule Sign { get; init; }
+    /// <summary>What a zero vote elects in <see cref="OpKind.ElectSign"/>.</summary>
+    public SignTie Tie { get; init; }
     /// <summary>The weights of <see cref="OpKind.Weighted"/>.</summary>
     public IReadOnlyList<double>? Weights { get; init; }
     /// <summary>Global top-k group.</summary>
@@ -79,8 +83,8 @@ public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<i
             OpKind.Lerp or OpKind.Slerp => $"t={ExprText.Num(Scalar)}",
             OpKind.TopK or OpKind.Dare or OpKind.Breadcrumbs or OpKind.Della => $"{Sparsifier} @{Index}",
             OpKind.GlobalTopK => $"{Sparsifier} group {Group} @{Index}",
-            OpKind.ElectSign => Sign.ToString().ToLowerInvariant(),
-            OpKind.Weighted => $"[{string.Join(", ", Weights!.Select(ExprText.Num))}]",
+            OpKind.ElectSign => Sign.ToString().ToLowerInvariant() + (Tie == SignTie.Positive ? " tie+" : ""),
+            OpKind.Weighted or OpKind.DisjointWeightedMean => $"[{string.Join(", ", Weights!.Select(ExprText.Num))}]",
             _ => "",
         };
         return $"%{Id} = {Op.ToString().ToLowerInvariant()} {args} {extra}".TrimEnd().Replace("  ", " ");

@@ -48,7 +48,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
 
     /// <summary>Ops whose every output element depends only on the same element of each input (and on no noise or statistic).</summary>
     static bool Elementwise(OpKind op) => op is OpKind.Cast or OpKind.Pack or OpKind.Pick or OpKind.Sub or OpKind.Add
-        or OpKind.Scale or OpKind.Sum or OpKind.Mean or OpKind.DisjointMean or OpKind.Weighted or OpKind.Lerp or OpKind.ElectSign;
+        or OpKind.Scale or OpKind.Sum or OpKind.Mean or OpKind.DisjointMean or OpKind.DisjointWeightedMean or OpKind.Weighted or OpKind.Lerp or OpKind.ElectSign;
 
     /// <summary>
     /// The needed nodes that can be evaluated block by block: elementwise nodes none of whose
@@ -249,7 +249,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                     return Take(0).mul_(f);
                 }
             case OpKind.TopK when Own(0):
-                return MergeOps.TryTopKInPlace((Tensor)values[n.Inputs[0]]!, n.Sparsifier!.Density) ? Take(0) : null;
+                return MergeOps.TryTopKInPlace((Tensor)values[n.Inputs[0]]!, n.Sparsifier!.Density, ((TopK)n.Sparsifier).Rounding) ? Take(0) : null;
             case OpKind.Add when n.Inputs[0] != n.Inputs[1]:
                 {
                     var a = (Tensor)values[n.Inputs[0]]!;
@@ -320,7 +320,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                 }
             case OpKind.Add: return MergeOps.Add(T(0), T(1));
             case OpKind.Scale: return MergeOps.Scale(T(0), n.Scalar);
-            case OpKind.TopK: return MergeOps.TopK(T(0), n.Sparsifier!.Density);
+            case OpKind.TopK: return MergeOps.TopK(T(0), n.Sparsifier!.Density, ((TopK)n.Sparsifier).Rounding);
             case OpKind.GlobalTopK:
                 {
                     if (!thresholds.TryGetValue((n.Group, n.Index), out var th))
@@ -339,7 +339,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
             case OpKind.Breadcrumbs:
                 {
                     var b = (Breadcrumbs)n.Sparsifier!;
-                    return MergeOps.Breadcrumbs(T(0), b.Density, b.Gamma);
+                    return MergeOps.Breadcrumbs(T(0), b.Density, b.Gamma, b.Rounding);
                 }
             case OpKind.Della:
                 {
@@ -347,11 +347,12 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                     using var noise = options.Noise(new NoiseRequest(plan.Name, n.Index, plan.Shape, options.Seed));
                     return MergeOps.Della(T(0), noise, d.Density, d.Epsilon, d.Rescale);
                 }
-            case OpKind.ElectSign: return MergeOps.ElectSign(S(0), n.Sign);
+            case OpKind.ElectSign: return MergeOps.ElectSign(S(0), n.Sign, n.Tie);
             case OpKind.Sum: return MergeOps.Sum(S(0));
             case OpKind.Mean: return MergeOps.Mean(S(0));
             case OpKind.DisjointMean: return MergeOps.DisjointMean(S(0));
             case OpKind.Weighted: return MergeOps.Weighted(S(0), n.Weights!);
+            case OpKind.DisjointWeightedMean: return MergeOps.DisjointWeightedMean(S(0), n.Weights!);
             case OpKind.Lerp: return MergeOps.Lerp(S(0)[0], S(0)[1], n.Scalar);
             case OpKind.Slerp: return MergeOps.Slerp(S(0)[0], S(0)[1], n.Scalar);
             case OpKind.ModelStock: return MergeOps.ModelStock(S(0), T(1));

@@ -145,7 +145,7 @@ public static class ReferenceInterpreter
                         var outs = items.Select((x, pos) => Sparsify(s, x, pos, name)).ToList();
                         return v is Tensor ? outs[0] : outs;
                     }
-                case ElectSign s: return MergeOps.ElectSign((List<Tensor>)Eval(s.Stack, name), s.Rule).ToList();
+                case ElectSign s: return MergeOps.ElectSign((List<Tensor>)Eval(s.Stack, name), s.Rule, s.Tie).ToList();
                 case Scale s:
                     {
                         double f = ScaleResolver.Resolve(s.Factor, name, layers);
@@ -163,6 +163,7 @@ public static class ReferenceInterpreter
                         };
                     }
                 case Weighted w: return MergeOps.Weighted((List<Tensor>)Eval(w.Stack, name), w.Weights);
+                case DisjointWeightedMean w: return MergeOps.DisjointWeightedMean((List<Tensor>)Eval(w.Stack, name), w.Weights);
                 case Add a:
                     {
                         var l = Eval(a.Left, name);
@@ -205,13 +206,13 @@ public static class ReferenceInterpreter
                         var mask = masks[(key, pos, name)].to(x.device).reshape(x.shape);
                         return where(mask, x, zeros_like(x));
                     }
-                case TopK t: return MergeOps.TopK(x, t.Density);
+                case TopK t: return MergeOps.TopK(x, t.Density, t.Rounding);
                 case Bernoulli b:
                     {
                         using var noise = options.Noise(new NoiseRequest(name, pos, x.shape, options.Seed));
                         return MergeOps.Dare(x, noise, b.Density, b.Rescale);
                     }
-                case Breadcrumbs bc: return MergeOps.Breadcrumbs(x, bc.Density, bc.Gamma);
+                case Breadcrumbs bc: return MergeOps.Breadcrumbs(x, bc.Density, bc.Gamma, bc.Rounding);
                 case Della d:
                     {
                         using var noise = options.Noise(new NoiseRequest(name, pos, x.shape, options.Seed));

@@ -91,8 +91,11 @@ public sealed record Sparsify(Expr Value, Sparsifier Method) : Expr
     public override IReadOnlyList<Expr> Children => [Value];
 }
 
-/// <summary>TIES sign election: entries whose sign differs from the elected sign become 0.</summary>
-public sealed record ElectSign(Expr Stack, SignRule Rule) : Expr
+/// <summary>
+/// TIES sign election: entries whose sign differs from the elected sign become 0; <paramref name="Tie"/>
+/// says what a vote of exactly 0 elects.
+/// </summary>
+public sealed record ElectSign(Expr Stack, SignRule Rule, SignTie Tie = SignTie.Zero) : Expr
 {
     /// <inheritdoc />
     public override ValueKind Kind => ValueKind.Stack;
@@ -131,6 +134,18 @@ public sealed record Reduce(Expr Stack, Reduction Op) : Expr
 
 /// <summary>Σᵢ wᵢ·xᵢ (no normalisation; the weights must match the stack size).</summary>
 public sealed record Weighted(Expr Stack, IReadOnlyList<double> Weights) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack];
+}
+
+/// <summary>
+/// mergekit's TIES normalisation: Σᵢ xᵢ / Σᵢ wᵢ·[xᵢ ≠ 0] per element (a divisor of 0 becomes 1). The
+/// entries are expected already multiplied by their weights; with every wᵢ = 1 this is the disjoint mean.
+/// </summary>
+public sealed record DisjointWeightedMean(Expr Stack, IReadOnlyList<double> Weights) : Expr
 {
     /// <inheritdoc />
     public override ValueKind Kind => ValueKind.Tensor;

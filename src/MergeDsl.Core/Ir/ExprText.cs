@@ -21,10 +21,11 @@ public static class ExprText
         Pick p => $"{Render(p.Stack)}[{p.Index}]",
         TaskVectors t => $"taskVectors({Render(t.Stack)}, {Render(t.Base)})",
         Sparsify s => $"sparsify({Render(s.Value)}, {Render(s.Method)})",
-        ElectSign s => $"electSign({Render(s.Stack)}, {s.Rule.ToString().ToLowerInvariant()})",
+        ElectSign s => $"electSign({Render(s.Stack)}, {s.Rule.ToString().ToLowerInvariant()}{(s.Tie == SignTie.Positive ? ", tie+" : "")})",
         Scale s => $"scale({Render(s.Value)}, {Render(s.Factor)})",
         Reduce r => $"{r.Op switch { Reduction.Sum => "sum", Reduction.Mean => "mean", _ => "disjointMean" }}({Render(r.Stack)})",
         Weighted w => $"weighted({Render(w.Stack)}, [{string.Join(", ", w.Weights.Select(Num))}])",
+        DisjointWeightedMean w => $"disjointWeightedMean({Render(w.Stack)}, [{string.Join(", ", w.Weights.Select(Num))}])",
         Add a => $"add({Render(a.Left)}, {Render(a.Right)})",
         Lerp l => $"lerp({Render(l.Pair)}, {Num(l.T)})",
         Slerp s => $"slerp({Render(s.Pair)}, {Num(s.T)})",
@@ -36,12 +37,14 @@ public static class ExprText
     /// <summary>Renders a sparsifier.</summary>
     public static string Render(Sparsifier s) => s switch
     {
-        TopK t => $"topK({Num(t.Density)}{(t.Scope == TopKScope.Global ? ", global" : "")})",
+        TopK t => $"topK({Num(t.Density)}{(t.Scope == TopKScope.Global ? ", global" : "")}{Rounding(t.Rounding)})",
         Bernoulli b => $"bernoulli({Num(b.Density)}{(b.Rescale == DareRescale.Inverse ? "" : ", " + b.Rescale.ToString().ToLowerInvariant())})",
-        Breadcrumbs b => $"breadcrumbs({Num(b.Density)}, {Num(b.Gamma)})",
+        Breadcrumbs b => $"breadcrumbs({Num(b.Density)}, {Num(b.Gamma)}{Rounding(b.Rounding)})",
         Della d => $"della({Num(d.Density)}, {Num(d.Epsilon)}{(d.Rescale ? "" : ", norescale")})",
         _ => throw new ArgumentException($"unknown sparsifier {s.GetType().Name}"),
     };
+
+    static string Rounding(KeepRounding r) => r == KeepRounding.Floor ? ", floor" : "";
 
     /// <summary>Renders a scale factor.</summary>
     public static string Render(ScaleFactor f) => f switch

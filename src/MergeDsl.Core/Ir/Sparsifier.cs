@@ -42,8 +42,11 @@ public abstract record Sparsifier
     public sealed override string ToString() => ExprText.Render(this);
 }
 
-/// <summary>Keep the k = round(density·n) largest |x|; ties broken by lower flat index.</summary>
-public sealed record TopK(double Density, TopKScope Scope = TopKScope.PerTensor) : Sparsifier
+/// <summary>
+/// Keep the k = round(density·n) largest |x| (⌊density·n⌋ with <see cref="KeepRounding.Floor"/>, per
+/// tensor only); ties broken by lower flat index.
+/// </summary>
+public sealed record TopK(double Density, TopKScope Scope = TopKScope.PerTensor, KeepRounding Rounding = KeepRounding.Nearest) : Sparsifier
 {
     /// <inheritdoc />
     public override double Density { get; } = Density;
@@ -58,9 +61,9 @@ public sealed record Bernoulli(double Density, DareRescale Rescale = DareRescale
 
 /// <summary>
 /// Model Breadcrumbs: drop the largest gamma·n entries (outliers) and the smallest ones so that
-/// k = round(density·n) entries remain.
+/// k = round(density·n) entries remain (both counts floored with <see cref="KeepRounding.Floor"/>, as mergekit).
 /// </summary>
-public sealed record Breadcrumbs(double Density, double Gamma = 0.01) : Sparsifier
+public sealed record Breadcrumbs(double Density, double Gamma = 0.01, KeepRounding Rounding = KeepRounding.Nearest) : Sparsifier
 {
     /// <inheritdoc />
     public override double Density { get; } = Density;

@@ -16,6 +16,16 @@ public static class MergeOps
     public static long KeepCount(double density, long n) =>
         Math.Clamp((long)Math.Round(density * n, MidpointRounding.AwayFromZero), 0, n);
 
+    /// <summary>
+    /// k for a density under a rounding rule: <see cref="KeepRounding.Nearest"/> as <see cref="KeepCount(double, long)"/>,
+    /// <see cref="KeepRounding.Floor"/> = ⌊density·n⌋ (mergekit's <c>int(density * n)</c>); clamped to [0, n].
+    /// </summary>
+    public static long KeepCount(double density, long n, KeepRounding rounding) => rounding switch
+    {
+        KeepRounding.Floor => Math.Clamp((long)Math.Floor(density * n), 0, n),
+        _ => KeepCount(density, n),
+    };
+
     static Tensor Owned(Tensor t) => t.MoveToOuterDisposeScope();
 
     /// <summary>
@@ -33,7 +43,7 @@ public static class MergeOps
     public static Tensor TopKMask(Tensor x, double density)
     {
         using var scope = NewDisposeScope();
-        return Owned(TopKDropMask(x, density).logical_not_());
+        return Owned(TopKDropMask(x, KeepCount(density, x.numel())).logical_not_());
     }
 
     /// <summary>
@@ -41,19 +51,18 @@ public static class MergeOps
     /// threshold t; everything below t is dropped, everything above (NaN counts as largest, as in the
     /// descending sort) kept, and of the entries equal to t the highest flat indices are dropped until
     /// exactly k remain. Same result as ordering by <see cref="DescendingOrder"/> (the reference path,
-    /// <see cref="TopKMaskBySort"/>, which is also used when t itself is NaN).
+    /// <see cref="TopKMaskBySort(Tensor, double)"/>, which is also used when t itself is NaN).
     /// </summary>
-    static Tensor TopKDropMask(Tensor x, double density)
+    static Tensor TopKDropMask(Tensor x, long k)
     {
         using var scope = NewDisposeScope();
         long n = x.numel();
-        long k = KeepCount(density, n);
         if (k == n) return Owned(zeros(x.shape, ScalarType.Bool, x.device));
         if (k == 0) return Owned(ones(x.shape, ScalarType.Bool, x.device));
         var a = x.abs().flatten();
         var (t, _) = a.kthvalue(n - k + 1, 0);
         if (double.IsNaN(t.to(ScalarType.Float64).item<double>()))
-            return Owned(TopKMaskBySort(x, density).logical_not_());
+            return Owned(TopKMaskBySort(x, k).logical_not_());
         var drop = a.lt(t);
         long extra = n - drop.sum().item<long>() - k; // kept so far: > t, NaN and = t; extra of the ties must go
         if (extra > 0)
@@ -66,11 +75,12 @@ public static class MergeOps
     }
 
     /// <summary>The sort-based definition of <see cref="TopKMask"/> (O(n log n); kept as the reference).</summary>
-    internal static Tensor TopKMaskBySort(Tensor x, double density)
+    internal static Tensor TopKMaskBySort(Tensor x, double density) => TopKMaskBySort(x, KeepCount(density, x.numel()));
+
+    static Tensor TopKMaskBySort(Tensor x, long k)
     {
         using var scope = NewDisposeScope();
         long n = x.numel();
-        long k = KeepCount(density, n);
         var mask = zeros(n, ScalarType.Bool, x.device);
         if (k == n) mask = ones(n, ScalarType.Bool, x.device);
         else if (k > 0) mask.SetTrue(0, DescendingOrder(x).slice(0, 0, k, 1));
@@ -80,26 +90,30 @@ public static class MergeOps
     static Tensor Keep(Tensor x, Tensor mask) => where(mask, x, zeros_like(x));
 
     /// <summary>Top-k sparsification of one tensor.</summary>
-    public static Tensor TopK(Tensor x, double density)
+    public static Tensor TopK(Tensor x, double density) => TopK(x, density, KeepRounding.Nearest);
+
+    /// <summary>Top-k sparsification of one tensor with k from <see cref="KeepCount(double, long, KeepRounding)"/>.</summary>
+    public static Tensor TopK(Tensor x, double density, KeepRounding rounding)
     {
         using var scope = NewDisposeScope();
+        long k = KeepCount(density, x.numel(), rounding);
         if (MagnitudeSelect.Applies(x))
         {
             var r = empty_like(x);
-            if (MagnitudeSelect.Apply(x, r, KeepCount(density, x.numel()))) return Owned(r);
+            if (MagnitudeSelect.Apply(x, r, k)) return Owned(r);
         }
         // masked_fill writes +0, as where(mask, x, 0) does, with one allocation instead of two.
         // Scalars are kept in using-locals: see Accumulate64.
         using var zero = 0.0.ToScalar();
-        return Owned(x.masked_fill(TopKDropMask(x, density), zero));
+        return Owned(x.masked_fill(TopKDropMask(x, k), zero));
     }
 
     /// <summary>
-    /// <see cref="TopK"/> written over <paramref name="x"/> itself when it can be (float32, contiguous, CPU);
+    /// <see cref="TopK(Tensor, double)"/> written over <paramref name="x"/> itself when it can be (float32, contiguous, CPU);
     /// returns false, leaving x unchanged, otherwise. The caller must own x exclusively.
     /// </summary>
-    internal static bool TryTopKInPlace(Tensor x, double density) =>
-        MagnitudeSelect.Applies(x) && MagnitudeSelect.Apply(x, x, KeepCount(density, x.numel()));
+    internal static bool TryTopKInPlace(Tensor x, double density, KeepRounding rounding = KeepRounding.Nearest) =>
+        MagnitudeSelect.Applies(x) && MagnitudeSelect.Apply(x, x, KeepCount(density, x.numel(), rounding));
 
     /// <summary>
     /// DARE: entries whose noise is below density survive; survivors are divided by density
@@ -134,12 +148,18 @@ public static class MergeOps
     /// (outliers), keep the next k = round(density·n), drop the rest. When round(gamma·n) + k &gt; n
     /// fewer outliers are dropped so that k entries remain.
     /// </summary>
-    public static Tensor Breadcrumbs(Tensor x, double density, double gamma)
+    public static Tensor Breadcrumbs(Tensor x, double density, double gamma) => Breadcrumbs(x, density, gamma, KeepRounding.Nearest);
+
+    /// <summary>
+    /// <see cref="Breadcrumbs(Tensor, double, double)"/> with both counts (kept k and dropped outliers)
+    /// taken under <paramref name="rounding"/> (mergekit floors both).
+    /// </summary>
+    public static Tensor Breadcrumbs(Tensor x, double density, double gamma, KeepRounding rounding)
     {
         using var scope = NewDisposeScope();
         long n = x.numel();
-        long k = KeepCount(density, n);
-        long top = Math.Min(KeepCount(gamma, n), n - k);
+        long k = KeepCount(density, n, rounding);
+        long top = Math.Min(KeepCount(gamma, n, rounding), n - k);
         var mask = zeros(n, ScalarType.Bool, x.device);
         if (k > 0) mask.SetTrue(0, DescendingOrder(x).slice(0, top, top + k, 1));
         return Owned(Keep(x, mask.reshape(x.shape)));
@@ -181,24 +201,37 @@ public static class MergeOps
     /// entries whose sign differs from the elected sign become +0 (so where the elected sign is 0
     /// every entry becomes 0).
     /// </summary>
-    public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule)
+    public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule) => ElectSign(stack, rule, SignTie.Zero);
+
+    /// <summary>
+    /// <see cref="ElectSign(IReadOnlyList{Tensor}, SignRule)"/> with a rule for a vote of exactly 0:
+    /// <see cref="SignTie.Zero"/> elects 0 (every entry is dropped), <see cref="SignTie.Positive"/>
+    /// elects +1 (mergekit's <c>sum &gt;= 0</c>), so the positive entries survive.
+    /// </summary>
+    public static Tensor[] ElectSign(IReadOnlyList<Tensor> stack, SignRule rule, SignTie tie)
     {
         if (rule == SignRule.Mass && TiesKernels.Applies(stack))
         {
             var outs = stack.Select(x => empty_like(x)).ToArray();
-            if (TiesKernels.ElectSignMass(stack, outs)) return outs;
+            if (TiesKernels.ElectSignMass(stack, outs, tie == SignTie.Positive)) return outs;
             foreach (var t in outs) t.Dispose();
         }
-        return ElectSignOps(stack, rule);
+        return ElectSignOps(stack, rule, tie);
     }
 
-    /// <summary>The op-by-op definition of <see cref="ElectSign"/> (any dtype, NaN semantics of torch.sign).</summary>
-    internal static Tensor[] ElectSignOps(IReadOnlyList<Tensor> stack, SignRule rule)
+    /// <summary>The op-by-op definition of <see cref="ElectSign(IReadOnlyList{Tensor}, SignRule, SignTie)"/> (any dtype, NaN semantics of torch.sign).</summary>
+    internal static Tensor[] ElectSignOps(IReadOnlyList<Tensor> stack, SignRule rule, SignTie tie = SignTie.Zero)
     {
         using var scope = NewDisposeScope();
         var elected = rule == SignRule.Mass
             ? Accumulate64(stack, x => x).sign()
             : Accumulate64(stack, x => x.sign()).sign();
+        if (tie == SignTie.Positive)
+        {
+            using var zero = 0.0.ToScalar();
+            using var one = 1.0.ToScalar();
+            elected = elected.masked_fill(elected.eq(zero), one);
+        }
         var result = new Tensor[stack.Count];
         for (int i = 0; i < result.Length; i++)
         {
@@ -258,6 +291,26 @@ public static class MergeOps
         using var one = 1.0.ToScalar();
         var count = Accumulate64(stack, x => x.ne(zero)).clamp_min_(one);
         return Owned(Accumulate64(stack, x => x).div_(count).to(stack[0].dtype));
+    }
+
+    /// <summary>
+    /// Σᵢ xᵢ / Σᵢ wᵢ·[xᵢ ≠ 0] per element, a divisor of 0 replaced by 1 (in float64). The entries are
+    /// expected already multiplied by their weights (mergekit's TIES normalisation); with every wᵢ = 1
+    /// this is <see cref="DisjointMean"/>.
+    /// </summary>
+    public static Tensor DisjointWeightedMean(IReadOnlyList<Tensor> stack, IReadOnlyList<double> weights)
+    {
+        using var scope = NewDisposeScope();
+        using var zero = 0.0.ToScalar();
+        using var one = 1.0.ToScalar();
+        var divisor = zeros(stack[0].shape, ScalarType.Float64, stack[0].device);
+        for (int i = 0; i < stack.Count; i++)
+        {
+            using var w = weights[i].ToScalar();
+            divisor.add_(stack[i].ne(zero).to(ScalarType.Float64).mul_(w), one);
+        }
+        divisor.masked_fill_(divisor.eq(zero), one);
+        return Owned(Accumulate64(stack, x => x).div_(divisor).to(stack[0].dtype));
     }
 
     /// <summary>Σ wᵢ·xᵢ (each product and the sum in float64).</summary>

@@ -41,6 +41,10 @@ internal static unsafe class TiesKernels
         Vector.ConditionalSelect(Vector.GreaterThan(s, Vector<double>.Zero), Vector<double>.One, Vector<double>.Zero)
         - Vector.ConditionalSelect(Vector.LessThan(s, Vector<double>.Zero), Vector<double>.One, Vector<double>.Zero);
 
+    // mergekit's election: +1 where the sum is ≥ 0 (the sums here are finite), −1 elsewhere.
+    static Vector<double> NonNegativeSign(Vector<double> s) =>
+        Vector.ConditionalSelect(Vector.GreaterThanOrEqual(s, Vector<double>.Zero), Vector<double>.One, -Vector<double>.One);
+
     static Vector<float> Sign(Vector<float> s) =>
         Vector.ConditionalSelect(Vector.GreaterThan(s, Vector<float>.Zero), Vector<float>.One, Vector<float>.Zero)
         - Vector.ConditionalSelect(Vector.LessThan(s, Vector<float>.Zero), Vector<float>.One, Vector<float>.Zero);
@@ -52,7 +56,10 @@ internal static unsafe class TiesKernels
     /// elected = sign(Σ xᵢ) (float64, in stack order); outᵢ = xᵢ where sign(xᵢ) = elected, else +0.
     /// False (outputs unspecified) when an input is not finite.
     /// </summary>
-    public static bool ElectSignMass(IReadOnlyList<Tensor> stack, IReadOnlyList<Tensor> outputs)
+    public static bool ElectSignMass(IReadOnlyList<Tensor> stack, IReadOnlyList<Tensor> outputs) => ElectSignMass(stack, outputs, false);
+
+    /// <summary>As <see cref="ElectSignMass(IReadOnlyList{Tensor}, IReadOnlyList{Tensor})"/>; a zero sum elects +1 when <paramref name="zeroIsPositive"/>.</summary>
+    public static bool ElectSignMass(IReadOnlyList<Tensor> stack, IReadOnlyList<Tensor> outputs, bool zeroIsPositive)
     {
         var x = Pointers(stack);
         var o = Pointers(outputs);
@@ -70,7 +77,7 @@ internal static unsafe class TiesKernels
                 sHi += hi;
             }
             if (!Finite(sLo) || !Finite(sHi)) return false;
-            var e = Vector.Narrow(Sign(sLo), Sign(sHi));
+            var e = zeroIsPositive ? Vector.Narrow(NonNegativeSign(sLo), NonNegativeSign(sHi)) : Vector.Narrow(Sign(sLo), Sign(sHi));
             for (int i = 0; i < m; i++)
             {
                 var v = *(Vector<float>*)(x[i] + j);
@@ -83,7 +90,7 @@ internal static unsafe class TiesKernels
             double s = x[0][j];
             for (int i = 1; i < m; i++) s += x[i][j];
             if (!double.IsFinite(s)) return false;
-            int e = Sign(s);
+            int e = zeroIsPositive && s == 0 ? 1 : Sign(s);
             for (int i = 0; i < m; i++)
             {
                 float v = x[i][j];

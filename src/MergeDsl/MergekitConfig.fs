@@ -1,0 +1,670 @@
+namespace MergeDsl
+
+open System
+open System.Globalization
+open System.IO
+open System.Text.RegularExpressions
+open YamlDotNet.Core
+open YamlDotNet.RepresentationModel
+open MergeDsl.Core.Ir
+
+/// A parameter value as written: mergekit's ScalarOrGradient, or a list of filtered values.
+type internal Setting =
+    | Num of float
+    | Flag of bool
+    | Gradient of float list
+    /// (filter, value): the first entry whose filter is absent, "*", or a substring of the tensor name decides.
+    | Filtered of (string option * Setting) list
+
+/// One entry of `models`.
+type internal ModelEntry =
+    { Path: string
+      Line: int
+      Parameters: Map<string, Setting> }
+
+[<Sealed>]
+type MergekitConfig
+    internal
+    (
+        file: string,
+        methodName: string,
+        baseModel: string option,
+        models: ModelEntry list,
+        globals: Map<string, Setting>,
+        outDType: string option
+    ) =
+    member _.File = file
+    member _.Method = methodName
+    member _.Base = baseModel
+    member _.Models = models |> List.map (fun m -> m.Path)
+    member internal _.Entries = models
+    member internal _.Globals = globals
+    member _.OutDType = outDType
+
+    member _.UsesLayers =
+        let rec grad s =
+            match s with
+            | Gradient _ -> true
+            | Filtered cs -> cs |> List.exists (snd >> grad)
+            | _ -> false
+        Seq.exists grad globals.Values
+        || models |> List.exists (fun m -> Seq.exists grad m.Parameters.Values)
+
+exception private ConfigError of string
+
+/// What a parameter accepts.
+type private Kind =
+    | Real of NumberRange
+    | Boolean
+
+type private Param =
+    { Name: string
+      Kind: Kind
+      /// None: required.
+      Default: Setting option }
+
+/// How a task-arithmetic-family method sparsifies.
+type private Sparsification =
+    | Magnitude
+    | Random
+    | Outliers
+    | MagPrune
+
+type private Family =
+    | Linear
+    | Gta of consensus: bool * sparsification: Sparsification option
+    | SlerpMethod
+    | ModelStockMethod
+    | PassthroughMethod
+
+type private MethodSpec =
+    { Name: string
+      Family: Family
+      /// Parameters only the top-level `parameters` may set.
+      Global: Param list
+      /// Parameters of each model (also settable at the top level, as defaults for every model).
+      PerModel: Param list }
+
+/// A parameter's value for one class of tensors.
+type private Value =
+    | N of float
+    | B of bool
+
+/// A recipe term: built once, rendered both as a recipe value and as F# text.
+type private Term =
+    | TBase
+    | TExperts
+    | TTaskVectors of Term
+    | TPick of int * Term
+    | TStackOf of Term list
+    | TWithBase of Term
+    | TSparsify of Spars * Term
+    | TElect of Term
+    | TScale of float * Term
+    | TSum of Term
+    | TWeighted of float list * Term
+    | TDisjointWeighted of float list * Term
+    | TAddToBase of Term
+    | TSlerp of float * Term
+    | TModelStock of Term
+    | TPassthrough of Term
+
+and private Spars =
+    | STopK of float
+    | SDare of float * Rescale
+    | SBreadcrumbs of float * float
+    | SDella of float * float * bool
+
+/// A class of tensor names that every setting evaluates alike: the layer (None outside the
+/// layers) and the exact set of filter strings the name contains.
+type private Cell = { Layer: int option; Filters: Set<string> }
+
+[<RequireQualifiedAccess>]
+module MergekitConfig =
+    let private num (x: float) = x.ToString("R", CultureInfo.InvariantCulture)
+
+    let private real name range def = { Name = name; Kind = Real range; Default = def |> Option.map Num }
+    let private flag name def = { Name = name; Kind = Boolean; Default = Some(Flag def) }
+
+    let private gta name consensus sparsification normalize rescale =
+        { Name = name
+          Family = Gta(consensus, sparsification)
+          Global =
+            [ flag "int8_mask" false
+              flag "normalize" normalize
+              flag "rescale" rescale
+              real "lambda" NumberRange.Finite (Some 1.0) ]
+          PerModel =
+            [ yield real "weight" NumberRange.Finite None
+              yield real "density" NumberRange.Fraction (Some 1.0)
+              if sparsification = Some Outliers then yield real "gamma" NumberRange.Proper (Some 0.01)
+              if sparsification = Some MagPrune then yield real "epsilon" NumberRange.NonNegative (Some 0.15) ] }
+
+    // mergekit's defaults (mergekit/merge_methods/registry.py): normalize and rescale per method.
+    let private methods =
+        [ { Name = "linear"; Family = Linear; Global = [ flag "normalize" true ]; PerModel = [ real "weight" NumberRange.Finite None ] }
+          gta "task_arithmetic" false None false false
+          gta "ties" true (Some Magnitude) true false
+          gta "dare_ties" true (Some Random) false true
+          gta "dare_linear" false (Some Random) false true
+          gta "breadcrumbs" false (Some Outliers) false false
+          gta "breadcrumbs_ties" true (Some Outliers) false false
+          gta "della" true (Some MagPrune) true true
+          gta "della_linear" false (Some MagPrune) false true
+          { Name = "slerp"; Family = SlerpMethod; Global = [ real "t" NumberRange.Unit None ]; PerModel = [] }
+          { Name = "model_stock"; Family = ModelStockMethod; Global = [ flag "filter_wise" false ]; PerModel = [] }
+          { Name = "passthrough"; Family = PassthroughMethod; Global = []; PerModel = [ real "scale" NumberRange.Finite (Some 1.0) ] } ]
+
+    let supportedMethods = methods |> List.map (fun m -> m.Name)
+
+    let private supportedText = String.Join(", ", supportedMethods)
+
+    let private laterMethods = [ "nuslerp"; "multislerp"; "karcher"; "sce"; "arcee_fusion"; "nearswap"; "ram" ]
+
+    // ---------------------------------------------------------------- parsing
+
+    let private fail (file: string) (node: YamlNode) (msg: string) : 'a =
+        raise (ConfigError $"{file}:{node.Start.Line}: {msg}")
+
+    let private scalarText file what (node: YamlNode) =
+        match node with
+        | :? YamlScalarNode as s when not (isNull s.Value) && s.Value <> "" -> s.Value
+        | _ -> fail file node $"{what}: expected a single value"
+
+    let private parseNumber file what (node: YamlNode) =
+        let text = scalarText file what node
+        match Double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
+        | true, x when Double.IsFinite x -> x
+        | _ -> fail file node $"{what}: '{text}' is not a number"
+
+    let private parseBool file what (node: YamlNode) =
+        match node with
+        | :? YamlScalarNode as s ->
+            match (if isNull s.Value then "" else s.Value.ToLowerInvariant()) with
+            | "true" | "yes" | "on" -> true
+            | "false" | "no" | "off" -> false
+            | v -> fail file node $"{what}: '{v}' is not true or false"
+        | _ -> fail file node $"{what}: expected true or false"
+
+    let private checkRange file what (node: YamlNode) (range: NumberRange) (x: float) =
+        if not (range.Contains x) then fail file node $"{what}: {num x} is outside {range.Text}"
+        x
+
+    let private entries (m: YamlMappingNode) =
+        [ for kv in m.Children -> kv.Key, kv.Value ]
+
+    let private keyText file (key: YamlNode) = scalarText file "key" key
+
+    /// A number or a gradient (list of numbers).
+    let private numberOrGradient file what range (node: YamlNode) =
+        match node with
+        | :? YamlScalarNode -> Num(checkRange file what node range (parseNumber file what node))
+        | :? YamlSequenceNode as s when s.Children.Count > 0 && s.Children |> Seq.forall (fun c -> c :? YamlScalarNode) ->
+            Gradient [ for c in s.Children -> checkRange file what c range (parseNumber file what c) ]
+        | :? YamlSequenceNode as s when s.Children.Count = 0 -> fail file node $"{what}: an empty gradient"
+        | _ -> fail file node $"{what}: expected a number or a list of numbers"
+
+    let private conditional file what range (node: YamlNode) =
+        match node with
+        | :? YamlMappingNode as m ->
+            let mutable filter = None
+            let mutable value = None
+            for k, v in entries m do
+                match keyText file k with
+                | "filter" -> filter <- Some(scalarText file $"{what}.filter" v)
+                | "value" -> value <- Some(numberOrGradient file $"{what}.value" range v)
+                | other -> fail file k $"{what}: unknown key '{other}' (a filtered value has 'filter' and 'value')"
+            match value with
+            | Some v -> filter, v
+            | None -> fail file node $"{what}: a filtered value needs 'value'"
+        | _ -> fail file node $"{what}: expected a mapping with 'filter' and 'value'"
+
+    let private setting file what (p: Param) (node: YamlNode) =
+        match p.Kind with
+        | Boolean -> Flag(parseBool file what node)
+        | Real range ->
+            match node with
+            | :? YamlMappingNode -> Filtered [ conditional file what range node ]
+            | :? YamlSequenceNode as s when s.Children |> Seq.exists (fun c -> c :? YamlMappingNode) ->
+                Filtered [ for c in s.Children -> conditional file what range c ]
+            | _ -> numberOrGradient file what range node
+
+    let private parameters file (where: string) (allowed: Param list) (others: Param list) (node: YamlNode) =
+        match node with
+        | :? YamlMappingNode as m ->
+            let mutable result = Map.empty
+            for k, v in entries m do
+                let name = keyText file k
+                match allowed |> List.tryFind (fun p -> p.Name = name) with
+                | Some p -> result <- result.Add(name, setting file $"{where}.{name}" p v)
+                | None when others |> List.exists (fun p -> p.Name = name) ->
+                    fail file k $"{where}: '{name}' applies to the whole merge; set it under the top-level parameters"
+                | None ->
+                    let known = String.Join(", ", allowed |> List.map (fun p -> p.Name))
+                    fail file k $"{where}: unknown parameter '{name}' (this method takes: {known})"
+            result
+        | :? YamlScalarNode as s when isNull s.Value || s.Value = "" -> Map.empty
+        | _ -> fail file node $"{where}: expected a mapping of parameter names to values"
+
+    let private resolvePath (file: string) (node: YamlNode) (what: string) (text: string) =
+        if text.Contains "+" && not (Directory.Exists text) then
+            fail file node $"{what}: '{text}': LoRA references (model+lora) are not supported yet"
+        let yamlDir = Path.GetDirectoryName(Path.GetFullPath file)
+        let candidates =
+            if Path.IsPathRooted text then [ text ] else [ Path.Combine(yamlDir, text); Path.GetFullPath text ]
+        match candidates |> List.tryFind Directory.Exists with
+        | Some p -> Path.TrimEndingDirectorySeparator(Path.GetFullPath p)
+        | None ->
+            fail file node $"{what}: '{text}' is not a local model folder (looked next to the YAML and in the working directory; Hugging Face repo ids are not supported yet)"
+
+    let private dtypeOf file what (node: YamlNode) =
+        match (scalarText file what node).ToLowerInvariant() with
+        | "float32" | "fp32" | "f32" -> "f32"
+        | "float16" | "fp16" | "f16" | "half" -> "f16"
+        | "bfloat16" | "bf16" -> "bf16"
+        | v -> fail file node $"{what}: unknown dtype '{v}' (expected float32, float16 or bfloat16)"
+
+    let private parseRoot (file: string) (text: string) =
+        let stream = YamlStream()
+        try
+            stream.Load(new StringReader(text))
+        with
+        | :? YamlException as e -> raise (ConfigError $"{file}:{e.Start.Line}: not valid YAML ({e.Message})")
+        // Alias resolution can fail with a bare ArgumentException (a repeated key through an alias).
+        | :? ArgumentException as e -> raise (ConfigError $"{file}: not valid YAML ({e.Message})")
+        if stream.Documents.Count <> 1 then raise (ConfigError $"{file}: expected one YAML document, found {stream.Documents.Count}")
+        match stream.Documents[0].RootNode with
+        | :? YamlMappingNode as m -> m
+        | n -> fail file n "expected a mapping (merge_method, models, parameters, ...)"
+
+    let private parseConfig (file: string) (text: string) =
+        let root = parseRoot file text
+        let all = entries root |> List.map (fun (k, v) -> keyText file k, (k, v))
+        for name, (k, v) in all do
+            match name with
+            | "merge_method" | "base_model" | "models" | "parameters" | "dtype" | "out_dtype" -> ()
+            | "tokenizer_source" ->
+                match v with
+                | :? YamlScalarNode as s when s.Value = "base" -> ()
+                | :? YamlScalarNode as s -> fail file v $"tokenizer_source: '{s.Value}' is not supported yet (only 'base': the base model's tokenizer is copied)"
+                | _ -> fail file v "tokenizer_source: model references are not supported yet (only 'base': the base model's tokenizer is copied)"
+            | "slices" -> fail file k "slices are not supported yet (use models)"
+            | "modules" -> fail file k "modules are not supported yet (use models)"
+            | "tokenizer" -> fail file k "tokenizer: not supported yet (only tokenizer_source: base)"
+            | "chat_template" -> fail file k "chat_template: not supported yet"
+            | other ->
+                fail file k $"unknown key '{other}' (expected merge_method, base_model, models, parameters, dtype, out_dtype, tokenizer_source)"
+        let find name = all |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
+        let spec =
+            match find "merge_method" with
+            | None -> raise (ConfigError $"{file}: merge_method is missing")
+            | Some(_, v) ->
+                let name = scalarText file "merge_method" v
+                match methods |> List.tryFind (fun m -> m.Name = name) with
+                | Some m -> m
+                | None when laterMethods |> List.contains name ->
+                    fail file v $"merge_method '{name}' is not supported yet (supported: {supportedText})"
+                | None -> fail file v $"unknown merge_method '{name}' (supported: {supportedText})"
+        let globals =
+            match find "parameters" with
+            | None -> Map.empty
+            | Some(_, v) -> parameters file "parameters" (spec.Global @ spec.PerModel) [] v
+        let baseModel = find "base_model" |> Option.map (fun (_, v) -> resolvePath file v "base_model" (scalarText file "base_model" v))
+        let models =
+            match find "models" with
+            | None -> raise (ConfigError $"{file}: models is missing (slices are not supported yet)")
+            | Some(k, (:? YamlSequenceNode as s)) when s.Children.Count > 0 ->
+                [ for i, item in Seq.indexed s.Children do
+                      let where = $"models[{i}]"
+                      match item with
+                      | :? YamlMappingNode as m ->
+                          let mutable path = None
+                          let mutable ps = Map.empty
+                          for k, v in entries m do
+                              match keyText file k with
+                              | "model" -> path <- Some(resolvePath file v $"{where}.model" (scalarText file $"{where}.model" v))
+                              | "parameters" -> ps <- parameters file $"{where}.parameters" spec.PerModel spec.Global v
+                              | other -> fail file k $"{where}: unknown key '{other}' (expected model, parameters)"
+                          match path with
+                          | Some p -> { Path = p; Line = int item.Start.Line; Parameters = ps }
+                          | None -> fail file item $"{where}: 'model' is missing"
+                      | _ -> fail file item $"{where}: expected a mapping with 'model' and 'parameters'" ]
+            | Some(_, v) -> fail file v "models: expected a list of models"
+        let outDType =
+            match find "out_dtype", find "dtype" with
+            | Some(_, v), _ -> Some(dtypeOf file "out_dtype" v)
+            | None, Some(_, v) -> Some(dtypeOf file "dtype" v)
+            | None, None -> None
+        find "dtype" |> Option.iter (fun (_, v) -> dtypeOf file "dtype" v |> ignore)
+        let dupe = models |> List.countBy (fun m -> m.Path) |> List.tryFind (fun (_, n) -> n > 1)
+        match dupe with
+        | Some(p, _) -> raise (ConfigError $"{file}: model '{p}' is listed twice")
+        | None -> ()
+        let isBase (m: ModelEntry) = Some m.Path = baseModel
+        let line = models |> List.tryHead |> Option.map (fun m -> m.Line) |> Option.defaultValue 1
+        let need what = raise (ConfigError $"{file}:{line}: {spec.Name} {what}")
+        let experts, baseUsed =
+            match spec.Family with
+            | Linear ->
+                if baseModel.IsSome && not (models |> List.exists isBase) then
+                    need "merges only the listed models: list base_model under models with a weight, or remove base_model"
+                models, None
+            | Gta _ | ModelStockMethod | SlerpMethod ->
+                if baseModel.IsNone then need "needs base_model"
+                models |> List.filter (isBase >> not), baseModel
+            | PassthroughMethod ->
+                if models.Length <> 1 then need $"takes exactly one model ({models.Length} given)"
+                models, None
+        match spec.Family, experts.Length with
+        | SlerpMethod, n when n <> 1 -> need $"takes the base model and exactly one other model ({n} others given)"
+        | ModelStockMethod, n when n < 2 -> need $"needs at least two models besides the base ({n} given)"
+        | (Gta _ | Linear), 0 -> need "needs at least one model besides the base"
+        | _ -> ()
+        spec, MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType)
+
+    let parse (file: string) (text: string) =
+        try
+            Ok(snd (parseConfig file text))
+        with ConfigError msg ->
+            Error msg
+
+    let load (file: string) =
+        if not (File.Exists file) then Error $"{file}: no such configuration file"
+        else
+            // A config is the user's own small text file, not a model file.
+            let info = FileInfo file
+            if info.Length > 1_000_000L then Error $"{file}: too large for a merge configuration ({info.Length} bytes)"
+            else parse file (File.ReadAllText file)
+
+    // ---------------------------------------------------------------- evaluation
+
+    let interpolate (anchors: float list) (t: float) =
+        let a = Array.ofList anchors
+        let scaled = t * float (a.Length - 1)
+        let i0 = int scaled
+        let i1 = min (a.Length - 1) (i0 + 1)
+        let frac = scaled - float i0
+        (1.0 - frac) * a[i0] + frac * a[i1]
+
+    let layerT (layerCount: int) (layer: int option) =
+        match layer with
+        | None -> 0.0
+        | Some i -> if layerCount > 1 then float i / float (layerCount - 1) else 1.0
+
+    let rec private evaluate (cell: Cell) (t: float) (s: Setting) : Value option =
+        match s with
+        | Num x -> Some(N x)
+        | Flag b -> Some(B b)
+        | Gradient xs -> Some(N(interpolate xs t))
+        | Filtered conds ->
+            conds
+            |> List.tryFind (fun (f, _) ->
+                match f with
+                | None -> true
+                | Some f when f = "*" || f = "" -> true
+                | Some f -> cell.Filters.Contains f)
+            |> Option.bind (fun (_, v) -> evaluate cell t v)
+
+    let private filtersOf (config: MergekitConfig) =
+        let rec fs s =
+            match s with
+            | Filtered cs -> cs |> List.collect (fun (f, v) -> (match f with Some f when f <> "*" && f <> "" -> [ f ] | _ -> []) @ fs v)
+            | _ -> []
+        (Seq.toList config.Globals.Values @ (config.Entries |> List.collect (fun m -> Seq.toList m.Parameters.Values)))
+        |> List.collect fs
+        |> List.distinct
+
+    let private cellText (cell: Cell) =
+        let layer = match cell.Layer with Some i -> $"layer {i}" | None -> "tensors outside the layers"
+        if cell.Filters.IsEmpty then layer else $"""{layer} matching {String.Join(", ", cell.Filters)}"""
+
+    let private sparsifierOf (s: Spars) : Sparsifier =
+        match s with
+        | STopK d -> Recipe.topKRounded Floor d
+        | SDare(d, r) -> Recipe.bernoulliWith r d
+        | SBreadcrumbs(d, g) -> Recipe.breadcrumbsRounded Floor d g
+        | SDella(d, e, r) -> Della(d, e, r)
+
+    /// The recipe term of one cell.
+    let private termOf (file: string) (spec: MethodSpec) (config: MergekitConfig) (layerCount: int) (cell: Cell) =
+        let t = layerT layerCount cell.Layer
+        let fail msg = raise (ConfigError $"{file}: {msg} ({cellText cell})")
+        let globalValue (p: Param) =
+            match config.Globals.TryFind p.Name |> Option.bind (evaluate cell t) with
+            | Some v -> v
+            | None ->
+                match p.Default |> Option.bind (evaluate cell t) with
+                | Some v -> v
+                | None -> fail $"parameter '{p.Name}' has no value"
+        let modelValue (m: ModelEntry) (p: Param) =
+            let given =
+                match m.Parameters.TryFind p.Name |> Option.bind (evaluate cell t) with
+                | Some v -> Some v
+                | None -> config.Globals.TryFind p.Name |> Option.bind (evaluate cell t)
+            match given with
+            | Some v -> v
+            | None ->
+                match p.Default |> Option.bind (evaluate cell t) with
+                | Some v -> v
+                | None -> fail $"model '{m.Path}' has no '{p.Name}'"
+        let number v = match v with N x -> x | B b -> if b then 1.0 else 0.0
+        let boolean v = match v with B b -> b | N x -> x <> 0.0
+        let g name = globalValue (spec.Global |> List.find (fun p -> p.Name = name))
+        let per name = config.Entries |> List.map (fun m -> modelValue m (spec.PerModel |> List.find (fun p -> p.Name = name)) |> number)
+        match spec.Family with
+        | Linear ->
+            let ws = per "weight"
+            if boolean (g "normalize") then
+                let total = List.sum ws
+                if total = 0.0 then fail "the weights sum to 0 and normalize is on"
+                TWeighted(ws |> List.map (fun w -> w / total), TExperts)
+            else TWeighted(ws, TExperts)
+        | Gta(consensus, sparsification) ->
+            let ws = per "weight"
+            let normalize = boolean (g "normalize")
+            let rescale = boolean (g "rescale")
+            let lambda = number (g "lambda")
+            let n = ws.Length
+            let sparsifiers =
+                match sparsification with
+                | None -> List.replicate n None
+                | Some kind ->
+                    let ds = per "density"
+                    [ for i in 0 .. n - 1 ->
+                          let d = ds[i]
+                          match kind with
+                          | Magnitude ->
+                              if rescale then fail "rescale: true with ties (mergekit's L1 rescale of top-k) is not supported yet"
+                              Some(STopK d)
+                          | Random -> Some(SDare(d, (if rescale then L1 else NoRescale)))
+                          | Outliers ->
+                              if rescale then fail "rescale: true with breadcrumbs (mergekit's L1 rescale) is not supported yet"
+                              Some(SBreadcrumbs(d, (per "gamma")[i]))
+                          | MagPrune ->
+                              let e = (per "epsilon")[i]
+                              if d < 1.0 && not (d - e > 0.0 && d + e < 1.0) then
+                                  fail $"density ± epsilon must stay inside (0, 1) (density {num d}, epsilon {num e})"
+                              Some(SDella(d, e, rescale)) ]
+            let tv = TTaskVectors TExperts
+            let sparsified, perItem =
+                match List.distinct sparsifiers with
+                | [ None ] -> tv, false
+                | [ Some s ] -> TSparsify(s, tv), false
+                | _ -> tv, true
+            let stack =
+                if not perItem && ws |> List.forall ((=) 1.0) then sparsified
+                else
+                    TStackOf
+                        [ for i in 0 .. n - 1 ->
+                              let item = TPick(i, sparsified)
+                              let item = if perItem then (match sparsifiers[i] with Some s -> TSparsify(s, item) | None -> item) else item
+                              if ws[i] = 1.0 then item else TScale(ws[i], item) ]
+            let mixed =
+                if consensus then
+                    let elected = TElect stack
+                    if normalize then TDisjointWeighted(ws, elected) else TSum elected
+                else
+                    let total = List.sum ws
+                    if normalize && abs total >= 1e-8 && total <> 1.0 then TScale(1.0 / total, TSum stack) else TSum stack
+            TAddToBase(if lambda = 1.0 then mixed else TScale(lambda, mixed))
+        | SlerpMethod -> TSlerp(number (g "t"), TWithBase TExperts)
+        | ModelStockMethod ->
+            if boolean (g "filter_wise") then fail "filter_wise: true is not supported yet"
+            TModelStock TExperts
+        | PassthroughMethod ->
+            let s = (per "scale")[0]
+            if s = 1.0 then TPassthrough(TPick(0, TExperts)) else TScale(s, TPick(0, TExperts))
+
+    // ---------------------------------------------------------------- terms to recipes and text
+
+    let rec private tensor (t: Term) : Tensor =
+        match t with
+        | TBase -> Recipe.baseModel
+        | TPick(i, s) -> stack s |> Recipe.pick i
+        | TSparsify(sp, x) -> tensor x |> Recipe.sparsify (sparsifierOf sp)
+        | TScale(f, x) -> tensor x |> Recipe.scale f
+        | TSum s -> stack s |> Recipe.sum
+        | TWeighted(ws, s) -> stack s |> Recipe.weighted ws
+        | TDisjointWeighted(ws, s) -> stack s |> Recipe.disjointWeightedMean ws
+        | TAddToBase x -> tensor x |> Recipe.addTo Recipe.baseModel
+        | TSlerp(v, s) -> stack s |> Recipe.slerp v
+        | TModelStock s -> stack s |> Recipe.modelStock
+        | TPassthrough x -> tensor x |> Recipe.passthrough
+        | _ -> invalidOp $"not a tensor term: {t}"
+
+    and private stack (t: Term) : Stack =
+        match t with
+        | TExperts -> Recipe.experts
+        | TTaskVectors s -> stack s |> Recipe.taskVectors
+        | TStackOf items -> Recipe.stackOf (items |> List.map tensor)
+        | TWithBase s -> stack s |> Recipe.withBase
+        | TSparsify(sp, x) -> stack x |> Recipe.sparsify (sparsifierOf sp)
+        | TElect s -> stack s |> Recipe.electSignWith Mass PositiveSign
+        | TScale(f, x) -> stack x |> Recipe.scale f
+        | _ -> invalidOp $"not a stack term: {t}"
+
+    let private fnum (x: float) =
+        let s = num x
+        let s = if s.Contains '.' || s.Contains 'E' || s.Contains "Infinity" || s = "NaN" then s else s + ".0"
+        if x < 0.0 then $"({s})" else s
+
+    let private floats (xs: float list) = "[ " + String.Join("; ", xs |> List.map fnum) + " ]"
+
+    let private sparsText (s: Spars) =
+        match s with
+        | STopK d -> $"Recipe.topKRounded Floor {fnum d}"
+        | SDare(d, r) -> $"""Recipe.bernoulliWith {(match r with L1 -> "L1" | NoRescale -> "NoRescale" | Inverse -> "Inverse")} {fnum d}"""
+        | SBreadcrumbs(d, g) -> $"Recipe.breadcrumbsRounded Floor {fnum d} {fnum g}"
+        | SDella(d, e, r) ->
+            let rescale = if r then "true" else "false"
+            $"MergeDsl.Core.Ir.Della({fnum d}, {fnum e}, {rescale})"
+
+    /// Lines of a pipeline: the source first, then one `|> step` per line.
+    let rec private lines (t: Term) : string list =
+        let step x s = lines x @ [ "|> " + s ]
+        match t with
+        | TBase -> [ "Recipe.baseModel" ]
+        | TExperts -> [ "Recipe.experts" ]
+        | TTaskVectors x -> step x "Recipe.taskVectors"
+        | TPick(i, x) -> step x $"Recipe.pick {i}"
+        | TStackOf items -> [ "Recipe.stackOf [ " + String.Join("; ", items |> List.map (fun i -> "(" + String.Join(" ", lines i) + ")")) + " ]" ]
+        | TWithBase x -> step x "Recipe.withBase"
+        | TSparsify(s, x) -> step x $"Recipe.sparsify ({sparsText s})"
+        | TElect x -> step x "Recipe.electSignWith Mass PositiveSign"
+        | TScale(f, x) -> step x $"Recipe.scale {fnum f}"
+        | TSum x -> step x "Recipe.sum"
+        | TWeighted(ws, x) -> step x $"Recipe.weighted {floats ws}"
+        | TDisjointWeighted(ws, x) -> step x $"Recipe.disjointWeightedMean {floats ws}"
+        | TAddToBase x -> step x "Recipe.addTo Recipe.baseModel"
+        | TSlerp(v, x) -> step x $"Recipe.slerp {fnum v}"
+        | TModelStock x -> step x "Recipe.modelStock"
+        | TPassthrough x -> step x "Recipe.passthrough"
+
+    /// The regex (without "re:") of the names in a cell: the first `.N.` of the name is the layer,
+    /// as the compiler's layer index reads it; filters are substrings, as in mergekit.
+    let private cellPattern (usesLayers: bool) (filters: string list) (cell: Cell) =
+        let lookaheads =
+            filters
+            |> List.map (fun f -> if cell.Filters.Contains f then $"(?=.*{Regex.Escape f})" else $"(?!.*{Regex.Escape f})")
+            |> String.concat ""
+        let layer =
+            if not usesLayers then ".*"
+            else
+                match cell.Layer with
+                | None -> @"(?!.*\.\d+\.).*"
+                | Some i -> $@"(?:(?!\.\d+\.).)*\.{i}\..*"
+        lookaheads + layer
+
+    /// Every cell with its term, grouped by equal terms; the most common term becomes the fallback.
+    let private build (layerCount: int) (config: MergekitConfig) =
+        let spec = methods |> List.find (fun m -> m.Name = config.Method)
+        let filters = filtersOf config
+        if filters.Length > 8 then raise (ConfigError $"{config.File}: more than 8 distinct filters")
+        if config.UsesLayers && layerCount < 1 then raise (ConfigError $"{config.File}: gradients need the number of layers (found none)")
+        let layers = if config.UsesLayers then None :: [ for i in 0 .. layerCount - 1 -> Some i ] else [ None ]
+        let subsets =
+            filters
+            |> List.fold (fun acc f -> acc @ (acc |> List.map (Set.add f))) [ Set.empty ]
+        let cells = [ for l in layers do for s in subsets -> { Layer = l; Filters = s } ]
+        let terms = cells |> List.map (fun c -> c, termOf config.File spec config layerCount c)
+        let groups = terms |> List.groupBy snd |> List.map (fun (term, cs) -> term, cs |> List.map fst)
+        let fallback, _ = groups |> List.maxBy (fun (_, cs) -> cs.Length)
+        let rules =
+            groups
+            |> List.filter (fun (term, _) -> term <> fallback)
+            |> List.map (fun (term, cs) ->
+                let body = cs |> List.map (cellPattern config.UsesLayers filters) |> fun ps -> if ps.Length = 1 then ps.Head else "(?:" + String.Join("|", ps) + ")"
+                "re:" + body, term)
+        spec, fallback, rules
+
+    let private parametersOf (config: MergekitConfig) (layerCount: int) =
+        [ "config", Path.GetFileName config.File; "semantics", "mergekit" ]
+        @ (if config.UsesLayers then [ "layers", string layerCount ] else [])
+
+    let toRecipe (layerCount: int) (config: MergekitConfig) =
+        try
+            let _, fallback, rules = build layerCount config
+            let recipe =
+                match rules with
+                | [] -> Recipe.ofTensor (tensor fallback)
+                | _ -> Recipe.select [ for p, t in rules -> Recipe.rule p (tensor t) ] (tensor fallback)
+            Ok(recipe |> Recipe.named config.Method (parametersOf config layerCount))
+        with
+        | ConfigError msg -> Error msg
+        | :? RecipeException as e -> Error $"{config.File}: {e.Message}"
+
+    let toFSharp (layerCount: int) (config: MergekitConfig) =
+        try
+            let _, fallback, rules = build layerCount config
+            let indent n (ls: string list) = ls |> List.map (fun l -> String(' ', n) + l)
+            let quote (s: string) = "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
+            let body =
+                match rules with
+                | [] -> indent 4 (lines fallback @ [ "|> Recipe.ofTensor" ])
+                | _ ->
+                    [ yield "    Recipe.select"
+                      yield "        ["
+                      for p, t in rules do
+                          yield $"            Recipe.rule {quote p} ("
+                          yield! indent 16 (lines t)
+                          yield "            )"
+                      yield "        ]"
+                      yield "        ("
+                      yield! indent 12 (lines fallback)
+                      yield "        )" ]
+            let ps = parametersOf config layerCount |> List.map (fun (k, v) -> $"{quote k}, {quote v}")
+            let args =
+                (config.Base |> Option.map (fun b -> $"--base {b}") |> Option.toList)
+                @ (config.Models |> List.map (fun m -> $"--model {m}"))
+            let text =
+                [ $"// Imported from {config.File} (mergekit {config.Method}, mergekit's rules; see docs/mergekit.md)."
+                  $"""//   mergedsl run this.fsx {String.Join(" ", args)} --out OUT"""
+                  "open MergeDsl"
+                  ""
+                  "let recipe =" ]
+                @ body
+                @ [
+                  $"""    |> Recipe.named {quote config.Method} [ {String.Join("; ", ps)} ]""" ]
+            Ok(String.Join("\n", text) + "\n")
+        with ConfigError msg ->
+            Error msg

@@ -1,0 +1,41 @@
+namespace MergeDsl
+
+open MergeDsl.Core.Ir
+
+/// A mergekit merge configuration (`mergekit-yaml` YAML), parsed and checked: every key, method,
+/// parameter name, value and model folder, before any model file is opened. It translates into an
+/// ordinary MergeDsl recipe (the same IR) that follows mergekit's rules (see docs/mergekit.md).
+[<Sealed>]
+type MergekitConfig =
+    /// The YAML file the configuration came from (as given).
+    member File: string
+    /// mergekit's method name, e.g. "ties".
+    member Method: string
+    /// The base model folder (full path) the recipe reads as the base, if the method uses one.
+    member Base: string option
+    /// The other model folders (full paths), in the order of `models`: the recipe's experts.
+    member Models: string list
+    /// Output dtype: `out_dtype`, else `dtype` ("f32", "f16" or "bf16"); None keeps the inputs' dtype.
+    member OutDType: string option
+    /// True when some parameter is a gradient, so the recipe depends on the number of layers.
+    member UsesLayers: bool
+
+[<RequireQualifiedAccess>]
+module MergekitConfig =
+    /// The mergekit methods a configuration may name.
+    val supportedMethods: string list
+    /// Parses YAML text; `file` names it in messages and anchors relative model paths (its folder
+    /// first, then the working directory). Error is one line: "file:line: message".
+    val parse: file: string -> text: string -> Result<MergekitConfig, string>
+    /// Reads and parses a configuration file.
+    val load: file: string -> Result<MergekitConfig, string>
+    /// The recipe for models of `layerCount` transformer layers (only gradients depend on it);
+    /// Error is one line (e.g. a model without a required weight for some tensors).
+    val toRecipe: layerCount: int -> config: MergekitConfig -> Result<MergeRecipe, string>
+    /// The same recipe as F# script text (binds `recipe`; runs with `mergedsl run file.fsx`).
+    val toFSharp: layerCount: int -> config: MergekitConfig -> Result<string, string>
+    /// A gradient's value at t ∈ [0, 1] exactly as mergekit computes it: scaled = t·(n−1),
+    /// i0 = ⌊scaled⌋, linear between anchors i0 and min(i0 + 1, n − 1).
+    val interpolate: anchors: float list -> t: float -> float
+    /// mergekit's t of a tensor: i/(L−1) for layer i of L (1 when L = 1); 0 outside the layers.
+    val layerT: layerCount: int -> layer: int option -> float
