@@ -85,10 +85,7 @@ public sealed record DecoderConfig
     /// <exception cref="FormatException">Not JSON, an unknown architecture, an unsupported feature, or a bad value.</exception>
     public static DecoderConfig FromJson(string json, string label = "config.json")
     {
-        JsonNode? root;
-        try { root = JsonNode.Parse(json); }
-        catch (JsonException e) { throw new FormatException($"{label}: not valid JSON ({e.Message})"); }
-        if (root is not JsonObject o) throw new FormatException($"{label}: expected a JSON object");
+        var o = JsonFiles.ParseObject(json, label);
         FormatException Bad(string what) => new($"{label}: {what}");
 
         string? Str(string key)

@@ -38,6 +38,7 @@ public static class DecoderScoring
         using var _ = NewDisposeScope();
         using var __ = no_grad();
         int longest = batch.Max(s => s.Count);
+        if (longest == 1) return batch.Select(_ => new SequenceScore([])).ToArray();   // nothing to predict
         var flat = new long[batch.Count * longest];   // padding id 0: any valid id will do, it is never scored
         for (int b = 0; b < batch.Count; b++)
             for (int t = 0; t < batch[b].Count; t++) flat[b * longest + t] = batch[b][t];
@@ -46,7 +47,7 @@ public static class DecoderScoring
         var logProbs = logits.narrow(1, 0, longest - 1).log_softmax(-1);  // predictions for tokens 1..T-1
         var targets = ids.narrow(1, 1, longest - 1).unsqueeze(-1);
         var picked = logProbs.gather(-1, targets).squeeze(-1).to_type(ScalarType.Float64);  // [B, T-1]
-        var values = picked.data<double>().ToArray();
+        var values = picked.contiguous().data<double>().ToArray();
         var scores = new SequenceScore[batch.Count];
         for (int b = 0; b < batch.Count; b++)
         {

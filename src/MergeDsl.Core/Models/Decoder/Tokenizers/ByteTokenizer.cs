@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.Encodings.Web;
 using System.Text.Json.Nodes;
 
 namespace MergeDsl.Core.Models.Decoder.Tokenizers;
@@ -41,6 +42,9 @@ public sealed class ByteTokenizer : ITextTokenizer
     public string Decode(IEnumerable<int> ids)
         => Encoding.UTF8.GetString(ids.Where(i => i is >= 0 and < 256).Select(i => (byte)i).ToArray());
 
+    // Readable output: "<s>" rather than "\u003Cs\u003E", the byte-level characters as themselves.
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     static JsonObject ByteLevel() => new()
     {
         ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false,
@@ -74,7 +78,7 @@ public sealed class ByteTokenizer : ITextTokenizer
                 ["vocab"] = vocab, ["merges"] = new JsonArray(),
             },
         };
-        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        return root.ToJsonString(Indented);
     }
 
     /// <summary>A tokenizer_config.json naming the special tokens, so <c>AutoTokenizer</c> loads the folder.</summary>
@@ -85,7 +89,7 @@ public sealed class ByteTokenizer : ITextTokenizer
         ["eos_token"] = EosText,
         ["add_bos_token"] = true,
         ["model_max_length"] = 1_000_000,
-    }.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }.ToJsonString(Indented);
 
     /// <summary>
     /// True when <paramref name="root"/> is exactly this tokenizer's form: BPE, no merges, the 256 byte-level

@@ -37,6 +37,9 @@ public static class TokenizerFiles
     /// <summary>The cl100k pre-tokenizer pattern, which tiktoken rank files of Llama 3 and GPT-4 style models are used with.</summary>
     const string Cl100kPattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+    /// <summary>One piece: the whole text.</summary>
+    const string WholeText = @"(?s).+";
+
     /// <summary>Largest tokenizer file read (real ones are under 20 MB).</summary>
     const long MaxTokenizerBytes = 64L << 20;
 
@@ -67,14 +70,7 @@ public static class TokenizerFiles
 
     static bool Present(string path) => UnixFiles.TryStat(path, followLinks: false) is not null;
 
-    static JsonObject ParseObject(string file, byte[] bytes)
-    {
-        try
-        {
-            return JsonNode.Parse(bytes) as JsonObject ?? throw new FormatException($"{file}: expected a JSON object");
-        }
-        catch (JsonException e) { throw new FormatException($"{file}: not valid JSON ({e.Message})"); }
-    }
+    static JsonObject ParseObject(string file, byte[] bytes) => JsonFiles.ParseObject(Encoding.UTF8.GetString(bytes), file);
 
     static JsonObject? ReadTokenizerConfig(string folder)
     {
@@ -147,7 +143,8 @@ public static class TokenizerFiles
                 bool useRegex = step["use_regex"] is not JsonValue ur || !ur.TryGetValue<bool>(out var u) || u;
                 if (step["add_prefix_space"] is JsonValue aps && aps.TryGetValue<bool>(out var ap) && ap)
                     throw new FormatException($"{file}: ByteLevel with add_prefix_space is not supported");
-                if (useRegex) pattern ??= Gpt2Pattern;
+                // Without its regex, ByteLevel keeps the text whole; the library's default would split at spaces and drop them.
+                pattern ??= useRegex ? Gpt2Pattern : WholeText;
             }
             else if (type != "Digits" || pattern is null)
                 throw new FormatException($"{file}: pre_tokenizer step {type} is not supported (ByteLevel and one regex Split are)");
