@@ -108,5 +108,6 @@ let tests =
             Expect.isGreaterThan (j.GetProperty("score_tokens_per_second").GetDouble()) 0.0 "scoring rate"
             expectOneLineFailure (mergedsl [ "bench"; "decoder"; "--size"; "huge" ]) "--size 'huge'"
             expectOneLineFailure (mergedsl [ "bench"; "decoder"; "--lengths"; "4,x" ]) "'x' is not a positive integer"
+            expectOneLineFailure (mergedsl [ "bench"; "decoder"; "--threads"; "0" ]) "--threads 0 must be at least 1"
         }
     ]

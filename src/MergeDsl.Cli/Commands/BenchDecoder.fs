@@ -13,6 +13,7 @@ type Args =
     | Size of name: string
     | Lengths of counts: string
     | Dir of path: string
+    | Threads of count: int
     | Json
 
     interface IArgParserTemplate with
@@ -21,7 +22,10 @@ type Args =
             | Size _ -> "tiny, llama-100m or both (default both)."
             | Lengths _ -> "generation lengths, comma-separated (default 64,256,512)."
             | Dir _ -> "where the random model folders are written (default the temp folder)."
+            | Threads _ -> "libtorch intra-op threads (default: libtorch's choice, one per core); 1 avoids thread hand-off stalls on a busy machine."
             | Json -> "print JSON results."
+
+let private log' json (s: string) = if not json then printfn "%s" s
 
 /// Entry point for `mergedsl bench decoder`.
 let run (args: ParseResults<Args>) : int =
@@ -40,7 +44,13 @@ let run (args: ParseResults<Args>) : int =
     if lengths.Length = 0 then raise (UsageError "bench decoder: --lengths is empty")
     let dir = args.GetResult(Dir, defaultValue = Path.GetTempPath())
     if not (Directory.Exists dir) then raise (UsageError $"bench decoder: --dir {dir} does not exist")
+    match args.TryGetResult Threads with
+    | Some n when n < 1 -> raise (UsageError $"bench decoder: --threads {n} must be at least 1")
+    | Some n -> TorchSharp.torch.set_num_threads n
+    | None -> ()
+    let threads = TorchSharp.torch.get_num_threads ()
     let json = args.Contains Json
+    log' json $"libtorch intra-op threads: {threads}"
     let log (s: string) = if not json then printfn "%s" s
     let results =
         [ for shape in shapes ->
@@ -53,6 +63,7 @@ let run (args: ParseResults<Args>) : int =
             results
             |> List.map (fun r ->
                 {| shape = r.Shape
+                   threads = threads
                    parameters = r.Parameters
                    load_seconds = r.LoadSeconds
                    score_tokens_per_second = r.ScoreTokensPerSecond
