@@ -119,6 +119,10 @@ let tests =
             expectFails [ "tokenizer.json", """{"model": {"type": "WordPiece", "vocab": {}}, "pre_tokenizer": {"type": "BertPreTokenizer"}}""" ]
                 "tokenizer.json: a WordPiece model with pre_tokenizer BertPreTokenizer is not supported"
             expectFails [ "tokenizer.json", "{not json" ] "tokenizer.json: not valid JSON"
+            expectFails [ "tokenizer.json", bpeJson """{"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel"}]}""" "null" ]
+                "tokenizer.json: pre_tokenizer step Digits is not supported"
+            expectFails [ "tokenizer.json", bpeJson """{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Removed"}, {"type": "ByteLevel"}]}""" "null" ]
+                "tokenizer.json: a Split pre-tokenizer with behavior Removed is not supported"
             expectFails [ "tokenizer.json", bpeJson """{"type": "Metaspace"}""" "null" ] "tokenizer.json: a BPE model with pre_tokenizer Metaspace is not supported"
             expectFails [ "tokenizer.json", bpeJson """{"type": "ByteLevel"}, "normalizer": {"type": "Lowercase"}""" "null" ] "tokenizer.json: not valid JSON"
             expectFails [ "tokenizer.json", (bpeJson gpt2Pre "null").Replace("\"normalizer\": null", "\"normalizer\": {\"type\": \"Lowercase\"}") ]

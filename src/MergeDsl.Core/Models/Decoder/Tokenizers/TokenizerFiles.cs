@@ -137,7 +137,16 @@ public static class TokenizerFiles
         foreach (var step in Steps(root["pre_tokenizer"]))
         {
             string type = step["type"]?.ToString() ?? "";
-            if (type == "Split" && (step["pattern"] as JsonObject)?["Regex"]?.ToString() is { } regex) pattern = regex;
+            if (type == "Split" && pattern is null && (step["pattern"] as JsonObject)?["Regex"]?.ToString() is { } regex)
+            {
+                // Isolated: matches and the gaps between them are pieces; the GPT-style patterns match every
+                // character, so the library's match-only splitting gives the same pieces. Other behaviours do not.
+                string behavior = step["behavior"]?.ToString() ?? "Isolated";
+                bool invert = step["invert"] is JsonValue iv && iv.TryGetValue<bool>(out var inv) && inv;
+                if (behavior != "Isolated" || invert)
+                    throw new FormatException($"{file}: a Split pre-tokenizer with behavior {behavior}{(invert ? ", inverted" : "")} is not supported (Isolated is)");
+                pattern = regex;
+            }
             else if (type == "ByteLevel")
             {
                 bool useRegex = step["use_regex"] is not JsonValue ur || !ur.TryGetValue<bool>(out var u) || u;
@@ -146,8 +155,8 @@ public static class TokenizerFiles
                 // Without its regex, ByteLevel keeps the text whole; the library's default would split at spaces and drop them.
                 pattern ??= useRegex ? Gpt2Pattern : WholeText;
             }
-            else if (type != "Digits" || pattern is null)
-                throw new FormatException($"{file}: pre_tokenizer step {type} is not supported (ByteLevel and one regex Split are)");
+            else
+                throw new FormatException($"{file}: pre_tokenizer step {type} is not supported (ByteLevel and one regex Split before it are)");
         }
         NormalizationForm? form = Describe(root["normalizer"]) switch
         {
