@@ -20,6 +20,8 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Upscale of ParseResults<Upscale.Args>
     | [<CliPrefix(CliPrefix.None)>] Adapt of ParseResults<Adapt.Args>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.Args>
+    | [<CliPrefix(CliPrefix.None)>] Score of ParseResults<Score.Args>
+    | [<CliPrefix(CliPrefix.None)>] Generate of ParseResults<Generate.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -37,6 +39,8 @@ type Args =
             | Upscale _ -> "upscale a CLIP model and its experts into an MoE model (wemoe, e-wemoe, smile)."
             | Adapt _ -> "test-time adaptation: train WEMoE routers (or AdaMerging coefficients) on unlabelled data."
             | Eval _ -> "per-task accuracy and loss of a model with heads on labelled data (FusionBench JSON)."
+            | Score _ -> "bits per byte and mean log-likelihood of a text under a Llama/Mistral/Qwen2 model."
+            | Generate _ -> "continue a prompt with a Llama/Mistral/Qwen2 model (greedy or sampled, KV cache)."
 
 /// Runs the command an argument names; None for global flags such as --verbose.
 let private dispatch (arg: Args) : int option =
@@ -56,6 +60,8 @@ let private dispatch (arg: Args) : int option =
     | Upscale a -> Some(Upscale.run a)
     | Adapt a -> Some(Adapt.run a)
     | Eval a -> Some(Eval.run a)
+    | Score a -> Some(Score.run a)
+    | Generate a -> Some(Generate.run a)
 
 [<EntryPoint>]
 let main argv =

@@ -52,12 +52,14 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Stream of ParseResults<StreamArgs>
     | [<CliPrefix(CliPrefix.None); Hidden>] Stream_Step of ParseResults<StepArgs>
     | [<CliPrefix(CliPrefix.None)>] Taskpool of ParseResults<Taskpool.Args>
+    | [<CliPrefix(CliPrefix.None)>] Decoder of ParseResults<BenchDecoder.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Stream _ -> "streaming merge of synthetic f32 checkpoints vs. a plain copy of the same bytes."
             | Stream_Step _ -> "(internal) one measured step, run in a child process."
+            | Decoder _ -> "decoder LLM runtime: scoring and KV-cache generation tokens/s, peak memory (tiny and ~100M Llama)."
             | Taskpool _ -> "merge-method benchmark on real data (MNIST/Fashion tasks, tiny CLIP): table, JSON, Markdown, PNG."
 
 /// One measured step, as the child reports it on its last stdout line.
@@ -203,4 +205,7 @@ let run (args: ParseResults<Args>) : int =
     | Some s, _, _ -> stream s
     | _, Some s, _ -> streamStep s
     | _, _, Some t -> Taskpool.run t
-    | None, None, None -> raise (UsageError "bench: expected a benchmark name: stream or taskpool")
+    | None, None, None ->
+        match args.TryGetResult Decoder with
+        | Some d -> BenchDecoder.run d
+        | None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool or decoder")

@@ -1,0 +1,67 @@
+/// `mergedsl generate MODEL --prompt TEXT [...]`: continue a prompt with a decoder model (greedy, or sampled with
+/// temperature, top-k and a seed), using the KV cache.
+module MergeDsl.Cli.Commands.Generate
+
+open System
+open System.Text.Json
+open Argu
+open MergeDsl.Core.Models.Decoder
+open MergeDsl.Cli.Jobs.Failure
+
+type Args =
+    | [<MainCommand; ExactlyOnce>] Model of folder: string
+    | [<Mandatory>] Prompt of text: string
+    | Max_New_Tokens of count: int
+    | Temperature of value: float
+    | Top_K of count: int
+    | Seed of seed: int64
+    | Json
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 folder (config.json, safetensors, tokenizer)."
+            | Prompt _ -> "the text to continue (BOS is put before it when the tokenizer has one)."
+            | Max_New_Tokens _ -> "tokens to generate at most (default 32); generation stops early at EOS."
+            | Temperature _ -> "0 (default): greedy; above 0: sample from softmax(logits / T)."
+            | Top_K _ -> "when sampling, only the K most likely tokens (default 0: all)."
+            | Seed _ -> "sampler seed (default 1): the same seed gives the same text."
+            | Json -> "print JSON (prompt, continuation, token ids)."
+
+/// Entry point for `mergedsl generate`.
+let run (args: ParseResults<Args>) : int =
+    let folder = args.GetResult Model
+    let options (eos: Nullable<int>) =
+        GenerationOptions(
+            StopAtEos = eos,
+            MaxNewTokens = args.GetResult(Max_New_Tokens, defaultValue = 32),
+            Temperature = args.GetResult(Temperature, defaultValue = 0.0),
+            TopK = args.GetResult(Top_K, defaultValue = 0),
+            Seed = args.GetResult(Seed, defaultValue = 1L))
+    let checkedOptions =
+        try
+            options(Nullable()).Validate()
+        with :? ArgumentException as e ->
+            raise (UsageError $"generate: {e.Message}")
+    let struct (model, tokenizer) = DecoderModelFolder.LoadWithTokenizer folder
+    use model = model
+    let prompt = args.GetResult Prompt
+    let ids = ResizeArray<int>()
+    if tokenizer.BosId.HasValue then ids.Add tokenizer.BosId.Value
+    ids.AddRange(tokenizer.Encode prompt)
+    if ids.Count = 0 then raise (UsageError "generate: the prompt is empty and the tokenizer has no BOS to start from")
+    let total = ids.Count + checkedOptions.MaxNewTokens
+    if total > model.Config.MaxPositionEmbeddings then
+        raise (UsageError $"generate: the prompt ({ids.Count} tokens) plus --max-new-tokens {checkedOptions.MaxNewTokens} is longer than max_position_embeddings {model.Config.MaxPositionEmbeddings} of {model.Label}")
+    let eos = if tokenizer.EosId.HasValue then tokenizer.EosId else model.Config.EosTokenId
+    let result = DecoderGeneration.Generate(model, ids, options eos)
+    let continuation = tokenizer.Decode result.Tokens
+    if args.Contains Json then
+        let o =
+            {| prompt = prompt
+               continuation = continuation
+               tokens = result.Tokens |> Array.ofSeq |}
+        printfn "%s" (JsonSerializer.Serialize(o, JsonSerializerOptions(WriteIndented = true)))
+    else
+        printfn "%s%s" prompt continuation
+    ExitCode.Ok
