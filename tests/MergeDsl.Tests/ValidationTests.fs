@@ -116,25 +116,25 @@ let core =
             let partial label = model label [ "w", w ]
             let ta = Methods.taskArithmetic 0.3
             expectRecipeError [ "x: missing from expert 'e1' (present in base 'base')" ] (fun () ->
-                Compiler.Compile(ta, inputs (Some(full "base")) [ partial "e1"; full "e2" ]) |> ignore)
+                Compiler.Compile(ta, inputs (Some(full "base")) [ partial "e1"; full "e2" ]) |> ignore) |> ignore
             expectRecipeError [ "x: missing from expert 'e2'" ] (fun () ->
-                Compiler.Compile(ta, inputs (Some(full "base")) [ full "e1"; partial "e2" ]) |> ignore)
+                Compiler.Compile(ta, inputs (Some(full "base")) [ full "e1"; partial "e2" ]) |> ignore) |> ignore
             expectRecipeError [ "x: missing from base 'base' (present in expert 'e1')" ] (fun () ->
-                Compiler.Compile(ta, inputs (Some(partial "base")) [ full "e1"; full "e2" ]) |> ignore)
+                Compiler.Compile(ta, inputs (Some(partial "base")) [ full "e1"; full "e2" ]) |> ignore) |> ignore
             // No base: the first expert is the reference, and it lacks x.
             expectRecipeError [ "x: missing from expert 'e1' (present in expert 'e2')" ] (fun () ->
-                Compiler.Compile(Methods.average, inputs None [ partial "e1"; full "e2" ]) |> ignore)
+                Compiler.Compile(Methods.average, inputs None [ partial "e1"; full "e2" ]) |> ignore) |> ignore
             expectRecipeError [ "needs a base" ] (fun () ->
-                Compiler.Compile(Methods.average, inputs None [ full "e1"; full "e2" ], CompileOptions(TakeMissingFromBase = true)) |> ignore)
+                Compiler.Compile(Methods.average, inputs None [ full "e1"; full "e2" ], CompileOptions(TakeMissingFromBase = true)) |> ignore) |> ignore
             // Taking from the base does not cover a tensor the base lacks.
             expectRecipeError [ "x: missing from base 'base'" ] (fun () ->
-                Compiler.Compile(ta, inputs (Some(partial "base")) [ full "e1" ], CompileOptions(TakeMissingFromBase = true)) |> ignore)
+                Compiler.Compile(ta, inputs (Some(partial "base")) [ full "e1" ], CompileOptions(TakeMissingFromBase = true)) |> ignore) |> ignore
         }
 
         test "several missing tensors: the first is named, the rest counted" {
             let w = vec [ 1.0 ]
             expectRecipeError [ "x: missing from expert 'e1'"; "2 more tensors not in every model" ] (fun () ->
-                Compiler.Compile(Methods.average, inputs (Some(model "base" [ "w", w; "x", w; "y", w ])) [ model "e1" [ "w", w; "z", w ] ]) |> ignore)
+                Compiler.Compile(Methods.average, inputs (Some(model "base" [ "w", w; "x", w; "y", w ])) [ model "e1" [ "w", w; "z", w ] ]) |> ignore) |> ignore
         }
 
         test "ByteSize.Parse: garbage and out-of-range values are ArgumentExceptions naming the value" {

@@ -107,30 +107,7 @@ public sealed class DecoderModel : nn.Module
     /// are returned.
     /// </summary>
     public IReadOnlyList<string> LoadWeights(IEnumerable<string> names, Func<string, long[]?> shapeOf, Func<string, Tensor> load, string label)
-    {
-        var own = ParametersByName();
-        var missing = new List<string>();
-        var misShaped = new List<string>();
-        foreach (var (name, p) in own)
-        {
-            var shape = shapeOf(name);
-            if (shape is null) missing.Add(name);
-            else if (!shape.SequenceEqual(p.shape))
-                misShaped.Add($"{name} [{string.Join(",", shape)}] (model expects [{string.Join(",", p.shape)}])");
-        }
-        if (missing.Count > 0 || misShaped.Count > 0) throw new ModelWeightsException(label, missing, misShaped);
-        using (no_grad())
-        {
-            foreach (var (name, p) in own)
-            {
-                using var src = load(name);
-                if (!src.is_floating_point())
-                    throw new ModelWeightsException(label, [], [$"{name} has dtype {src.dtype}, expected a floating type"]);
-                p.copy_(src);
-            }
-        }
-        return names.Where(n => !own.ContainsKey(n)).ToList();
-    }
+        => NamedWeights.CopyInto(ParametersByName(), names, shapeOf, load, label);
 
     /// <summary><see cref="LoadWeights(IEnumerable{string}, Func{string, long[]}, Func{string, Tensor}, string)"/> from a dictionary (not disposed).</summary>
     public IReadOnlyList<string> LoadWeights(IReadOnlyDictionary<string, Tensor> tensors, string label = "weights")
