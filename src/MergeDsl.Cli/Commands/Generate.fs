@@ -63,5 +63,6 @@ let run (args: ParseResults<Args>) : int =
                tokens = result.Tokens |> Array.ofSeq |}
         printfn "%s" (JsonSerializer.Serialize(o, JsonSerializerOptions(WriteIndented = true)))
     else
-        printfn "%s%s" prompt continuation
+        // The continuation comes from the checkpoint's vocabulary: escaped like everything else printed from a model.
+        printfn "%s" (MergeDsl.Core.Text.TerminalText.Sanitize(prompt + continuation, Int32.MaxValue))
     ExitCode.Ok

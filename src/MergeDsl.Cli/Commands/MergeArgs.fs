@@ -44,11 +44,13 @@ type Args =
             | Tensors _ -> "plan only: also list the op graph of the first N tensors."
             | Json -> "print a machine-readable summary (run) or the plan (plan) as JSON on stdout."
 
-/// The merge request a command line describes; `out` is the output folder (None: plan only).
+/// The merge request a command line describes; `out` is the output folder (None: plan only). A mergekit YAML
+/// config names its own models and parameters (and runs no code).
 let request (args: ParseResults<Args>) (out: string option) : MergeJob.Request =
+    let recipe = args.GetResult Recipe
     let quote (a: string) = if a.Contains ' ' then $"\"{a}\"" else a
     { MergeJob.Request.Default with
-        Recipe = JobInputs.recipeSource (args.GetResult Recipe)
+        Recipe = JobInputs.recipeSource recipe
         Base = args.TryGetResult Base
         Models = args.GetResults Model
         Out = out
@@ -62,3 +64,14 @@ let request (args: ParseResults<Args>) (out: string option) : MergeJob.Request =
         MissingFromBase = args.Contains Missing_From_Base
         Force = args.Contains Force
         Quiet = args.Contains Quiet || args.Contains Json }
+    |> fun req -> if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
+
+/// For an .fsx recipe, runs `command` (run or plan) in a child `mergedsl` process and returns its exit code: a
+/// script is a program, whose death must not take this process with it. None: this process does the work.
+let inChildForScript (command: string) (args: ParseResults<Args>) : int option =
+    let recipe = args.GetResult Recipe
+    if RecipeScript.shouldIsolate recipe then
+        let verbose = Environment.GetCommandLineArgs() |> Array.exists (fun a -> a = "--verbose" || a = "-v")
+        let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
+        Some(RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ command :: flat))
+    else None

@@ -93,15 +93,8 @@ let show (req: MergeJob.Request) (json: bool) (detail: int) =
 
 /// Entry point for `mergedsl plan`.
 let run (args: ParseResults<MergeArgs.Args>) : int =
-    let recipe = args.GetResult Recipe
-    if RecipeScript.shouldIsolate recipe then
-        // A script is a program: it runs in a child process, whose death cannot take this one with it.
-        let verbose = Environment.GetCommandLineArgs() |> Array.exists (fun a -> a = "--verbose" || a = "-v")
-        let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
-        RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ "plan" :: flat)
-    else
-    let req = MergeArgs.request args None
-    // A mergekit YAML config names its own models and parameters (and runs no code).
-    let req = if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
-    show req (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
+    match MergeArgs.inChildForScript "plan" args with
+    | Some code -> code
+    | None ->
+    show (MergeArgs.request args None) (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
     ExitCode.Ok

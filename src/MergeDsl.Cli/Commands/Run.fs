@@ -22,13 +22,10 @@ let report (json: bool) (quiet: bool) (s: MergeJob.Summary) =
 
 /// Entry point for `mergedsl run`.
 let run (args: ParseResults<MergeArgs.Args>) : int =
+    match MergeArgs.inChildForScript "run" args with
+    | Some code -> code
+    | None ->
     let recipe = args.GetResult Recipe
-    if RecipeScript.shouldIsolate recipe then
-        // A script is a program: it runs in a child process, whose death cannot take this one with it.
-        let verbose = Environment.GetCommandLineArgs() |> Array.exists (fun a -> a = "--verbose" || a = "-v")
-        let flat = args.Parser.PrintCommandLineArguments(args.GetAllResults()) |> List.ofArray
-        RecipeScript.runIsolated recipe ((if verbose then [ "--verbose" ] else []) @ "run" :: flat)
-    else
     let out =
         match args.TryGetResult Out with
         | Some o -> o
@@ -41,8 +38,6 @@ let run (args: ParseResults<MergeArgs.Args>) : int =
     else
     if args.Contains Tensors then raise (UsageError "--tensors: only `mergedsl plan` lists tensors")
     let req = MergeArgs.request args (Some out)
-    // A mergekit YAML config names its own models and parameters (and runs no code).
-    let req = if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
     let summary = MergeJob.run req
     report (args.Contains Json) (args.Contains Quiet) summary
     ExitCode.Ok
