@@ -124,6 +124,14 @@ module MethodRegistry =
 
     let private noConstraint (_: MethodArgs) = None
 
+    let private positive = { Low = 0.0; LowIncluded = false; High = infinity; HighIncluded = false }
+
+    let private dellaBounds (a: MethodArgs) =
+        let d, e = a.Number "density", a.Number "epsilon"
+        if d < 1.0 && not (d - e > 0.0 && d + e <= 1.0) then
+            Some $"""density ± epsilon must stay inside (0, 1] (density {d.ToString("R", inv)}, epsilon {e.ToString("R", inv)})"""
+        else None
+
     let private tiesMerge (a: MethodArgs) = if a.Choice "merge" = "sum" then MergeSum else MergeMean
     let private dareRescale (a: MethodArgs) =
         match a.Choice "rescale" with
@@ -208,12 +216,42 @@ module MethodRegistry =
               (withRules (fun a -> Methods.breadcrumbsTies (a.Number "density") (a.Number "gamma") (a.Number "lambda") (tiesMerge a)))
           { staticMethod "della" [] "θ₀ + λ·merge(electSign (della τ))" [ density "0.2"; epsilon; lambda "1.0"; merge; seed; rules ]
                 (withRules (fun a -> Methods.della (a.Number "density") (a.Number "epsilon") (a.Number "lambda") (tiesMerge a))) with
-              Constraint =
-                fun a ->
-                    let d, e = a.Number "density", a.Number "epsilon"
-                    if d < 1.0 && not (d - e > 0.0 && d + e <= 1.0) then
-                        Some $"""density ± epsilon must stay inside (0, 1] (density {d.ToString("R", inv)}, epsilon {e.ToString("R", inv)})"""
-                    else None }
+              Constraint = dellaBounds }
+          { staticMethod "della-linear" [] "θ₀ + λ Σ della(τᵢ)"
+                [ density "1.0"; p "epsilon" (Number NumberRange.NonNegative) (DefaultsTo "0.15") "keep probabilities span density ± epsilon by magnitude rank"
+                  lambda "1.0"; seed; rules ]
+                (withRules (fun a -> Methods.dellaLinear (a.Number "density") (a.Number "epsilon") (a.Number "lambda"))) with
+              Constraint = dellaBounds }
+          { staticMethod "nuslerp" [] "NuSLERP: slerp of two models (or task vectors) at t = w₂/(w₁ + w₂), per row or flattened"
+                [ p "weights" Numbers Required "two weights, comma-separated (t = w₂/(w₁ + w₂))"
+                  p "row-wise" Flag (DefaultsTo "false") "slerp the vectors along dimension 0 instead of the rows (mergekit's nuslerp_row_wise)"
+                  p "flatten" Flag (DefaultsTo "true") "slerp the whole flattened tensors (mergekit's nuslerp_flatten)"
+                  p "task-vectors" Flag (DefaultsTo "false") "interpolate θᵢ − θ₀ and add --base back (mergekit with base_model)" ]
+                (fun a ->
+                    match a.Numbers "weights" with
+                    | [ w0; w1 ] -> Methods.nuslerp (w0, w1) (a.Flag "row-wise") (a.Flag "flatten") (a.Flag "task-vectors")
+                    | ws -> raise (ArgumentException $"parameter 'weights': nuslerp takes two weights, got {ws.Length}")) with
+              Models = Exactly 2 }
+          staticMethod "multislerp" [ "multi-slerp" ] "barycentric interpolation of the experts on the hypersphere"
+              [ p "weights" Numbers (Optional "equal") "one weight per expert, comma-separated"
+                p "normalize-weights" Flag (DefaultsTo "true") "divide the weights by their sum"
+                p "task-vectors" Flag (DefaultsTo "false") "interpolate θᵢ − θ₀ and add --base back (mergekit with base_model)" ]
+              (fun a ->
+                  let weights = if a.IsGiven "weights" then a.Numbers "weights" else []
+                  Methods.multislerp weights (a.Flag "normalize-weights") (a.Flag "task-vectors"))
+          staticMethod "karcher" [] "Riemannian (Karcher) mean of the experts on the hypersphere, scaled by their mean norm"
+              [ p "max-iter" (Integer(1L, 1_000_000L)) (DefaultsTo "10") "fixed-point iterations at most"
+                p "tol" (Number positive) (DefaultsTo "1e-05") "convergence tolerance" ]
+              (fun a -> Methods.karcher (int (a.Integer "max-iter")) (a.Number "tol"))
+          staticMethod "sce" [] "θ₀ + SCE(τ): variance top-k select, mean-square weights, sign erase"
+              [ p "select-topk" (Number NumberRange.Unit) (DefaultsTo "1.0") "fraction of elements (of nonzero variance across experts) kept" ]
+              (fun a -> Methods.sce (a.Number "select-topk"))
+          { staticMethod "nearswap" [] "base, with the entries within t of the expert taken from the expert (weight clamp(t/|Δ|, 0, 1))"
+                [ p "t" (Number NumberRange.NonNegative) Required "similarity threshold" ]
+                (fun a -> Methods.nearswap (a.Number "t")) with
+              Models = Exactly 1 }
+          { staticMethod "arcee-fusion" [] "base, with the entries of outlying |Δ|·KL importance taken from the expert" [] (fun _ -> Methods.arceeFusion) with
+              Models = Exactly 1 }
           staticMethod "model-stock" [] "Model Stock of the experts against the base" [] (fun _ -> Methods.modelStock)
           { staticMethod "slerp" [] "spherical interpolation between two models (t = 0: the first)"
                 [ p "t" (Number NumberRange.Unit) (DefaultsTo "0.5") "interpolation point" ]

@@ -67,6 +67,43 @@ module Methods =
         tiesFamily "della" (Recipe.della density epsilon) lambda merge
             [ "density", text density; "epsilon", text epsilon; "lambda", text lambda; "merge", mergeText merge ]
 
+    let dellaLinear density epsilon lambda =
+        linearFamily "della-linear" (Some(Recipe.della density epsilon)) lambda
+            [ "density", text density; "epsilon", text epsilon; "lambda", text lambda ]
+
+    /// `combine` of the experts, or of their task vectors with the base added back when `taskVectors`.
+    let private onVectors taskVectors (combine: Stack -> Tensor) =
+        if taskVectors then Recipe.experts |> Recipe.taskVectors |> combine |> Recipe.addToBase
+        else Recipe.experts |> combine
+
+    let private flagText b = if b then "true" else "false"
+
+    let nuslerp (weights: float * float) rowWise flatten taskVectors =
+        let w0, w1 = weights
+        let pair = Recipe.nuslerpWith (Recipe.constant w0, Recipe.constant w1) rowWise flatten
+        Recipe.ofTensor (onVectors taskVectors pair)
+        |> Recipe.named "nuslerp"
+            [ "weights", $"{text w0},{text w1}"; "row-wise", flagText rowWise; "flatten", flagText flatten; "task-vectors", flagText taskVectors ]
+
+    let multislerp (weights: float list) normalize taskVectors =
+        Recipe.ofTensor (onVectors taskVectors (Recipe.multislerpWith normalize (weights |> List.map Recipe.constant)))
+        |> Recipe.named "multislerp"
+            [ "weights", String.Join(",", weights |> List.map text); "normalize-weights", flagText normalize; "task-vectors", flagText taskVectors ]
+
+    let karcher maxIterations tolerance =
+        Recipe.ofTensor (Recipe.experts |> Recipe.karcher maxIterations tolerance)
+        |> Recipe.named "karcher" [ "max-iter", string maxIterations; "tol", text tolerance ]
+
+    let sce selectTopK =
+        Recipe.ofTensor (onVectors true (Recipe.sce (Recipe.constant selectTopK)))
+        |> Recipe.named "sce" [ "select-topk", text selectTopK ]
+
+    let nearswap t =
+        Recipe.ofTensor (Recipe.experts |> Recipe.withBase |> Recipe.nearswap (Recipe.constant t))
+        |> Recipe.named "nearswap" [ "t", text t ]
+
+    let arceeFusion = Recipe.ofTensor (Recipe.experts |> Recipe.withBase |> Recipe.arceeFusion) |> Recipe.named "arcee-fusion" []
+
     let modelStock = Recipe.ofTensor (Recipe.experts |> Recipe.modelStock) |> Recipe.named "model-stock" []
 
     let slerp t = Recipe.ofTensor (Recipe.experts |> Recipe.withBase |> Recipe.slerp t) |> Recipe.named "slerp" [ "t", text t ]
@@ -82,10 +119,15 @@ module Methods =
             | :? Breadcrumbs as b -> Breadcrumbs(b.Density, b.Gamma, KeepRounding.Floor)
             | other -> other
         match e with
+        | :? Sparsify as x when (x.Method :? Della) ->
+            let d = x.Method :?> Della
+            let value = floorAndTie x.Value
+            let pruned = Sparsify(value, Della(d.Density, d.Epsilon, false, DellaRank.Dim1), x.Factors)
+            if d.Rescale then RescaleL1(pruned, value) else pruned
         | :? StackOf as x -> StackOf([| for i in x.Items -> floorAndTie i |])
         | :? Pick as x -> Pick(floorAndTie x.Stack, x.Index)
         | :? TaskVectors as x -> TaskVectors(floorAndTie x.Stack, floorAndTie x.Base)
-        | :? Sparsify as x -> Sparsify(floorAndTie x.Value, sparsifier x.Method)
+        | :? Sparsify as x -> Sparsify(floorAndTie x.Value, sparsifier x.Method, x.Factors)
         | :? ElectSign as x -> ElectSign(floorAndTie x.Stack, x.Rule, SignTie.Positive)
         | :? Scale as x -> Scale(floorAndTie x.Value, x.Factor)
         | :? Reduce as x -> Reduce(floorAndTie x.Stack, x.Op)
@@ -95,6 +137,8 @@ module Methods =
         | :? Lerp as x -> Lerp(floorAndTie x.Pair, x.T)
         | :? Slerp as x -> Slerp(floorAndTie x.Pair, x.T)
         | :? ModelStock as x -> ModelStock(floorAndTie x.Experts, floorAndTie x.Base)
+        | :? Combine as x -> Combine(floorAndTie x.Stack, x.Method)
+        | :? RescaleL1 as x -> RescaleL1(floorAndTie x.Value, floorAndTie x.Reference)
         | :? Passthrough as x -> Passthrough(floorAndTie x.Source)
         | leaf when leaf.Children.Count = 0 -> leaf
         | other -> invalidArg "recipe" $"mergekitRules: unknown expression {other.GetType().Name}"

@@ -37,6 +37,21 @@ module Methods =
     val breadcrumbsTies: density: float -> gamma: float -> lambda: float -> merge: TiesMerge -> MergeRecipe
     /// DELLA: MagPrune, sign election, merge (as mergekit's della).
     val della: density: float -> epsilon: float -> lambda: float -> merge: TiesMerge -> MergeRecipe
+    /// DELLA without sign election: θ₀ + λ Σ della(τᵢ) (mergekit's della_linear).
+    val dellaLinear: density: float -> epsilon: float -> lambda: float -> MergeRecipe
+    /// mergekit's NuSLERP of exactly two experts with weights (w₀, w₁); with `taskVectors` their task
+    /// vectors are interpolated and the base added back (mergekit's form with a base_model).
+    val nuslerp: weights: (float * float) -> rowWise: bool -> flatten: bool -> taskVectors: bool -> MergeRecipe
+    /// mergekit's Multi-SLERP of the experts (one weight each); `taskVectors` as for nuslerp.
+    val multislerp: weights: float list -> normalize: bool -> taskVectors: bool -> MergeRecipe
+    /// mergekit's Karcher mean of the experts (no base).
+    val karcher: maxIterations: int -> tolerance: float -> MergeRecipe
+    /// SCE: θ₀ + sce(τ₁…τₙ; selectTopK) (Wan et al., FuseChat; mergekit's sce).
+    val sce: selectTopK: float -> MergeRecipe
+    /// NearSwap of the base and the single expert at threshold t.
+    val nearswap: t: float -> MergeRecipe
+    /// Arcee Fusion of the base and the single expert.
+    val arceeFusion: MergeRecipe
     /// Model Stock over the experts against the base.
     val modelStock: MergeRecipe
     /// SLERP from the base (t = 0) to the single expert (t = 1).
@@ -45,8 +60,9 @@ module Methods =
     val slerpExperts: t: float -> MergeRecipe
     /// Every tensor copied from the base.
     val passthrough: MergeRecipe
-    /// The same recipe under mergekit's counting rules: every top-k and breadcrumbs count floored
-    /// (k = ⌊density·n⌋) and every sign election electing +1 on a zero vote; records rules=mergekit.
+    /// The same recipe under mergekit's rules: every top-k and breadcrumbs count floored
+    /// (k = ⌊density·n⌋), every sign election electing +1 on a zero vote, and DELLA ranked along
+    /// dimension 1 with its ÷p rescale replaced by mergekit's per-tensor L1 rescale; records rules=mergekit.
     /// Per-tensor top-k only (a global top-k is refused by the compiler under floor rounding).
     val mergekitRules: recipe: MergeRecipe -> MergeRecipe
     /// The word a TIES merge is written as in parameters ("mean", "sum").

@@ -74,6 +74,7 @@ module Recipe =
         Breadcrumbs(density, gamma, keepRounding rounding)
     let breadcrumbs (density: float) (gamma: float) : Sparsifier = Breadcrumbs(density, gamma)
     let della (density: float) (epsilon: float) : Sparsifier = Della(density, epsilon)
+    let dellaMergekit (density: float) (epsilon: float) : Sparsifier = Della(density, epsilon, false, DellaRank.Dim1)
     let electSign (rule: Sign) (stack: Stack) =
         mkStack (ElectSign(stack.Ir, (match rule with Mass -> SignRule.Mass | Count -> SignRule.Count)))
     let electSignWith (rule: Sign) (tie: Tie) (stack: Stack) =
@@ -89,6 +90,15 @@ module Recipe =
     let byLayer (anchors: float list) = Factor(LayerGradient(Array.ofList anchors))
     let byName (rules: (string * Factor) list) (fallback: Factor) =
         Factor(ByNameFactor([| for (p, f) in rules -> NamedFactor(NamePattern.Parse p, f.Ir) |], fallback.Ir))
+    let shares (factors: Factor list) =
+        let parts = [| for f in factors -> f.Ir |]
+        factors |> List.mapi (fun i _ -> Factor(ShareFactor(parts, i)))
+
+    let sparsifyVarying (density: Factor option) (epsilon: Factor option) (gamma: Factor option) (method: Sparsifier) (value: Value<'Kind>) =
+        let ir (f: Factor option) = match f with Some f -> f.Ir | None -> null
+        Value<'Kind>(Sparsify(value.Ir, method, SparsifierFactors(ir density, ir epsilon, ir gamma)))
+    let sparsifyBy (density: Factor) (method: Sparsifier) (value: Value<'Kind>) = sparsifyVarying (Some density) None None method value
+    let rescaleL1 (reference: Value<'Kind>) (value: Value<'Kind>) = Value<'Kind>(RescaleL1(value.Ir, reference.Ir))
 
     let sum (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.Sum))
     let mean (stack: Stack) = mkTensor (Reduce(stack.Ir, Reduction.Mean))
@@ -97,6 +107,22 @@ module Recipe =
     let disjointWeightedMean (weights: float list) (stack: Stack) = mkTensor (DisjointWeightedMean(stack.Ir, Array.ofList weights))
     let lerp (t: float) (pair: Stack) = mkTensor (Lerp(pair.Ir, t))
     let slerp (t: float) (pair: Stack) = mkTensor (Slerp(pair.Ir, t))
+    let lerpBy (t: Factor) (pair: Stack) = mkTensor (Lerp(pair.Ir, t.Ir))
+    let slerpBy (t: Factor) (pair: Stack) = mkTensor (Slerp(pair.Ir, t.Ir))
+    let weightedBy (weights: Factor list) (stack: Stack) =
+        mkTensor (Reduce(StackOf([| for i, w in List.indexed weights -> Scale(Pick(stack.Ir, i), w.Ir) :> Expr |]), Reduction.Sum))
+    let private combine (method: Combiner) (stack: Stack) = mkTensor (Combine(stack.Ir, method))
+    let nuslerpWith (weights: Factor * Factor) (rowWise: bool) (flatten: bool) (pair: Stack) =
+        let w0, w1 = weights
+        combine (NuSlerp(w0.Ir, w1.Ir, rowWise, flatten)) pair
+    let nuslerp (t: float) (pair: Stack) = nuslerpWith (constant (1.0 - t), constant t) false true pair
+    let multislerpWith (normalize: bool) (weights: Factor list) (stack: Stack) =
+        combine (MultiSlerp([| for w in weights -> w.Ir |], normalize)) stack
+    let multislerp (weights: Factor list) (stack: Stack) = multislerpWith true weights stack
+    let karcher (maxIterations: int) (tolerance: float) (stack: Stack) = combine (Karcher(maxIterations, tolerance)) stack
+    let sce (selectTopK: Factor) (stack: Stack) = combine (Sce(selectTopK.Ir)) stack
+    let nearswap (t: Factor) (pair: Stack) = combine (NearSwap(t.Ir)) pair
+    let arceeFusion (pair: Stack) = combine (ArceeFusion()) pair
     let modelStock (stack: Stack) = mkTensor (ModelStock(stack.Ir, BaseModel()))
 
     let add (a: Tensor) (b: Tensor) = mkTensor (Add(a.Ir, b.Ir))

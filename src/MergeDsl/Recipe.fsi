@@ -117,6 +117,18 @@ module Recipe =
     val breadcrumbsRounded: rounding: Rounding -> density: float -> gamma: float -> Sparsifier
     /// DELLA MagPrune with keep probabilities in [density − epsilon, density + epsilon].
     val della: density: float -> epsilon: float -> Sparsifier
+    /// DELLA as mergekit ranks it (along dimension 1; differs from `della` on 3-D+ tensors) and without
+    /// the ÷p rescale: follow it with `rescaleL1` for mergekit's `rescale: true`.
+    val dellaMergekit: density: float -> epsilon: float -> Sparsifier
+    /// Sparsify with a density that varies by layer or name (the method's other numbers stay).
+    val sparsifyBy: density: Factor -> method: Sparsifier -> value: Value<'Kind> -> Value<'Kind>
+    /// Sparsify with any of density, epsilon (DELLA) and gamma (breadcrumbs) varying; None keeps the method's own.
+    val sparsifyVarying:
+        density: Factor option -> epsilon: Factor option -> gamma: Factor option -> method: Sparsifier -> value: Value<'Kind> -> Value<'Kind>
+    /// mergekit's rescale of sparsified task vectors: each entry of `value` times ‖reference‖₁/‖value‖₁
+    /// (unchanged when either is below 1e-7). `reference` is what was sparsified, e.g.
+    /// `tv |> sparsify (topKRounded Floor 0.5) |> rescaleL1 tv`.
+    val rescaleL1: reference: Value<'Kind> -> value: Value<'Kind> -> Value<'Kind>
     /// TIES sign election: entries disagreeing with the elected sign become 0.
     val electSign: rule: Sign -> stack: Stack -> Stack
     /// Sign election with an explicit rule for a zero vote.
@@ -133,6 +145,8 @@ module Recipe =
     val byLayer: anchors: float list -> Factor
     /// First matching name pattern decides, else the fallback.
     val byName: rules: (string * Factor) list -> fallback: Factor -> Factor
+    /// Each factor divided by their sum, per parameter (normalised weights that vary by layer or name).
+    val shares: factors: Factor list -> Factor list
 
     // ---- stack -> tensor ----
     /// Σ xᵢ.
@@ -149,6 +163,31 @@ module Recipe =
     val lerp: t: float -> pair: Stack -> Tensor
     /// Spherical interpolation over a stack of exactly two; lerp when (anti)parallel.
     val slerp: t: float -> pair: Stack -> Tensor
+    /// `lerp` with t varying by layer or name.
+    val lerpBy: t: Factor -> pair: Stack -> Tensor
+    /// `slerp` with t varying by layer or name (mergekit's `t: [0, 0.5, 1]` and self_attn/mlp filters).
+    val slerpBy: t: Factor -> pair: Stack -> Tensor
+    /// Σ wᵢ·xᵢ with weights that vary by layer or name (as many as the stack has entries).
+    val weightedBy: weights: Factor list -> stack: Stack -> Tensor
+    /// mergekit's NuSLERP of a pair with weights (w₀, w₁): t = w₁/(w₀ + w₁); slerp of the flattened
+    /// tensors (`flatten`), else of the rows (vectors along the last dimension), or of the vectors along
+    /// dimension 0 (`rowWise`, mergekit's naming).
+    val nuslerpWith: weights: (Factor * Factor) -> rowWise: bool -> flatten: bool -> pair: Stack -> Tensor
+    /// NuSLERP of the flattened pair at t (weights 1 − t and t).
+    val nuslerp: t: float -> pair: Stack -> Tensor
+    /// mergekit's Multi-SLERP: barycentric interpolation on the hypersphere, one weight per entry,
+    /// weights normalised to sum 1 when `normalize` (an empty list: weight 1 each).
+    val multislerpWith: normalize: bool -> weights: Factor list -> stack: Stack -> Tensor
+    /// Multi-SLERP with normalised weights.
+    val multislerp: weights: Factor list -> stack: Stack -> Tensor
+    /// mergekit's Karcher (Riemannian) mean of the entries, equal weights.
+    val karcher: maxIterations: int -> tolerance: float -> stack: Stack -> Tensor
+    /// SCE of a stack of task vectors: variance top-k select, mean-square weights, sign erase (merged task vector).
+    val sce: selectTopK: Factor -> stack: Stack -> Tensor
+    /// NearSwap of [base; other]: entries within t of each other take the other model's value.
+    val nearswap: t: Factor -> pair: Stack -> Tensor
+    /// Arcee Fusion of [base; other]: entries whose |Δ|·KL importance is an outlier take the other model's value.
+    val arceeFusion: pair: Stack -> Tensor
     /// Model Stock of the stack against the base.
     val modelStock: stack: Stack -> Tensor
 

@@ -278,8 +278,10 @@ public static class Compiler
             Weighted w => WeightedNode(w),
             DisjointWeightedMean w => DisjointWeightedNode(w),
             Ir.Add a => AddNode(a),
-            Lerp l => Interp(OpKind.Lerp, l.Pair, l.T, "lerp"),
-            Slerp s => Interp(OpKind.Slerp, s.Pair, s.T, "slerp"),
+            Lerp l => Interp(OpKind.Lerp, l.Pair, Factor(l.T, "lerp: t"), "lerp"),
+            Slerp s => Interp(OpKind.Slerp, s.Pair, Factor(s.T, "slerp: t"), "slerp"),
+            Combine c => CombineNode(c),
+            RescaleL1 r => RescaleL1Node(r),
             ModelStock m => ModelStockNode(m),
             Passthrough p => ExpectTensor(p.Source, "passthrough"),
             _ => throw Error($"unknown expression {e.GetType().Name}"),
@@ -313,9 +315,19 @@ public static class Compiler
                 throw Error($"{what} {ExprText.Num(v)} is outside {(includeZero ? "[0, 1)" : "(0, 1]")}");
         }
 
+        /// <summary>A factor's value for this parameter; it must be finite.</summary>
+        double Factor(ScaleFactor f, string what)
+        {
+            double v = ScaleResolver.Resolve(f, Name, ctx.LayerCount);
+            if (!double.IsFinite(v)) throw Error($"{what} {ExprText.Num(v)} is not finite");
+            return v;
+        }
+
         int SparsifyNode(Sparsify s)
         {
-            var m = s.Method;
+            if (s.Factors is not null && s.Method is TopK { Scope: TopKScope.Global })
+                throw Error($"{s.Method}: a global top-k takes one density for the whole model; it cannot vary by parameter");
+            var m = s.Factors is null ? s.Method : s.Factors.Apply(s.Method, f => Factor(f, $"{s.Method}: parameter"));
             CheckUnit($"{m}: density", m.Density);
             switch (m)
             {
@@ -452,6 +464,37 @@ public static class Compiler
             if (Size(p) != 2)
                 throw Error($"{what} needs exactly 2 models, got {Size(p)} ({Describe(pair)})");
             return Add(op, ValueKind.Tensor, [p], ExprText.Num(t), n => n with { Scalar = t });
+        }
+
+        int CombineNode(Combine c)
+        {
+            int st = ExpectStack(c.Stack, c.Method.ToString());
+            int n = Size(st);
+            if (c.Method.Arity is int arity && n != arity)
+                throw Error($"{c.Method} needs exactly {arity} models, got {n} ({Describe(c.Stack)})");
+            var resolved = c.Method.Resolve(f => Factor(f, $"{c.Method}: parameter"));
+            switch (resolved)
+            {
+                case MultiSlerp { NormalizeWeights: true } ms when ms.Weights.Sum(Combiner.Value) == 0:
+                    throw Error($"{c.Method}: the weights sum to 0");
+                case Sce sce when !(Combiner.Value(sce.SelectTopK) is >= 0 and <= 1):
+                    throw Error($"{c.Method}: select_topk {ExprText.Num(Combiner.Value(sce.SelectTopK))} is outside [0, 1]");
+                case NearSwap ns when !(Combiner.Value(ns.T) >= 0):
+                    throw Error($"{c.Method}: t {ExprText.Num(Combiner.Value(ns.T))} must be ≥ 0");
+                case Karcher k when k.MaxIterations < 1 || !(k.Tolerance > 0):
+                    throw Error($"{c.Method}: needs max_iter ≥ 1 and tol > 0");
+            }
+            return Add(OpKind.Combine, ValueKind.Tensor, [st], resolved.ToString(), node => node with { Combiner = resolved });
+        }
+
+        int RescaleL1Node(RescaleL1 r)
+        {
+            if (r.Value.Kind != r.Reference.Kind) throw Error($"rescaleL1: the value and its reference must both be tensors or both stacks: {r}");
+            int v = Lower(r.Value), reference = Lower(r.Reference);
+            int One(int x, int y) => Add(OpKind.RescaleL1, ValueKind.Tensor, [x, y], "");
+            if (r.Value.Kind == ValueKind.Tensor) return One(v, reference);
+            if (Size(v) != Size(reference)) throw Error($"rescaleL1: stacks of {Size(v)} and {Size(reference)} entries");
+            return Pack(Elements(v).Zip(Elements(reference), One).ToArray());
         }
 
         string Describe(Expr pair) => pair switch

@@ -47,6 +47,10 @@ public enum OpKind
     Slerp,
     /// <summary>Model Stock of a stack (input 0) against the base (input 1).</summary>
     ModelStock,
+    /// <summary>A whole-tensor combination of a stack (<see cref="PlanNode.Combiner"/>, resolved).</summary>
+    Combine,
+    /// <summary>Input 0 rescaled to the L1 norm of input 1 (mergekit's rescale of sparsified task vectors).</summary>
+    RescaleL1,
 }
 
 /// <summary>One node of a tensor's execution DAG. Nodes are hash-consed: equal work appears once.</summary>
@@ -66,6 +70,8 @@ public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<i
     public SignTie Tie { get; init; }
     /// <summary>The weights of <see cref="OpKind.Weighted"/>.</summary>
     public IReadOnlyList<double>? Weights { get; init; }
+    /// <summary>The combiner of <see cref="OpKind.Combine"/>, every factor resolved to a constant.</summary>
+    public Combiner? Combiner { get; init; }
     /// <summary>Global top-k group.</summary>
     public int Group { get; init; } = -1;
     /// <summary>Number of entries of a stack value (1 for a tensor).</summary>
@@ -84,6 +90,7 @@ public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<i
             OpKind.TopK or OpKind.Dare or OpKind.Breadcrumbs or OpKind.Della => $"{Sparsifier} @{Index}",
             OpKind.GlobalTopK => $"{Sparsifier} group {Group} @{Index}",
             OpKind.ElectSign => Sign.ToString().ToLowerInvariant() + (Tie == SignTie.Positive ? " tie+" : ""),
+            OpKind.Combine => Combiner!.ToString(),
             OpKind.Weighted or OpKind.DisjointWeightedMean => $"[{string.Join(", ", Weights!.Select(ExprText.Num))}]",
             _ => "",
         };

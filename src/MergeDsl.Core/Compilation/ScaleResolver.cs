@@ -22,8 +22,18 @@ public static partial class ScaleResolver
         ConstantFactor c => c.Value,
         LayerGradient g => Gradient(g.Anchors, name, layerCount),
         ByNameFactor n => Resolve(n.Rules.FirstOrDefault(r => r.Pattern.Matches(name))?.Value ?? n.Fallback, name, layerCount),
+        ShareFactor s => Share(s, name, layerCount),
         _ => throw new RecipeException(name, $"unknown scale factor {factor.GetType().Name}"),
     };
+
+    static double Share(ShareFactor s, string name, int layerCount)
+    {
+        if (s.Index < 0 || s.Index >= s.Parts.Count) throw new RecipeException(name, $"share: part {s.Index} of {s.Parts.Count}");
+        var parts = s.Parts.Select(p => Resolve(p, name, layerCount)).ToArray();
+        double total = parts.Sum();
+        if (total == 0) throw new RecipeException(name, $"the weights [{string.Join(", ", parts.Select(ExprText.Num))}] sum to 0");
+        return parts[s.Index] / total;
+    }
 
     static double Gradient(IReadOnlyList<double> anchors, string name, int layerCount)
     {

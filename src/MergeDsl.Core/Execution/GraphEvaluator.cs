@@ -345,7 +345,7 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
                 {
                     var d = (Della)n.Sparsifier!;
                     using var noise = options.Noise(new NoiseRequest(plan.Name, n.Index, plan.Shape, options.Seed));
-                    return MergeOps.Della(T(0), noise, d.Density, d.Epsilon, d.Rescale);
+                    return MergeOps.Della(T(0), noise, d);
                 }
             case OpKind.ElectSign: return MergeOps.ElectSign(S(0), n.Sign, n.Tie);
             case OpKind.Sum: return MergeOps.Sum(S(0));
@@ -356,6 +356,8 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
             case OpKind.Lerp: return MergeOps.Lerp(S(0)[0], S(0)[1], n.Scalar);
             case OpKind.Slerp: return MergeOps.Slerp(S(0)[0], S(0)[1], n.Scalar);
             case OpKind.ModelStock: return MergeOps.ModelStock(S(0), T(1));
+            case OpKind.Combine: return CombineOps.Apply(n.Combiner!, S(0));
+            case OpKind.RescaleL1: return CombineOps.RescaleL1(T(0), T(1));
             default: throw new InvalidOperationException($"{plan.Name}: cannot evaluate {n.Op}");
         }
     }

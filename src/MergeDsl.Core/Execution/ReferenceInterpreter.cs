@@ -175,12 +175,21 @@ public static class ReferenceInterpreter
                 case Lerp l:
                     {
                         var p = (List<Tensor>)Eval(l.Pair, name);
-                        return MergeOps.Lerp(p[0], p[1], l.T);
+                        return MergeOps.Lerp(p[0], p[1], ScaleResolver.Resolve(l.T, name, layers));
                     }
                 case Slerp s:
                     {
                         var p = (List<Tensor>)Eval(s.Pair, name);
-                        return MergeOps.Slerp(p[0], p[1], s.T);
+                        return MergeOps.Slerp(p[0], p[1], ScaleResolver.Resolve(s.T, name, layers));
+                    }
+                case Combine c:
+                    return CombineOps.Apply(c.Method.Resolve(f => ScaleResolver.Resolve(f, name, layers)), (List<Tensor>)Eval(c.Stack, name));
+                case RescaleL1 r:
+                    {
+                        var v = Eval(r.Value, name);
+                        var reference = Eval(r.Reference, name);
+                        if (v is Tensor t) return CombineOps.RescaleL1(t, (Tensor)reference);
+                        return ((List<Tensor>)v).Zip((List<Tensor>)reference, CombineOps.RescaleL1).ToList();
                     }
                 case ModelStock m: return MergeOps.ModelStock((List<Tensor>)Eval(m.Experts, name), (Tensor)Eval(m.Base, name));
                 case Passthrough p: return Eval(p.Source, name);
@@ -190,14 +199,15 @@ public static class ReferenceInterpreter
 
         Tensor Sparsify(Sparsify s, Tensor x, int pos, string name)
         {
-            switch (s.Method)
+            var method = s.Factors is null ? s.Method : s.Factors.Apply(s.Method, f => ScaleResolver.Resolve(f, name, layers));
+            switch (method)
             {
                 case TopK { Scope: TopKScope.Global, Density: < 1 }:
                     {
                         string key = s.ToString();
                         if (masks is null)
                         {
-                            Densities[key] = s.Method.Density;
+                            Densities[key] = method.Density;
                             if (!Collected.TryGetValue((key, pos), out var list)) Collected[(key, pos)] = list = [];
                             if (!list.Any(p => p.Name == name))
                                 list.Add((name, x.abs().to(ScalarType.Float32).flatten().clone().MoveToOuterDisposeScope()));
@@ -216,9 +226,9 @@ public static class ReferenceInterpreter
                 case Della d:
                     {
                         using var noise = options.Noise(new NoiseRequest(name, pos, x.shape, options.Seed));
-                        return MergeOps.Della(x, noise, d.Density, d.Epsilon, d.Rescale);
+                        return MergeOps.Della(x, noise, d);
                     }
-                default: throw new NotSupportedException(s.Method.ToString());
+                default: throw new NotSupportedException(method.ToString());
             }
         }
     }

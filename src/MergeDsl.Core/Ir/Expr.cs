@@ -82,8 +82,11 @@ public sealed record TaskVectors(Expr Stack, Expr Base) : Expr
     public override IReadOnlyList<Expr> Children => [Stack, Base];
 }
 
-/// <summary>Sparsifies every entry of a stack (or a single tensor) independently.</summary>
-public sealed record Sparsify(Expr Value, Sparsifier Method) : Expr
+/// <summary>
+/// Sparsifies every entry of a stack (or a single tensor) independently. <paramref name="Factors"/>,
+/// when given, replace the method's numbers per parameter (gradients, name rules).
+/// </summary>
+public sealed record Sparsify(Expr Value, Sparsifier Method, SparsifierFactors? Factors = null) : Expr
 {
     /// <inheritdoc />
     public override ValueKind Kind => Value.Kind;
@@ -162,18 +165,24 @@ public sealed record Add(Expr Left, Expr Right) : Expr
     public override IReadOnlyList<Expr> Children => [Left, Right];
 }
 
-/// <summary>(1 − t)·a + t·b over a stack of exactly two tensors [a, b].</summary>
-public sealed record Lerp(Expr Pair, double T) : Expr
+/// <summary>(1 − t)·a + t·b over a stack of exactly two tensors [a, b]; t may depend on the parameter.</summary>
+public sealed record Lerp(Expr Pair, ScaleFactor T) : Expr
 {
+    /// <summary>A constant t.</summary>
+    public Lerp(Expr pair, double t) : this(pair, ScaleFactor.Of(t)) { }
+
     /// <inheritdoc />
     public override ValueKind Kind => ValueKind.Tensor;
     /// <inheritdoc />
     public override IReadOnlyList<Expr> Children => [Pair];
 }
 
-/// <summary>Spherical interpolation over a stack of exactly two tensors [a, b]; lerp when (anti)parallel.</summary>
-public sealed record Slerp(Expr Pair, double T) : Expr
+/// <summary>Spherical interpolation over a stack of exactly two tensors [a, b]; lerp when (anti)parallel; t may depend on the parameter.</summary>
+public sealed record Slerp(Expr Pair, ScaleFactor T) : Expr
 {
+    /// <summary>A constant t.</summary>
+    public Slerp(Expr pair, double t) : this(pair, ScaleFactor.Of(t)) { }
+
     /// <inheritdoc />
     public override ValueKind Kind => ValueKind.Tensor;
     /// <inheritdoc />
@@ -196,4 +205,25 @@ public sealed record Passthrough(Expr Source) : Expr
     public override ValueKind Kind => ValueKind.Tensor;
     /// <inheritdoc />
     public override IReadOnlyList<Expr> Children => [Source];
+}
+
+/// <summary>Combines a stack into one tensor with a whole-tensor method (see <see cref="Combiner"/>).</summary>
+public sealed record Combine(Expr Stack, Combiner Method) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => ValueKind.Tensor;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Stack];
+}
+
+/// <summary>
+/// mergekit's L1 rescale of a sparsified tensor: Value·‖Reference‖₁/‖Value‖₁ per tensor (entry by entry
+/// for stacks of equal size), Value unchanged when either norm is below 1e-7.
+/// </summary>
+public sealed record RescaleL1(Expr Value, Expr Reference) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => Value.Kind;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Value, Reference];
 }

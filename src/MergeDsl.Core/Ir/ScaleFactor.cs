@@ -26,3 +26,9 @@ public sealed record NamedFactor(NamePattern Pattern, ScaleFactor Value);
 
 /// <summary>The first rule whose pattern matches the parameter name decides; otherwise the fallback.</summary>
 public sealed record ByNameFactor(IReadOnlyList<NamedFactor> Rules, ScaleFactor Fallback) : ScaleFactor;
+
+/// <summary>
+/// Part <paramref name="Index"/> of <paramref name="Parts"/> divided by their sum, each resolved for the
+/// parameter: normalised weights that vary by layer or name (a sum of 0 is a compile error).
+/// </summary>
+public sealed record ShareFactor(IReadOnlyList<ScaleFactor> Parts, int Index) : ScaleFactor;

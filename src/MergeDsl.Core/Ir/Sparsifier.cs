@@ -69,12 +69,49 @@ public sealed record Breadcrumbs(double Density, double Gamma = 0.01, KeepRoundi
     public override double Density { get; } = Density;
 }
 
+/// <summary>Along which entries DELLA ranks magnitudes.</summary>
+public enum DellaRank
+{
+    /// <summary>Per row: the first dimension against all others flattened (a vector is one row).</summary>
+    Rows,
+    /// <summary>
+    /// Along dimension 1, as mergekit's <c>argsort(dim=1)</c>: for 2-D tensors the rows; for 3-D+ each
+    /// (i, ·, k, …) fibre separately; a vector is one fibre.
+    /// </summary>
+    Dim1,
+}
+
 /// <summary>
-/// DELLA (MagPrune): per row, keep probabilities rise linearly with magnitude rank from
-/// density − epsilon to density + epsilon; survivors are divided by their keep probability.
+/// DELLA (MagPrune): keep probabilities rise linearly with magnitude rank from density − epsilon to
+/// density + epsilon (ranked per <paramref name="Rank"/>); with <paramref name="Rescale"/> survivors
+/// are divided by their keep probability (the paper; mergekit's L1 rescale is a <see cref="RescaleL1"/> node).
 /// </summary>
-public sealed record Della(double Density, double Epsilon = 0.1, bool Rescale = true) : Sparsifier
+public sealed record Della(double Density, double Epsilon = 0.1, bool Rescale = true, DellaRank Rank = DellaRank.Rows) : Sparsifier
 {
     /// <inheritdoc />
     public override double Density { get; } = Density;
+}
+
+/// <summary>
+/// Parameter-dependent numbers of a sparsifier (layer gradients, name rules): each one given replaces
+/// the sparsifier's own number for every parameter, resolved at compile time.
+/// </summary>
+public sealed record SparsifierFactors(ScaleFactor? Density, ScaleFactor? Epsilon = null, ScaleFactor? Gamma = null)
+{
+    /// <summary>A canonical one-line rendering.</summary>
+    public sealed override string ToString() => ExprText.Render(this);
+
+    /// <summary><paramref name="method"/> with the given factors' values in place of its numbers.</summary>
+    public Sparsifier Apply(Sparsifier method, Func<ScaleFactor, double> value)
+    {
+        double D(double own) => Density is null ? own : value(Density);
+        return method switch
+        {
+            TopK t => new TopK(D(t.Density), t.Scope, t.Rounding),
+            Bernoulli b => new Bernoulli(D(b.Density), b.Rescale),
+            Breadcrumbs b => new Breadcrumbs(D(b.Density), Gamma is null ? b.Gamma : value(Gamma), b.Rounding),
+            Della d => new Della(D(d.Density), Epsilon is null ? d.Epsilon : value(Epsilon), d.Rescale, d.Rank),
+            _ => throw new ArgumentException($"unknown sparsifier {method.GetType().Name}"),
+        };
+    }
 }

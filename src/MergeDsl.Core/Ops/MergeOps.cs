@@ -170,29 +170,55 @@ public static class MergeOps
     /// smallest |x| up to c − 1 for the largest (ties as in <see cref="DescendingOrder"/>);
     /// p = density − ε + 2ε·r/(c − 1) (p = density when c = 1).
     /// </summary>
-    public static Tensor DellaProbabilities(Tensor x, double density, double epsilon)
+    public static Tensor DellaProbabilities(Tensor x, double density, double epsilon) =>
+        DellaProbabilities(x, density, epsilon, DellaRank.Rows);
+
+    /// <summary>
+    /// DELLA keep probabilities ranked per <paramref name="rank"/>: <see cref="DellaRank.Rows"/> as
+    /// <see cref="DellaProbabilities(Tensor, double, double)"/>; <see cref="DellaRank.Dim1"/> ranks
+    /// along dimension 1 (every fibre x[i, :, k, …] separately; the same as rows for 1-D and 2-D tensors).
+    /// </summary>
+    public static Tensor DellaProbabilities(Tensor x, double density, double epsilon, DellaRank rank)
     {
         using var scope = NewDisposeScope();
+        if (rank == DellaRank.Dim1 && x.dim() >= 3)
+        {
+            // Move dimension 1 last, rank each resulting row, move it back.
+            var moved = x.transpose(1, -1).contiguous();
+            var p = RowProbabilities(moved.reshape(-1, moved.shape[^1]), density, epsilon, x.device);
+            return Owned(p.reshape(moved.shape).transpose(1, -1).contiguous());
+        }
         var rows = x.dim() >= 2 ? x.reshape(x.shape[0], -1) : x.reshape(1, -1);
+        return Owned(RowProbabilities(rows, density, epsilon, x.device).reshape(x.shape));
+    }
+
+    static Tensor RowProbabilities(Tensor rows, double density, double epsilon, Device device)
+    {
         long c = rows.shape[1];
-        if (c <= 1) return Owned(ScalarArgs.FullLike(x, density, ScalarType.Float64));
+        if (c <= 1) return ScalarArgs.FullLike(rows, density, ScalarType.Float64);
         var (_, idx) = rows.abs().sort(dim: 1, descending: true, stable: true);
-        var positions = ScalarArgs.Range(c, ScalarType.Int64, x.device).expand(rows.shape[0], c).contiguous();
-        var descRank = zeros(rows.shape, ScalarType.Int64, x.device).scatter_(1, idx, positions);
+        var positions = ScalarArgs.Range(c, ScalarType.Int64, device).expand(rows.shape[0], c).contiguous();
+        var descRank = zeros(rows.shape, ScalarType.Int64, device).scatter_(1, idx, positions);
         var norm = descRank.neg().Plus(c - 1).to(ScalarType.Float64).Over((double)(c - 1));
-        var p = norm.Times(2 * epsilon).Plus(density - epsilon);
-        return Owned(p.reshape(x.shape));
+        return norm.Times(2 * epsilon).Plus(density - epsilon);
     }
 
     /// <summary>DELLA (MagPrune): keep where noise &lt; p, survivors divided by p when rescaling.</summary>
-    public static Tensor Della(Tensor x, Tensor noise, double density, double epsilon, bool rescale)
+    public static Tensor Della(Tensor x, Tensor noise, double density, double epsilon, bool rescale) =>
+        Della(x, noise, new Ir.Della(density, epsilon, rescale));
+
+    /// <summary>
+    /// DELLA with every option of <paramref name="d"/>: keep where noise &lt; p (ranked per
+    /// <see cref="Ir.Della.Rank"/>), survivors divided by p when <see cref="Ir.Della.Rescale"/>.
+    /// </summary>
+    public static Tensor Della(Tensor x, Tensor noise, Ir.Della d)
     {
         using var scope = NewDisposeScope();
-        if (density >= 1.0) return Owned(x.clone());
-        var p = DellaProbabilities(x, density, epsilon);
+        if (d.Density >= 1.0) return Owned(x.clone());
+        var p = DellaProbabilities(x, d.Density, d.Epsilon, d.Rank);
         var mask = noise.to(x.device).to(ScalarType.Float64).lt(p);
         var kept = Keep(x, mask);
-        if (rescale) kept = kept.to(ScalarType.Float64).div(p).to(x.dtype);
+        if (d.Rescale) kept = kept.to(ScalarType.Float64).div(p).to(x.dtype);
         return Owned(kept);
     }
 
