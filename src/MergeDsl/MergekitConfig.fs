@@ -76,6 +76,13 @@ type private Family =
     | SlerpMethod
     | ModelStockMethod
     | PassthroughMethod
+    /// The methods that combine whole tensors (Recipe.nuslerpWith, multislerp, karcher, sce, nearswap, arceeFusion).
+    | NuSlerpMethod
+    | MultiSlerpMethod
+    | KarcherMethod
+    | SceMethod
+    | NearSwapMethod
+    | ArceeFusionMethod
 
 type private MethodSpec =
     { Name: string
@@ -108,12 +115,24 @@ type private Term =
     | TSlerp of float * Term
     | TModelStock of Term
     | TPassthrough of Term
+    /// value, reference: mergekit's L1 rescale of a sparsified task vector.
+    | TRescaleL1 of Term * Term
+    | TCombine of Comb * Term
 
 and private Spars =
     | STopK of float
     | SDare of float * Rescale
     | SBreadcrumbs of float * float
-    | SDella of float * float * bool
+    /// mergekit's DELLA ranking (dim 1), no ÷p (the L1 rescale is a TRescaleL1).
+    | SDella of float * float
+
+and private Comb =
+    | CNuSlerp of float * float * rowWise: bool * flatten: bool
+    | CMultiSlerp of float list * normalize: bool * eps: float
+    | CKarcher of maxIter: int * tol: float
+    | CSce of float
+    | CNearSwap of float
+    | CArceeFusion
 
 /// A class of tensor names that every setting evaluates alike: the layer (None outside the
 /// layers) and the exact set of filter strings the name contains.
@@ -141,6 +160,8 @@ module MergekitConfig =
               if sparsification = Some MagPrune then yield real "epsilon" NumberRange.NonNegative (Some 0.15) ] }
 
     // mergekit's defaults (mergekit/merge_methods/registry.py): normalize and rescale per method.
+    let private positive = { NumberRange.NonNegative with LowIncluded = false }
+
     let private methods =
         [ { Name = "linear"; Family = Linear; Global = [ flag "normalize" true ]; PerModel = [ real "weight" NumberRange.Finite None ] }
           gta "task_arithmetic" false None false false
@@ -153,13 +174,26 @@ module MergekitConfig =
           gta "della_linear" false (Some MagPrune) false true
           { Name = "slerp"; Family = SlerpMethod; Global = [ real "t" NumberRange.Unit None ]; PerModel = [] }
           { Name = "model_stock"; Family = ModelStockMethod; Global = [ flag "filter_wise" false ]; PerModel = [] }
-          { Name = "passthrough"; Family = PassthroughMethod; Global = []; PerModel = [ real "scale" NumberRange.Finite (Some 1.0) ] } ]
+          { Name = "passthrough"; Family = PassthroughMethod; Global = []; PerModel = [ real "scale" NumberRange.Finite (Some 1.0) ] }
+          // mergekit/merge_methods/{nuslerp,multislerp,karcher,sce,nearswap,arcee_fusion}.py
+          { Name = "nuslerp"; Family = NuSlerpMethod
+            Global = [ flag "nuslerp_row_wise" false; flag "nuslerp_flatten" true ]
+            PerModel = [ real "weight" NumberRange.Finite None ] }
+          { Name = "multislerp"; Family = MultiSlerpMethod
+            Global = [ flag "normalize_weights" true; real "eps" positive (Some 1e-8) ]
+            PerModel = [ real "weight" NumberRange.Finite None ] }
+          { Name = "karcher"; Family = KarcherMethod
+            Global = [ real "max_iter" { NumberRange.NonNegative with Low = 1.0 } (Some 10.0); real "tol" positive (Some 1e-5) ]
+            PerModel = [] }
+          { Name = "sce"; Family = SceMethod; Global = [ flag "int8_mask" false; real "select_topk" NumberRange.Unit (Some 1.0) ]; PerModel = [] }
+          { Name = "nearswap"; Family = NearSwapMethod; Global = [ real "t" NumberRange.NonNegative None ]; PerModel = [] }
+          { Name = "arcee_fusion"; Family = ArceeFusionMethod; Global = []; PerModel = [] } ]
 
     let supportedMethods = methods |> List.map (fun m -> m.Name)
 
     let private supportedText = String.Join(", ", supportedMethods)
 
-    let private laterMethods = [ "nuslerp"; "multislerp"; "karcher"; "sce"; "arcee_fusion"; "nearswap"; "ram" ]
+    let private laterMethods = [ "ram" ]
 
     // ---------------------------------------------------------------- parsing
 
@@ -349,14 +383,24 @@ module MergekitConfig =
                 if baseModel.IsSome && not (models |> List.exists isBase) then
                     need "merges only the listed models: list base_model under models with a weight, or remove base_model"
                 models, None
-            | Gta _ | ModelStockMethod | SlerpMethod ->
+            | Gta _ | ModelStockMethod | SlerpMethod | SceMethod | NearSwapMethod | ArceeFusionMethod ->
                 if baseModel.IsNone then need "needs base_model"
                 models |> List.filter (isBase >> not), baseModel
+            | NuSlerpMethod | MultiSlerpMethod -> models |> List.filter (isBase >> not), baseModel
+            | KarcherMethod ->
+                // mergekit averages every input, the base included (listed or not).
+                let listed = models |> List.exists isBase
+                match baseModel with
+                | Some b when not listed -> { Path = b; Line = line; Parameters = Map.empty } :: models, None
+                | _ -> models, None
             | PassthroughMethod ->
                 if models.Length <> 1 then need $"takes exactly one model ({models.Length} given)"
                 models, None
         match spec.Family, experts.Length with
-        | SlerpMethod, n when n <> 1 -> need $"takes the base model and exactly one other model ({n} others given)"
+        | (SlerpMethod | NearSwapMethod | ArceeFusionMethod), n when n <> 1 -> need $"takes the base model and exactly one other model ({n} others given)"
+        | NuSlerpMethod, n when n <> 2 -> need $"takes exactly two models besides an optional base ({n} given)"
+        | (SceMethod | MultiSlerpMethod), 0 -> need "needs at least one model besides the base"
+        | KarcherMethod, n when n < 2 -> need $"needs at least two models ({n} given)"
         | ModelStockMethod, n when n < 2 -> need $"needs at least two models besides the base ({n} given)"
         | (Gta _ | Linear), 0 -> need "needs at least one model besides the base"
         | _ -> ()
@@ -423,7 +467,7 @@ module MergekitConfig =
         | STopK d -> Recipe.topKRounded Floor d
         | SDare(d, r) -> Recipe.bernoulliWith r d
         | SBreadcrumbs(d, g) -> Recipe.breadcrumbsRounded Floor d g
-        | SDella(d, e, r) -> Della(d, e, r)
+        | SDella(d, e) -> Recipe.dellaMergekit d e
 
     /// The recipe term of one cell.
     let private termOf (file: string) (spec: MethodSpec) (config: MergekitConfig) (layerCount: int) (cell: Cell) =
@@ -473,23 +517,26 @@ module MergekitConfig =
                     [ for i in 0 .. n - 1 ->
                           let d = ds[i]
                           match kind with
-                          | Magnitude ->
-                              if rescale then fail "rescale: true with ties (mergekit's L1 rescale of top-k) is not supported yet"
-                              Some(STopK d)
+                          | Magnitude -> Some(STopK d)
                           | Random -> Some(SDare(d, (if rescale then L1 else NoRescale)))
-                          | Outliers ->
-                              if rescale then fail "rescale: true with breadcrumbs (mergekit's L1 rescale) is not supported yet"
-                              Some(SBreadcrumbs(d, (per "gamma")[i]))
+                          | Outliers -> Some(SBreadcrumbs(d, (per "gamma")[i]))
                           | MagPrune ->
                               let e = (per "epsilon")[i]
                               if d < 1.0 && not (d - e > 0.0 && d + e < 1.0) then
                                   fail $"density ± epsilon must stay inside (0, 1) (density {num d}, epsilon {num e})"
-                              Some(SDella(d, e, rescale)) ]
+                              Some(SDella(d, e)) ]
+            // mergekit rescales top-k, breadcrumbs and DELLA survivors to the task vector's L1 norm
+            // (rescaled_masked_tensor); DARE's L1 rescale is part of its sparsifier. Density 1 is the identity.
+            let sparsifyTerm (s: Spars) (x: Term) =
+                let pruned = TSparsify(s, x)
+                match s with
+                | STopK d | SBreadcrumbs(d, _) | SDella(d, _) when rescale && d < 1.0 -> TRescaleL1(pruned, x)
+                | _ -> pruned
             let tv = TTaskVectors TExperts
             let sparsified, perItem =
                 match List.distinct sparsifiers with
                 | [ None ] -> tv, false
-                | [ Some s ] -> TSparsify(s, tv), false
+                | [ Some s ] -> sparsifyTerm s tv, false
                 | _ -> tv, true
             let stack =
                 if not perItem && ws |> List.forall ((=) 1.0) then sparsified
@@ -497,7 +544,7 @@ module MergekitConfig =
                     TStackOf
                         [ for i in 0 .. n - 1 ->
                               let item = TPick(i, sparsified)
-                              let item = if perItem then (match sparsifiers[i] with Some s -> TSparsify(s, item) | None -> item) else item
+                              let item = if perItem then (match sparsifiers[i] with Some s -> sparsifyTerm s item | None -> item) else item
                               if ws[i] = 1.0 then item else TScale(ws[i], item) ]
             let mixed =
                 if consensus then
@@ -514,8 +561,35 @@ module MergekitConfig =
         | PassthroughMethod ->
             let s = (per "scale")[0]
             if s = 1.0 then TPassthrough(TPick(0, TExperts)) else TScale(s, TPick(0, TExperts))
+        | NuSlerpMethod ->
+            let ws = per "weight"
+            let c = CNuSlerp(ws[0], ws[1], boolean (g "nuslerp_row_wise"), boolean (g "nuslerp_flatten"))
+            if config.Base.IsSome then TAddToBase(TCombine(c, TTaskVectors TExperts)) else TCombine(c, TExperts)
+        | MultiSlerpMethod ->
+            let ws = per "weight"
+            let normalize = boolean (g "normalize_weights")
+            if normalize && List.sum ws = 0.0 then fail "the weights sum to 0 and normalize_weights is on"
+            let c = CMultiSlerp(ws, normalize, number (g "eps"))
+            if config.Base.IsSome then TAddToBase(TCombine(c, TTaskVectors TExperts)) else TCombine(c, TExperts)
+        | KarcherMethod ->
+            let maxIter = number (g "max_iter")
+            if maxIter <> floor maxIter then fail $"max_iter: {num maxIter} is not a whole number"
+            TCombine(CKarcher(int maxIter, number (g "tol")), TExperts)
+        | SceMethod -> TAddToBase(TCombine(CSce(number (g "select_topk")), TTaskVectors TExperts))
+        | NearSwapMethod -> TCombine(CNearSwap(number (g "t")), TWithBase TExperts)
+        | ArceeFusionMethod -> TCombine(CArceeFusion, TWithBase TExperts)
 
     // ---------------------------------------------------------------- terms to recipes and text
+
+    let private combinerOf (c: Comb) : Stack -> Tensor =
+        let k = Recipe.constant
+        match c with
+        | CNuSlerp(w0, w1, rowWise, flatten) -> Recipe.nuslerpWith (k w0, k w1) rowWise flatten
+        | CMultiSlerp(ws, normalize, eps) -> Recipe.multislerpWith normalize eps (ws |> List.map k)
+        | CKarcher(maxIter, tol) -> Recipe.karcher maxIter tol
+        | CSce x -> Recipe.sce (k x)
+        | CNearSwap t -> Recipe.nearswap (k t)
+        | CArceeFusion -> Recipe.arceeFusion
 
     let rec private tensor (t: Term) : Tensor =
         match t with
@@ -530,6 +604,8 @@ module MergekitConfig =
         | TSlerp(v, s) -> stack s |> Recipe.slerp v
         | TModelStock s -> stack s |> Recipe.modelStock
         | TPassthrough x -> tensor x |> Recipe.passthrough
+        | TRescaleL1(x, r) -> tensor x |> Recipe.rescaleL1 (tensor r)
+        | TCombine(c, s) -> stack s |> combinerOf c
         | _ -> invalidOp $"not a tensor term: {t}"
 
     and private stack (t: Term) : Stack =
@@ -541,6 +617,7 @@ module MergekitConfig =
         | TSparsify(sp, x) -> stack x |> Recipe.sparsify (sparsifierOf sp)
         | TElect s -> stack s |> Recipe.electSignWith Mass PositiveSign
         | TScale(f, x) -> stack x |> Recipe.scale f
+        | TRescaleL1(x, r) -> stack x |> Recipe.rescaleL1 (stack r)
         | _ -> invalidOp $"not a stack term: {t}"
 
     let private fnum (x: float) =
@@ -555,9 +632,19 @@ module MergekitConfig =
         | STopK d -> $"Recipe.topKRounded Floor {fnum d}"
         | SDare(d, r) -> $"""Recipe.bernoulliWith {(match r with L1 -> "L1" | NoRescale -> "NoRescale" | Inverse -> "Inverse")} {fnum d}"""
         | SBreadcrumbs(d, g) -> $"Recipe.breadcrumbsRounded Floor {fnum d} {fnum g}"
-        | SDella(d, e, r) ->
-            let rescale = if r then "true" else "false"
-            $"MergeDsl.Core.Ir.Della({fnum d}, {fnum e}, {rescale})"
+        | SDella(d, e) -> $"Recipe.dellaMergekit {fnum d} {fnum e}"
+
+    let private combText (c: Comb) =
+        let k x = $"(Recipe.constant {fnum x})"
+        let b x = if x then "true" else "false"
+        match c with
+        | CNuSlerp(w0, w1, rowWise, flatten) -> $"Recipe.nuslerpWith ({k w0}, {k w1}) {b rowWise} {b flatten}"
+        | CMultiSlerp(ws, normalize, eps) ->
+            $"""Recipe.multislerpWith {b normalize} {fnum eps} [ {String.Join("; ", ws |> List.map k)} ]"""
+        | CKarcher(maxIter, tol) -> $"Recipe.karcher {maxIter} {fnum tol}"
+        | CSce x -> $"Recipe.sce {k x}"
+        | CNearSwap t -> $"Recipe.nearswap {k t}"
+        | CArceeFusion -> "Recipe.arceeFusion"
 
     /// Lines of a pipeline: the source first, then one `|> step` per line.
     let rec private lines (t: Term) : string list =
@@ -579,6 +666,8 @@ module MergekitConfig =
         | TSlerp(v, x) -> step x $"Recipe.slerp {fnum v}"
         | TModelStock x -> step x "Recipe.modelStock"
         | TPassthrough x -> step x "Recipe.passthrough"
+        | TRescaleL1(x, r) -> step x ("Recipe.rescaleL1 (" + String.Join(" ", lines r) + ")")
+        | TCombine(c, x) -> step x (combText c)
 
     /// The regex (without "re:") of the names in a cell: the first `.N.` of the name is the layer,
     /// as the compiler's layer index reads it; filters are substrings, as in mergekit.

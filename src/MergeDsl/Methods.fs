@@ -86,7 +86,7 @@ module Methods =
             [ "weights", $"{text w0},{text w1}"; "row-wise", flagText rowWise; "flatten", flagText flatten; "task-vectors", flagText taskVectors ]
 
     let multislerp (weights: float list) normalize taskVectors =
-        Recipe.ofTensor (onVectors taskVectors (Recipe.multislerpWith normalize (weights |> List.map Recipe.constant)))
+        Recipe.ofTensor (onVectors taskVectors (Recipe.multislerpWith normalize 1e-8 (weights |> List.map Recipe.constant)))
         |> Recipe.named "multislerp"
             [ "weights", String.Join(",", weights |> List.map text); "normalize-weights", flagText normalize; "task-vectors", flagText taskVectors ]
 

@@ -116,9 +116,9 @@ module Recipe =
         let w0, w1 = weights
         combine (NuSlerp(w0.Ir, w1.Ir, rowWise, flatten)) pair
     let nuslerp (t: float) (pair: Stack) = nuslerpWith (constant (1.0 - t), constant t) false true pair
-    let multislerpWith (normalize: bool) (weights: Factor list) (stack: Stack) =
-        combine (MultiSlerp([| for w in weights -> w.Ir |], normalize)) stack
-    let multislerp (weights: Factor list) (stack: Stack) = multislerpWith true weights stack
+    let multislerpWith (normalize: bool) (eps: float) (weights: Factor list) (stack: Stack) =
+        combine (MultiSlerp([| for w in weights -> w.Ir |], normalize, eps)) stack
+    let multislerp (weights: Factor list) (stack: Stack) = multislerpWith true 1e-8 weights stack
     let karcher (maxIterations: int) (tolerance: float) (stack: Stack) = combine (Karcher(maxIterations, tolerance)) stack
     let sce (selectTopK: Factor) (stack: Stack) = combine (Sce(selectTopK.Ir)) stack
     let nearswap (t: Factor) (pair: Stack) = combine (NearSwap(t.Ir)) pair

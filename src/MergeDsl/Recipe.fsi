@@ -176,9 +176,10 @@ module Recipe =
     /// NuSLERP of the flattened pair at t (weights 1 − t and t).
     val nuslerp: t: float -> pair: Stack -> Tensor
     /// mergekit's Multi-SLERP: barycentric interpolation on the hypersphere, one weight per entry,
-    /// weights normalised to sum 1 when `normalize` (an empty list: weight 1 each).
-    val multislerpWith: normalize: bool -> weights: Factor list -> stack: Stack -> Tensor
-    /// Multi-SLERP with normalised weights.
+    /// weights normalised to sum 1 when `normalize` (an empty list: weight 1 each), `eps` mergekit's
+    /// stabiliser (1e-8 by default).
+    val multislerpWith: normalize: bool -> eps: float -> weights: Factor list -> stack: Stack -> Tensor
+    /// Multi-SLERP with normalised weights and eps 1e-8.
     val multislerp: weights: Factor list -> stack: Stack -> Tensor
     /// mergekit's Karcher (Riemannian) mean of the entries, equal weights.
     val karcher: maxIterations: int -> tolerance: float -> stack: Stack -> Tensor
