@@ -80,7 +80,8 @@ let tests =
                 test name {
                     let b, es = zoo.Value
                     let count = match m.Models with MergeDsl.Exactly n -> n | MergeDsl.AtLeast _ -> 3
-                    let withBase = match m.Models with MergeDsl.Exactly _ -> [] | MergeDsl.AtLeast _ -> [ "--base"; b ]
+                    // The pair methods (slerp, nuslerp) take two models and no base; the others read a base.
+                    let withBase = match m.Models with MergeDsl.Exactly 2 -> [] | _ -> [ "--base"; b ]
                     let inputs = withBase @ (es |> List.truncate count |> List.collect (fun e -> [ "--model"; e ]))
                     let sets = MergeDsl.Tests.Registry.requiredSettings m count |> List.collect (fun (k, v) -> [ "--set"; $"{k}={v}" ])
                     let out = fresh name

@@ -331,7 +331,7 @@ let tests =
             }
             test "unknown, later and incomplete methods, unsupported features" {
                 expectError "merge_method: foo\nmodels:\n  - model: a\n" [ ":1:"; "unknown merge_method 'foo'"; "ties" ]
-                expectError "merge_method: nuslerp\nmodels:\n  - model: a\n" [ ":1:"; "not supported yet" ]
+                expectError "merge_method: ram\nmodels:\n  - model: a\n" [ ":1:"; "not supported yet" ]
                 expectError "merge_method: ties\nmodels:\n  - model: a\n" [ "needs base_model" ]
                 expectError "merge_method: slerp\nbase_model: base\nmodels:\n  - model: a\n  - model: b\nparameters:\n  t: 0.5\n" [ "exactly one other model" ]
                 expectError "merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n" [ ":2:"; "slices are not supported yet" ]
@@ -396,7 +396,9 @@ let tests =
                     match fixture with
                     | "dare_linear" -> Expect.stringContains text "bernoulli(0.6, l1)" "mergekit rescales DARE by the L1 norm"
                     | "dare_ties" -> Expect.stringContains text "tie+" "mergekit's sign tie"
-                    | _ -> Expect.stringContains text "della(0.5, 0.1)" "DELLA with rescale"
+                    | _ ->
+                        Expect.stringContains text "della(0.5, 0.1, norescale, dim1)" "DELLA ranked along dim 1 as mergekit"
+                        Expect.stringContains text "rescaleL1" "mergekit's L1 rescale (rescale: true)"
                     let out = dir.File "out"
                     let code, _, err = MergeDsl.Tests.CliTests.mergedsl [ "run"; path; "--out"; out; "--quiet" ]
                     Expect.equal code 0 $"exit code ({err})"
@@ -457,4 +459,201 @@ let tests =
                 Expect.isFalse (Directory.Exists out) "nothing written"
             }
         ]
+    ]
+
+// ---------------------------------------------------------------- the whole-tensor methods, against
+// scalar re-implementations of mergekit's formulas (plain float arrays; nothing of the code under test)
+
+let private arr (t: torch.Tensor) = t.to_type(torch.ScalarType.Float64).contiguous().data<float>().ToArray()
+let private ofArr (shape: int64[]) (xs: float[]) = torch.tensor(xs).reshape(shape)
+let private dot (a: float[]) (b: float[]) = Array.fold2 (fun s x y -> s + x * y) 0.0 a b
+let private norm (a: float[]) = sqrt (dot a a)
+
+/// mergekit's nuslerp() on vectors: normalise with the norm clamped at 1e-7, lerp when |sin θ| < 1e-8.
+let private nuslerpVec (t: float) (v0: float[]) (v1: float[]) =
+    let u0 = v0 |> Array.map (fun x -> x / max (norm v0) 1e-7)
+    let u1 = v1 |> Array.map (fun x -> x / max (norm v1) 1e-7)
+    let theta = acos (max -1.0 (min 1.0 (dot u0 u1)))
+    let s = sin theta
+    if abs s < 1e-8 then Array.map2 (fun a b -> (1.0 - t) * a + t * b) v0 v1
+    else Array.map2 (fun a b -> (sin ((1.0 - t) * theta) * a + sin (t * theta) * b) / s) v0 v1
+
+/// nuslerp with nuslerp_flatten false (rows = vectors along the last dimension).
+let private nuslerpRows (t: float) (x0: torch.Tensor) (x1: torch.Tensor) =
+    let w = if x0.dim() >= 2L then int x0.shape[x0.shape.Length - 1] else int (x0.numel())
+    let a, b = arr x0, arr x1
+    let out = [| for r in 0 .. a.Length / w - 1 do yield! nuslerpVec t a[r * w .. r * w + w - 1] b[r * w .. r * w + w - 1] |]
+    ofArr x0.shape out
+
+/// mergekit's multislerp() (no base), eps 1e-8.
+let private multislerpOracle (ws: float[]) (xs: float[][]) =
+    let eps = 1e-8
+    let w = ws |> Array.map (fun x -> x / Array.sum ws)
+    let norms = xs |> Array.map norm
+    let units = Array.map2 (fun (x: float[]) n -> x |> Array.map (fun v -> v / (n + eps))) xs norms
+    let wsum (vs: float[][]) = Array.init vs[0].Length (fun j -> Array.fold2 (fun s (v: float[]) wi -> s + wi * v[j]) 0.0 vs w)
+    let mean = wsum units
+    let mean = mean |> Array.map (fun v -> v / norm mean)
+    let tangents = units |> Array.map (fun u -> let d = dot u mean in Array.map2 (fun a m -> a - d * m) u mean)
+    let tr = wsum tangents
+    let tn = norm tr + eps
+    let avg = Array.fold2 (fun s n wi -> s + n * wi) 0.0 norms w
+    Array.map2 (fun m v -> (m * cos tn + v * sin tn / tn) * avg) mean tr
+
+/// mergekit's karcher_merge_tensors() with equal weights.
+let private karcherOracle (maxIter: int) (tol: float) (xs: float[][]) =
+    let alphas = Array.create xs.Length (1.0 / float xs.Length)
+    let norms = xs |> Array.map norm
+    let valid = [| for i in 0 .. xs.Length - 1 do if norms[i] > tol then yield i |]
+    let a = valid |> Array.map (fun i -> alphas[i] / Array.sum [| for j in valid -> alphas[j] |])
+    let units = valid |> Array.map (fun i -> xs[i] |> Array.map (fun v -> v / norms[i]))
+    let mutable u = Array.init xs[0].Length (fun j -> Array.fold2 (fun s (ui: float[]) ai -> s + ai * ui[j]) 0.0 units a)
+    let nu = norm u
+    u <- if nu < tol then Array.copy units[0] else u |> Array.map (fun v -> v / nu)
+    let mutable iter = 0
+    let mutable stop = false
+    while not stop && iter < maxIter do
+        let T = Array.zeroCreate u.Length
+        for k in 0 .. units.Length - 1 do
+            let d = max -1.0 (min 1.0 (dot u units[k]))
+            let theta = acos d
+            if theta >= tol then
+                for j in 0 .. u.Length - 1 do
+                    T[j] <- T[j] + a[k] * (theta / sin theta) * (units[k][j] - d * u[j])
+        let nT = norm T
+        if nT < tol then stop <- true
+        else
+            u <- Array.map2 (fun x y -> cos nT * x + sin nT * y / nT) u T
+            let n = norm u
+            if n > tol then u <- u |> Array.map (fun v -> v / n)
+        iter <- iter + 1
+    let s = Array.fold2 (fun acc al n -> acc + al * n) 0.0 alphas norms
+    u |> Array.map (fun v -> s * v)
+
+/// mergekit's sce_merge() on task vectors.
+let private sceOracle (topk: float) (taus: float[][]) =
+    let n = taus.Length
+    let m = taus[0].Length
+    let taus =
+        if topk >= 1.0 then taus
+        else
+            let var = Array.init m (fun j -> let mu = (taus |> Array.sumBy (fun t -> t[j])) / float n in (taus |> Array.sumBy (fun t -> (t[j] - mu) ** 2.0)) / float n)
+            let k = int (float (var |> Array.filter ((<>) 0.0) |> Array.length) * topk)
+            let keep = var |> Array.indexed |> Array.sortByDescending snd |> Array.truncate k |> Array.map fst |> Set.ofArray
+            taus |> Array.map (Array.mapi (fun j v -> if keep.Contains j then v else 0.0))
+    let majority = Array.init m (fun j -> if (taus |> Array.sumBy (fun t -> t[j])) >= 0.0 then 1.0 else -1.0)
+    let w = taus |> Array.map (fun t -> (t |> Array.sumBy (fun v -> v * v)) / float m)
+    let ws = Array.sum w
+    let w = if abs ws < 1e-6 then Array.create n (1.0 / float n) else w |> Array.map (fun x -> x / ws)
+    Array.init m (fun j ->
+        let ew = Array.init n (fun i -> let v = taus[i][j] in if float (sign v) = majority[j] then w[i] else 0.0)
+        let num = Array.fold2 (fun s e (t: float[]) -> s + e * t[j]) 0.0 ew taus
+        num / max (Array.sum ew) 1e-6)
+
+/// mergekit's ArceeFusionMergeTask on one tensor (rows along the last dimension; exact quantiles).
+let private arceeOracle (x0: torch.Tensor) (x1: torch.Tensor) =
+    let w = if x0.dim() >= 2L then int x0.shape[x0.shape.Length - 1] else int (x0.numel())
+    let a, b = arr x0, arr x1
+    let softmax (v: float[]) = let mx = Array.max v in let e = v |> Array.map (fun x -> exp (x - mx)) in e |> Array.map (fun x -> x / Array.sum e)
+    let imp =
+        [| for r in 0 .. a.Length / w - 1 do
+               let ra, rb = a[r * w .. r * w + w - 1], b[r * w .. r * w + w - 1]
+               let p = softmax rb |> Array.map ((+) 1e-8)
+               let q = softmax ra |> Array.map ((+) 1e-8)
+               let kl = Array.fold2 (fun s pi qi -> s + pi * log (pi / qi)) 0.0 p q
+               yield! Array.map2 (fun x y -> abs (y - x) * kl) ra rb |]
+    let sorted = Array.sort imp
+    let q (f: float) = sorted[int (f * float (sorted.Length - 1))]
+    let threshold = q 0.5 + 1.5 * (q 0.75 - q 0.25)
+    ofArr x0.shape (Array.init a.Length (fun i -> if imp[i] >= threshold then b[i] else a[i]))
+
+/// Runs each tensor's arrays through `f` and reshapes back.
+let private perTensor (f: float[][] -> float[]) (xs: torch.Tensor list) = ofArr xs.Head.shape (f [| for x in xs -> arr x |])
+
+/// Largest |difference| to mergekit's formula of a fixture run, printed when MERGEDSL_REPORT_DIFF is set.
+let private report (fixture: string) (got: Map<string, torch.Tensor>) (oracle: string -> torch.Tensor) =
+    let worst = got |> Map.toList |> List.map (fun (n, g) -> d64(g).sub(oracle n |> d64).abs().max().item<float>()) |> List.max
+    if not (isNull (Environment.GetEnvironmentVariable "MERGEDSL_REPORT_DIFF")) then printfn "mergekit-diff %s %g" fixture worst
+
+[<Tests>]
+let wholeTensorMethods =
+    testSequenced <| testList "Mergekit whole-tensor methods" [
+        test "nuslerp (base_model: task vectors per row at t = 0.7/(0.3 + 0.7))" {
+            let oracle = fun _ (z: torch.Tensor) (a: torch.Tensor) (b: torch.Tensor) -> z.Plus(nuslerpRows 0.7 (a.sub z) (b.sub z))
+            let got = endToEnd "nuslerp" oracle 1e-5
+            ignore got
+        }
+        test "multislerp (no base, weights 1 and 2)" {
+            endToEnd "multislerp" (fun _ _ a b -> perTensor (multislerpOracle [| 1.0; 2.0 |]) [ a; b ]) 1e-5 |> ignore
+        }
+        test "karcher (the base is averaged too; max_iter 20, tol 1e-7)" {
+            endToEnd "karcher" (fun _ z a b -> perTensor (karcherOracle 20 1e-7) [ z; a; b ]) 1e-5 |> ignore
+        }
+        test "sce (select_topk 0.5)" {
+            endToEnd "sce" (fun _ z a b -> z.Plus(perTensor (sceOracle 0.5) [ a.sub z; b.sub z ])) 1e-5 |> ignore
+        }
+        test "nearswap (t 0.3)" {
+            endToEnd "nearswap" (fun _ z a _ ->
+                perTensor (fun xs -> Array.map2 (fun x y -> let w = min 1.0 (max 0.0 (0.3 / max (abs (x - y)) 1e-6)) in w * y + (1.0 - w) * x) xs[0] xs[1]) [ z; a ]) 1e-6
+            |> ignore
+        }
+        test "arcee_fusion" {
+            endToEnd "arcee_fusion" (fun _ z a _ -> arceeOracle z a) 1e-6 |> ignore
+        }
+        test "ties with rescale: true (top-k survivors scaled to the task vector's L1 norm)" {
+            use dir = new TempDir()
+            let path, _, _, _ = zooWith dir "ties"
+            File.WriteAllText(path, "models:\n  - model: ./model-a\n    parameters: {weight: 1.0, density: 0.5}\n  - model: ./model-b\n    parameters: {weight: 0.5, density: 0.3}\nmerge_method: ties\nbase_model: ./base\nparameters:\n  rescale: true\ndtype: float32\n")
+            File.Copy(path, dir.File "ties_rescale.yml")
+            File.Copy(dir.File "ties_rescale.yml", Path.Combine(AppContext.BaseDirectory, "fixtures", "mergekit", "ties_rescale.yml"), true)
+            let l1 (x: torch.Tensor) (d: float) =
+                let kept = magnitude x d
+                let before, after = x.abs().sum().item<float>(), kept.abs().sum().item<float>()
+                if before < 1e-7 || after < 1e-7 then kept else kept.Times(before / after)
+            endToEnd "ties_rescale" (fun _ z a b -> gta z [ l1 (a.sub z) 0.5; l1 (b.sub z) 0.3 ] [ 1.0; 0.5 ] true true 1.0) 1e-5 |> ignore
+        }
+        test "della_linear and della: mergekit's structure (dim-1 ranks, L1 rescale), equal to the in-process recipe" {
+            use dir = new TempDir()
+            let path, b, a, m = zooWith dir "della_linear"
+            let config = ok (MergekitConfig.load path)
+            let recipe = ok (MergekitConfig.toRecipe layers config)
+            let text = recipe.Describe()
+            Expect.stringContains text "della(0.5, 0.15, norescale, dim1)" "density 0.5, default ε 0.15"
+            Expect.stringContains text "della(0.7, 0.2, norescale, dim1)" "per-model ε"
+            Expect.stringContains text "rescaleL1" "L1 rescale (rescale defaults to true)"
+            Expect.isFalse (text.Contains "electSign") "no sign election"
+            let out = dir.File "out"
+            let code, _, err = MergeDsl.Tests.CliTests.mergedsl [ "run"; path; "--out"; out; "--quiet" ]
+            Expect.equal code 0 $"exit code ({err})"
+            let got = MergeDsl.Tests.CliTests.loadAll out
+            let ins =
+                inputs (Some(model "base" [ for n, _ in shapes -> n, b[n] ]))
+                    [ model "model-a" [ for n, _ in shapes -> n, a[n] ]; model "model-b" [ for n, _ in shapes -> n, m[n] ] ]
+            let expected = run recipe ins
+            for n, _ in shapes do
+                let g = got[n]
+                Expect.isTrue (MergeDsl.Tests.CliTests.identical g (torch.tensor(expected[n]).reshape(g.shape))) $"{n}"
+        }
+        test "the new methods parse, import and check their model counts" {
+            let cases =
+                [ "nuslerp", "models:\n  - model: a\n    parameters: {weight: 1}\n  - model: b\n    parameters: {weight: [1, 2]}\nparameters:\n  nuslerp_row_wise: true\n  nuslerp_flatten: false\n"
+                  "multislerp", "base_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1}\n  - model: b\n    parameters: {weight: 2}\nparameters:\n  normalize_weights: false\n  eps: 1.0e-6\n"
+                  "karcher", "models:\n  - model: a\n  - model: b\nparameters:\n  max_iter: 5\n  tol: 1.0e-6\n"
+                  "sce", "base_model: base\nmodels:\n  - model: a\n  - model: b\nparameters:\n  select_topk: [0.2, 0.8]\n  int8_mask: true\n"
+                  "nearswap", "base_model: base\nmodels:\n  - model: a\nparameters:\n  t:\n    - filter: mlp\n      value: 0.001\n    - value: 0.0001\n"
+                  "arcee_fusion", "base_model: base\nmodels:\n  - model: base\n  - model: a\n" ]
+            for name, body in cases do
+                let config = ok (parseIn $"merge_method: {name}\n{body}")
+                let recipe = ok (MergekitConfig.toRecipe 4 config)
+                Expect.equal recipe.Name name "recipe name"
+                let script = ok (MergekitConfig.toFSharp 4 config)
+                Expect.stringContains script "let recipe =" $"{name}: import"
+            expectError "merge_method: nearswap\nbase_model: base\nmodels:\n  - model: a\n" [ "'t' has no value" ]
+            expectError "merge_method: nearswap\nbase_model: base\nmodels:\n  - model: a\n  - model: b\nparameters:\n  t: 0.1\n" [ "exactly one other model" ]
+            expectError "merge_method: nuslerp\nmodels:\n  - model: a\n    parameters: {weight: 1}\n" [ "exactly two models" ]
+            expectError "merge_method: sce\nmodels:\n  - model: a\n" [ "needs base_model" ]
+            expectError "merge_method: sce\nbase_model: base\nmodels:\n  - model: a\nparameters:\n  select_topk: 2\n" [ ":6:"; "outside [0, 1]" ]
+            expectError "merge_method: karcher\nmodels:\n  - model: a\n  - model: b\nparameters:\n  max_iter: 0\n" [ ":6:"; "max_iter" ]
+            expectError "merge_method: multislerp\nmodels:\n  - model: a\n    parameters: {weight: 1, density: 0.5}\n" [ ":4:"; "'density'" ]
+        }
     ]

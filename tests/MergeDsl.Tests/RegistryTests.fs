@@ -11,6 +11,7 @@ let requiredSettings (m: MergeMethod) (models: int) : (string * string) list =
     [ for p in m.Parameters do
         match p.Default, p.Type with
         | Required, Numbers -> p.Name, String.Join(",", [ 1 .. models ])
+        | Required, Number r when r.Contains 0.5 -> p.Name, "0.5"
         | Required, other -> failwithf "no example value for required %s parameter %s" m.Name p.Name
         | _ -> () ]
 

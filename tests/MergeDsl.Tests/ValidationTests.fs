@@ -166,7 +166,7 @@ let cli =
             for m in MergeDsl.MethodRegistry.merges |> List.filter (fun m -> m.Name <> "passthrough") do
                 let methodName = m.Name
                 let out = fresh ("nan-out-" + methodName)
-                let models = [ "--model"; e1; "--model"; e2 ]
+                let models = match m.Models with MergeDsl.Exactly 1 -> [ "--model"; e2 ] | _ -> [ "--model"; e1; "--model"; e2 ]
                 let inputs = if methodName = "slerp" then models else [ "--base"; b ] @ models
                 let sets = MergeDsl.Tests.Registry.requiredSettings m 2 |> List.collect (fun (k, v) -> [ "--set"; $"{k}={v}" ])
                 let args = [ "run"; methodName ] @ inputs @ sets @ [ "--out"; out; "--quiet" ]
