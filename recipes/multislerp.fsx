@@ -8,7 +8,10 @@
 #load "load.fsx"
 open MergeDsl
 
-let weights = ScriptParams.numbers "weights" |> List.map Recipe.constant
+let weights =
+    (ScriptParams.string "weights" "").Split(',', System.StringSplitOptions.RemoveEmptyEntries ||| System.StringSplitOptions.TrimEntries)
+    |> Seq.map (fun w -> Recipe.constant (float w))
+    |> List.ofSeq
 let flag name dflt = ScriptParams.choice name [ "true"; "false" ] dflt = "true"
 let normalize = flag "normalize-weights" "true"
 let taskVectors = flag "task-vectors" "false"

@@ -11,7 +11,6 @@ open MergeDsl
 let w0, w1 =
     match ScriptParams.numbers "weights" with
     | [ a; b ] -> a, b
-    | [] -> 1.0, 1.0
     | ws -> failwithf "weights: nuslerp takes two weights, got %d" ws.Length
 let flag name dflt = ScriptParams.choice name [ "true"; "false" ] dflt = "true"
 let rowWise = flag "row-wise" "false"

@@ -475,7 +475,7 @@ public static class Compiler
             var resolved = c.Method.Resolve(f => Factor(f, $"{c.Method}: parameter"));
             switch (resolved)
             {
-                case MultiSlerp { NormalizeWeights: true } ms when ms.Weights.Sum(Combiner.Value) == 0:
+                case MultiSlerp { NormalizeWeights: true } ms when ms.Weights.Count > 0 && ms.Weights.Sum(Combiner.Value) == 0:
                     throw Error($"{c.Method}: the weights sum to 0");
                 case Sce sce when !(Combiner.Value(sce.SelectTopK) is >= 0 and <= 1):
                     throw Error($"{c.Method}: select_topk {ExprText.Num(Combiner.Value(sce.SelectTopK))} is outside [0, 1]");
