@@ -156,3 +156,48 @@ let tests =
             let slerpOk = run (Methods.slerp 0.3) (inputs (Some b) (copies b 1)) = expected
             ok && slerpOk)
     ]
+
+/// The whole-tensor methods (NuSLERP, Multi-SLERP, Karcher, SCE, NearSwap, Arcee Fusion).
+[<Tests>]
+let wholeTensorLaws =
+    let within tol (a: Map<string, float32[]>) (b: Map<string, float32[]>) = a |> Map.forall (fun k v -> close tol b[k] v)
+    testList "Laws (whole-tensor methods)" [
+        prop "multislerp and karcher of N copies of θ are θ" (fun (seed: int) ->
+            let b, _ = world seed 1
+            let ins = inputs None (copies b (2 + abs seed % 3))
+            within 1e-5f (run (Methods.multislerp [] true false) ins) (valuesOf b)
+            && within 1e-5f (run (Methods.karcher 10 1e-5) ins) (valuesOf b))
+
+        prop "if every expert equals the base, sce, nearswap, arcee fusion and task-vector nuslerp return the base" (fun (seed: int) ->
+            let b, _ = world seed 1
+            let baseValues = valuesOf b
+            let one = inputs (Some b) (copies b 1)
+            let two = inputs (Some b) (copies b 2)
+            within 0f (run (Methods.sce 0.5) two) baseValues
+            && within 0f (run (Methods.nearswap 0.3) one) baseValues
+            && within 0f (run Methods.arceeFusion one) baseValues
+            && within 0f (run (Methods.nuslerp (1.0, 2.0) false true true) two) baseValues)
+
+        prop "sce with one expert (select all) is that expert; nearswap with t = 0 is the base" (fun (seed: int) ->
+            let b, es = world seed 1
+            within 1e-6f (run (Methods.sce 1.0) (inputs (Some b) es)) (valuesOf es.Head)
+            && within 0f (run (Methods.nearswap 0.0) (inputs (Some b) es)) (valuesOf b))
+
+        prop "karcher, multislerp and sce do not depend on the experts' order" (fun (seed: int) ->
+            let b, es = world seed 3
+            let rev = List.rev es
+            within 1e-5f (run (Methods.karcher 10 1e-5) (inputs None es)) (run (Methods.karcher 10 1e-5) (inputs None rev))
+            && within 1e-5f (run (Methods.multislerp [] true false) (inputs None es)) (run (Methods.multislerp [] true false) (inputs None rev))
+            && within 1e-5f (run (Methods.sce 0.5) (inputs (Some b) es)) (run (Methods.sce 0.5) (inputs (Some b) rev)))
+
+        prop "the compiled graph and the reference interpreter agree on the new methods" (fun (seed: int) ->
+            let b, es = world seed 2
+            let recipes =
+                [ Methods.nuslerp (1.0, 3.0) true false true, inputs (Some b) es
+                  Methods.multislerp [ 1.0; 2.0 ] true true, inputs (Some b) es
+                  Methods.karcher 10 1e-5, inputs None es
+                  Methods.sce 0.5, inputs (Some b) es
+                  Methods.nearswap 0.5, inputs (Some b) [ es.Head ]
+                  Methods.arceeFusion, inputs (Some b) [ es.Head ] ]
+            recipes |> List.forall (fun (r, ins) -> run r ins = reference MergeOptions.Default r ins))
+    ]
