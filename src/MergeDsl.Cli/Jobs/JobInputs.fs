@@ -168,7 +168,7 @@ let private openCheckpoint (role: string) (path: string) =
     | :? DirectoryNotFoundException -> raise (UsageError $"{role} {path}: no such folder")
 
 /// Opens a reference: its checkpoint, with its LoRA adapter applied when it names one.
-let private openOne (role: string) (text: string) : ITensorSource =
+let openOne (role: string) (text: string) : ITensorSource =
     let r = resolveModel role text
     let model = openCheckpoint role r.Folder
     match Option.ofObj r.Adapter with
