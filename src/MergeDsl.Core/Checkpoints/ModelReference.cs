@@ -40,7 +40,7 @@ public sealed record ModelReference(string Text, string Folder, string? Adapter)
                 first ??= e;
             }
         }
-        throw first!;
+        throw new ModelReferenceException($"{text}: {first!.Message}");
     }
 
     static string? TryLocal(string text, IReadOnlyList<string> folders)
