@@ -94,15 +94,18 @@ let tests =
         }
         test "what is not in the cache is one line naming it, the cache and the cure" {
             use dir = new TempDir()
-            let cache, _, _ = fakeCache dir
+            let cache, _, snapB = fakeCache dir
             let hub = HubCache cache
             expectMessage (fun () -> hub.Resolve "org/none") [ $"org/none: not in the Hugging Face cache at {cache} (no network access; download it first)" ]
             expectMessage (fun () -> hub.Resolve("org/tiny", "dev")) [ "org/tiny@dev: revision 'dev' is not in the Hugging Face cache"; "refs: main, v1" ]
             expectMessage (fun () -> hub.Resolve("org/tiny", commitB.Replace('0', 'f'))) [ "snapshot"; "not in the Hugging Face cache" ]
+            setRef cache "org/tiny" "pr/1" commitB
+            Expect.equal (hub.Resolve("org/tiny", "refs/pr/1")) snapB "a pull-request ref, named as stored"
             setRef cache "org/tiny" "broken" "not-a-hash"
             expectMessage (fun () -> hub.Resolve("org/tiny", "broken")) [ "refs/broken: not a commit hash" ]
             expectMessage (fun () -> ModelReference.Resolve("./missing", [| dir.Path |], hub)) [ "./missing: no such model folder or file" ]
             expectMessage (fun () -> ModelReference.Resolve("org/none", [| dir.Path |], hub)) [ "org/none: not in the Hugging Face cache" ]
+            expectMessage (fun () -> ModelReference.Resolve("typo", [| dir.Path |], hub)) [ $"typo: no such model folder or file (looked in {dir.Path}), and not in the Hugging Face cache at {cache}" ]
         }
         test "cache location: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub" {
             let vars = [ "HF_HUB_CACHE"; "HUGGINGFACE_HUB_CACHE"; "HF_HOME"; "XDG_CACHE_HOME" ]

@@ -200,8 +200,12 @@ let openAll (inputs: Inputs) : Opened =
 
 /// Labels for the experts: folder names, made unique with a numeric suffix where they repeat.
 let expertLabels (models: string list) =
-    let names =
-        models |> List.map (fun p -> Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath p)))
+    let nameOf (p: string) = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath p))
+    let label (text: string) =
+        match (try Some(ModelReference.Resolve text) with :? ModelReferenceException -> None) with
+        | Some r when not (isNull r.Adapter) -> nameOf r.Folder + "+" + nameOf r.Adapter
+        | _ -> nameOf text
+    let names = models |> List.map label
     names
     |> List.mapi (fun i n ->
         if (names |> List.filter ((=) n) |> List.length) > 1 then $"{n}#{i + 1}" else n)

@@ -68,7 +68,8 @@ public sealed partial class HubCache(string root)
             throw new ModelReferenceException($"{shown}: '{rev}' is not a revision");
         string snapshots = Path.Combine(repo, "snapshots");
         string? commit = null;
-        string refFile = Path.Combine(repo, "refs", rev);
+        // Pull-request refs are named as stored: `refs/pr/1` lives at refs/pr/1.
+        string refFile = Path.Combine(repo, rev.StartsWith("refs/", StringComparison.Ordinal) ? rev : Path.Combine("refs", rev));
         if (File.Exists(refFile))
         {
             // A ref file is one line, a 40-hex commit hash; read like any file of a hostile folder.

@@ -55,12 +55,17 @@ public sealed record ModelReference(string Text, string Folder, string? Adapter)
     {
         if (part.Length == 0) throw new ModelReferenceException($"empty {what} in a model+adapter reference");
         if (TryLocal(part, folders) is { } local) return local;
+        string where = Path.IsPathRooted(part) ? "" : $" (looked in {string.Join(", ", folders)})";
         if (!Path.IsPathRooted(part) && HubCache.LooksLikeRepoId(part))
         {
             var (id, revision) = HubCache.SplitRevision(part);
-            return (cache ?? HubCache.FromEnvironment()).Resolve(id, revision);
+            var hub = cache ?? HubCache.FromEnvironment();
+            // A bare name (no org, no revision) is as likely a mistyped folder as a repo id: say both.
+            if (!id.Contains('/') && revision is null && !Directory.Exists(hub.RepoFolder(id)))
+                throw new ModelReferenceException(
+                    $"{part}: no such {what} folder or file{where}, and not in the Hugging Face cache at {hub.Root} (no network access; download it first)");
+            return hub.Resolve(id, revision);
         }
-        string where = Path.IsPathRooted(part) ? "" : $" (looked in {string.Join(", ", folders)})";
         throw new ModelReferenceException($"{part}: no such {what} folder or file{where}, and not a Hugging Face repo id");
     }
 }
