@@ -22,6 +22,8 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.Args>
     | [<CliPrefix(CliPrefix.None)>] Score of ParseResults<Score.Args>
     | [<CliPrefix(CliPrefix.None)>] Generate of ParseResults<Generate.Args>
+    | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.Args>
+    | [<CliPrefix(CliPrefix.None)>] Lora of ParseResults<Lora.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -41,6 +43,8 @@ type Args =
             | Eval _ -> "per-task accuracy and loss of a model with heads on labelled data (FusionBench JSON)."
             | Score _ -> "bits per byte and mean log-likelihood of a text under a Llama/Mistral/Qwen2 model."
             | Generate _ -> "continue a prompt with a Llama/Mistral/Qwen2 model (greedy or sampled, KV cache)."
+            | Convert _ -> "convert a PyTorch .bin/.pt checkpoint to safetensors (restricted unpickler: no code runs)."
+            | Lora _ -> "LoRA adapters: `lora extract` writes a PEFT adapter approximating model - base (truncated SVD)."
 
 /// Runs the command an argument names; None for global flags such as --verbose.
 let private dispatch (arg: Args) : int option =
@@ -62,6 +66,8 @@ let private dispatch (arg: Args) : int option =
     | Eval a -> Some(Eval.run a)
     | Score a -> Some(Score.run a)
     | Generate a -> Some(Generate.run a)
+    | Convert a -> Some(Convert.run a)
+    | Lora a -> Some(Lora.run a)
 
 [<EntryPoint>]
 let main argv =

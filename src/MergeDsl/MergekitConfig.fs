@@ -280,16 +280,14 @@ module MergekitConfig =
         | :? YamlScalarNode as s when isNull s.Value || s.Value = "" -> Map.empty
         | _ -> fail file node $"{where}: expected a mapping of parameter names to values"
 
+    /// A model reference: a local folder (next to the YAML first, then in the working directory), else a Hugging
+    /// Face repo id in the local hub cache, optionally `model+adapter`; kept as the resolved canonical text.
     let private resolvePath (file: string) (node: YamlNode) (what: string) (text: string) =
-        if text.Contains "+" && not (Directory.Exists text) then
-            fail file node $"{what}: '{text}': LoRA references (model+lora) are not supported yet"
         let yamlDir = Path.GetDirectoryName(Path.GetFullPath file)
-        let candidates =
-            if Path.IsPathRooted text then [ text ] else [ Path.Combine(yamlDir, text); Path.GetFullPath text ]
-        match candidates |> List.tryFind Directory.Exists with
-        | Some p -> Path.TrimEndingDirectorySeparator(Path.GetFullPath p)
-        | None ->
-            fail file node $"{what}: '{text}' is not a local model folder (looked next to the YAML and in the working directory; Hugging Face repo ids are not supported yet)"
+        try
+            MergeDsl.Core.Checkpoints.ModelReference.Resolve(text, [| yamlDir; Directory.GetCurrentDirectory() |]).Canonical
+        with :? MergeDsl.Core.Checkpoints.ModelReferenceException as e ->
+            fail file node $"{what}: {e.Message}"
 
     let private dtypeOf file what (node: YamlNode) =
         match (scalarText file what node).ToLowerInvariant() with

@@ -340,8 +340,8 @@ let tests =
                 expectError "merge_method: slerp\nbase_model: base\nmodels:\n  - model: a\n  - model: b\nparameters:\n  t: 0.5\n" [ "exactly one other model" ]
                 expectError "merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n" [ ":2:"; "slices are not supported yet" ]
                 expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\ntokenizer_source: union\n" [ ":5:"; "tokenizer_source"; "not supported yet" ]
-                expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: org/some-model\n" [ ":4:"; "'org/some-model' is not a local model folder" ]
-                expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a+lora\n" [ "LoRA" ]
+                expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: org/some-model\n" [ ":4:"; "org/some-model: not in the Hugging Face cache" ]
+                expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a+lora\n" [ ":4:"; "a+lora: lora: no such adapter folder or file"; "not in the Hugging Face cache" ]
             }
             test "a model without its required weight fails before any tensor is read" {
                 let config = ok (parseIn "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: a\n    parameters:\n      weight:\n        - filter: mlp\n          value: 1\n")

@@ -30,7 +30,7 @@ type Args =
 
 /// Entry point for `mergedsl generate`.
 let run (args: ParseResults<Args>) : int =
-    let folder = args.GetResult Model
+    let folder = MergeDsl.Cli.Jobs.JobInputs.modelFolder "generate" (args.GetResult Model)
     let options (eos: Nullable<int>) =
         GenerationOptions(
             StopAtEos = eos,

@@ -109,7 +109,7 @@ let writeJson (writer: TextWriter) (cp: Checkpoint) =
 
 /// Runs the command; malformed checkpoints raise CheckpointFormatException, which `guard` prints as one line.
 let run (args: ParseResults<InspectArgs>) : int =
-    let path = args.GetResult Path
+    let path = MergeDsl.Cli.Jobs.JobInputs.modelFolder "inspect" (args.GetResult Path)
     use cp = Checkpoint.Open(path)
     if args.Contains Json then writeJson Console.Out cp else printTable (console ()) cp
     0

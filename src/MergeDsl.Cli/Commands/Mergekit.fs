@@ -24,7 +24,7 @@ let private loadConfig (path: string) =
 /// Layers of the first model the recipe reads (the base when there is one), counted from its
 /// tensor names as the compiler counts them (1 + the largest first `.N.` index); headers only.
 let private layerCount (config: MergekitConfig) =
-    let path = config.Base |> Option.defaultWith (fun () -> List.head config.Models)
+    let path = (config.Base |> Option.defaultWith (fun () -> List.head config.Models)) |> MergeDsl.Cli.Jobs.JobInputs.modelFolder "base_model"
     use c =
         try Checkpoint.Open path
         with

@@ -70,7 +70,7 @@ let score (folder: string) (file: string) : ScoreReport =
 
 /// Entry point for `mergedsl score`.
 let run (args: ParseResults<Args>) : int =
-    let r = score (args.GetResult Model) (args.GetResult Text)
+    let r = score (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text)
     if args.Contains Json then
         printfn "%s" (JsonSerializer.Serialize(r, JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)))
     else

@@ -74,6 +74,8 @@ let private upscaleWith (overwriteOption: string) (methodName: string) (baseDir:
         | Some b -> b
         | None -> raise (UsageError $"--base: {methodName} needs the pretrained model folder (W0 of every expert module)")
     if List.isEmpty experts then raise (UsageError $"--model: {methodName} needs at least one expert")
+    let baseDir = MergeDsl.Cli.Jobs.JobInputs.modelFolder "--base" baseDir
+    let experts = experts |> List.map (MergeDsl.Cli.Jobs.JobInputs.modelFolder "--model")
     let inputs = OutputInput.Of("--base", baseDir) :: (experts |> List.map (fun e -> OutputInput.Of("--model", e)))
     // The job reserves the output itself; checked here first to name the option in the message.
     try OutputFolder.Validate(out, overwrite, inputs, $"use {overwriteOption}")

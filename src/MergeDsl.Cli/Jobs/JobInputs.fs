@@ -97,10 +97,33 @@ type Inputs =
       Out: string option
       Force: bool }
 
-/// The inputs --out must keep away from (compared by real path).
+/// Resolves a model reference as typed after `role` (`--base`, `--model`, a YAML key): a local path (relative to
+/// the working directory), else a Hugging Face repo id (`org/name`, `org/name@revision`) in the local hub cache,
+/// optionally `model+adapter` (a PEFT LoRA adapter applied before merging). Usage error (one line) when not found.
+let resolveModel (role: string) (text: string) : ModelReference =
+    try ModelReference.Resolve(text)
+    with :? ModelReferenceException as e -> raise (UsageError $"{role} {e.Message}")
+
+/// The local folder (or file) of a reference that must not carry an adapter (`inspect`, `score`, `upscale`, ...).
+let modelFolder (role: string) (text: string) : string =
+    let r = resolveModel role text
+    match Option.ofObj r.Adapter with
+    | Some _ -> raise (UsageError $"{role} {text}: a model+adapter reference is applied only by merges (run, plan); merge it into a folder first")
+    | None -> r.Folder
+
+/// How a reference is recorded in the model card: its path, or the text with the folder it resolved to.
+let describeModel (text: string) : string =
+    let r = ModelReference.Resolve(text)
+    if isNull r.Adapter && r.Folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath text) then r.Folder
+    else $"{text} ({r.Canonical})"
+
+/// The inputs --out must keep away from (compared by real path): every model and adapter folder.
 let outputInputs (inputs: Inputs) =
-    (inputs.Base |> Option.map (fun b -> OutputInput.Of("--base", b)) |> Option.toList)
-    @ (inputs.Models |> List.map (fun m -> OutputInput.Of("--model", m)))
+    let refs role text =
+        let r = resolveModel role text
+        OutputInput.Of(role, r.Folder) :: (Option.ofObj r.Adapter |> Option.map (fun a -> OutputInput.Of(role, a)) |> Option.toList)
+    (inputs.Base |> Option.map (refs "--base") |> Option.defaultValue [])
+    @ (inputs.Models |> List.collect (refs "--model"))
 
 /// Checks an output folder against the inputs and the overwrite rule (see `OutputFolder.Validate`), as a usage error.
 let checkOut (out: string) (force: bool) (inputs: OutputInput list) =
@@ -122,31 +145,50 @@ let checkInputs (inputs: Inputs) (recipe: ResolvedRecipe) =
         raise (UsageError $"--base: recipe '{recipe.Recipe.Name}' uses the base model; give it with --base DIR")
     let roles = (inputs.Base |> Option.map (fun b -> "--base", b) |> Option.toList) @ (inputs.Models |> List.map (fun m -> "--model", m))
     for role, p in roles do
-        if not (Directory.Exists p || File.Exists p) then raise (UsageError $"{role} {p}: no such checkpoint folder or file")
+        resolveModel role p |> ignore
     match inputs.Out with
     | Some out -> checkOut out inputs.Force (outputInputs inputs)
     | None -> ()
 
 /// Opened checkpoints; disposing closes them all.
 type Opened =
-    { Base: Checkpoint option
-      Models: Checkpoint list }
+    { Base: ITensorSource option
+      Models: ITensorSource list }
     member this.All = Option.toList this.Base @ this.Models
     interface IDisposable with
         member this.Dispose() =
             for c in this.All do
                 c.Dispose()
 
-let private openOne (role: string) (path: string) =
+let private openCheckpoint (role: string) (path: string) =
     try Checkpoint.Open path
     with
     | :? CheckpointFormatException as e -> raise (UsageError $"{role} {path}: not a valid checkpoint: {e.Message}")
     | :? FileNotFoundException as e -> raise (UsageError $"{role} {path}: not a checkpoint ({e.Message})")
     | :? DirectoryNotFoundException -> raise (UsageError $"{role} {path}: no such folder")
 
+/// Opens a reference: its checkpoint, with its LoRA adapter applied when it names one.
+let openOne (role: string) (text: string) : ITensorSource =
+    let r = resolveModel role text
+    let model = openCheckpoint role r.Folder
+    match Option.ofObj r.Adapter with
+    | None -> model :> ITensorSource
+    | Some adapterFolder ->
+        try
+            let adapter =
+                try MergeDsl.Core.Lora.LoraAdapter.Open adapterFolder
+                with :? CheckpointFormatException as e -> raise (UsageError $"{role} {text}: bad LoRA adapter: {e.Message}")
+            try new MergeDsl.Core.Lora.LoraAdaptedSource(model, adapter) :> ITensorSource
+            with :? CheckpointFormatException as e ->
+                adapter.Dispose()
+                raise (UsageError $"{role} {text}: adapter does not fit the model: {e.Message}")
+        with _ ->
+            model.Dispose()
+            reraise ()
+
 /// Opens (and validates the headers of) every input.
 let openAll (inputs: Inputs) : Opened =
-    let opened = Collections.Generic.List<Checkpoint>()
+    let opened = Collections.Generic.List<ITensorSource>()
     try
         let b = inputs.Base |> Option.map (fun p -> let c = openOne "--base" p in opened.Add c; c)
         let ms = inputs.Models |> List.map (fun p -> let c = openOne "--model" p in opened.Add c; c)
@@ -158,8 +200,12 @@ let openAll (inputs: Inputs) : Opened =
 
 /// Labels for the experts: folder names, made unique with a numeric suffix where they repeat.
 let expertLabels (models: string list) =
-    let names =
-        models |> List.map (fun p -> Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath p)))
+    let nameOf (p: string) = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath p))
+    let label (text: string) =
+        match (try Some(ModelReference.Resolve text) with :? ModelReferenceException -> None) with
+        | Some r when not (isNull r.Adapter) -> nameOf r.Folder + "+" + nameOf r.Adapter
+        | _ -> nameOf text
+    let names = models |> List.map label
     names
     |> List.mapi (fun i n ->
         if (names |> List.filter ((=) n) |> List.length) > 1 then $"{n}#{i + 1}" else n)

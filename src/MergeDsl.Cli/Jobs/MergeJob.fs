@@ -86,8 +86,8 @@ let private labels (opened: JobInputs.Opened) (req: Request) =
         |> Option.map (fun b ->
             let n = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath b))
             if List.contains n expertLabels then "base" else n)
-    let b = Option.map2 (fun (c: Checkpoint) l -> NamedSource(l, c)) opened.Base baseLabel
-    let es = List.map2 (fun (c: Checkpoint) l -> NamedSource(l, c)) opened.Models expertLabels
+    let b = Option.map2 (fun (c: ITensorSource) l -> NamedSource(l, c)) opened.Base baseLabel
+    let es = List.map2 (fun (c: ITensorSource) l -> NamedSource(l, c)) opened.Models expertLabels
     MergeInputs(Option.toObj b, es |> Array.ofList)
 
 let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) dtype shard deviceChoice (output: OutputFolder option) : Prepared =
@@ -129,8 +129,8 @@ let private provenance (p: Prepared) : ModelCard.MergeProvenance =
     { Recipe = p.Plan.Recipe.Name
       RecipeSource = p.Resolved.Origin
       Parameters = [ for kv in p.Plan.Recipe.Parameters -> kv.Key, kv.Value ] @ (match p.Resolved.Seed with Some s when not (p.Plan.Recipe.Parameters.ContainsKey "seed") -> [ "seed", string s ] | _ -> [])
-      Base = p.Request.Base |> Option.map Path.GetFullPath
-      Models = p.Request.Models |> List.map Path.GetFullPath
+      Base = p.Request.Base |> Option.map JobInputs.describeModel
+      Models = p.Request.Models |> List.map JobInputs.describeModel
       Expression = p.Plan.Recipe.Describe()
       CommandLine = p.Request.CommandLine
       DType = p.Request.DType }

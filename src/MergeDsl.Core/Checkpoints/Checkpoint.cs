@@ -94,7 +94,7 @@ public sealed unsafe class Checkpoint : ITensorSource
             if (otherIndexes.Length == 1) return OpenIndexed(path, otherIndexes[0], path, root, zeroCopy, policy);
             var files = Directory.GetFiles(path, "*.safetensors").Order(StringComparer.Ordinal).ToList();
             if (files.Count == 0)
-                throw new FileNotFoundException($"{path}: folder holds no *.safetensors file", path);
+                throw new FileNotFoundException($"{path}: folder holds no *.safetensors file{TorchCheckpoint.ConvertHint(path)}", path);
             return OpenFiles(path, path, files, root, zeroCopy, policy);
         }
         if (Present(path))

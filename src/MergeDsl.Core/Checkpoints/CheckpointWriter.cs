@@ -69,7 +69,7 @@ public sealed unsafe class CheckpointWriter : IDisposable
             int n = shardContents.Count;
             for (int s = 0; s < n; s++)
             {
-                string fileName = n == 1 ? Checkpoint.SingleFileName : $"model-{s + 1:D5}-of-{n:D5}.safetensors";
+                string fileName = n == 1 ? options.SingleFileName : $"model-{s + 1:D5}-of-{n:D5}.safetensors";
                 byte[] header = Header(shardContents[s], metadata, out long dataStart);
                 long dataBytes = shardContents[s].Sum(p => p.ByteLength);
                 var handle = File.OpenHandle(System.IO.Path.Combine(_temp, fileName), FileMode.CreateNew, FileAccess.ReadWrite,

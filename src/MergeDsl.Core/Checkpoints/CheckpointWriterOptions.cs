@@ -24,4 +24,7 @@ public sealed record CheckpointWriterOptions
 
     /// <summary>Small text files (name → content) written into the folder at commit, so they appear with the weights.</summary>
     public IReadOnlyDictionary<string, string> ExtraFiles { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>The file name when the output is one shard (PEFT adapters are <c>adapter_model.safetensors</c>).</summary>
+    public string SingleFileName { get; init; } = Checkpoint.SingleFileName;
 }

@@ -91,7 +91,11 @@ public static class Executor
         var stats = pipeline.Run();
         // An input rewritten during the run may have been read half old, half new: fail before the caller commits.
         foreach (var m in plan.Models)
+        {
             if (m.Source is Checkpoint cp) cp.EnsureUnchanged();
+            if (m.Source is ICheckpointBacked backed)
+                foreach (var c in backed.Checkpoints) c.EnsureUnchanged();
+        }
         return stats with { StatisticsTime = statsTime, MergeTime = clock.Elapsed };
     }
 }

@@ -59,13 +59,20 @@ public static class Merger
         var metadata = new Dictionary<string, string>(writerOptions.Metadata);
         foreach (var (k, v) in Metadata(plan, options)) metadata[k] = v;
         string? copyFrom = writerOptions.CopyFilesFrom
-            ?? plan.Models.Select(m => (m.Source as Checkpoint)?.Folder).FirstOrDefault(f => f is not null);
+            ?? plan.Models.Select(m => FolderOf(m.Source)).FirstOrDefault(f => f is not null);
         using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom });
         var stats = Executor.Run(plan, new CheckpointSink(writer), options);
         var commit = System.Diagnostics.Stopwatch.StartNew();
         writer.Commit();
         return new MergeWriteResult(stats, commit.Elapsed);
     }
+
+    static string? FolderOf(ITensorSource source) => source switch
+    {
+        Checkpoint c => c.Folder,
+        ICheckpointBacked b => b.Checkpoints[0].Folder,
+        _ => null,
+    };
 }
 
 /// <summary>What <see cref="Merger.Write"/> did.</summary>
