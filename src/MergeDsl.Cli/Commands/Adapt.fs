@@ -242,32 +242,8 @@ let private runText (args: ParseResults<Args>) (options: AdaptOptions) (modelDir
             for s in sources do s.Dispose()
     | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")
 
-let run (args: ParseResults<Args>) : int =
-    MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
-    match args.TryGetResult Threads with
-    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
-    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
-    | None -> ()
-    let modelDir = args.GetResult Model
-    let options =
-        AdaptOptions(
-            Steps = args.GetResult(Steps, defaultValue = 1000),
-            BatchPerTask = args.GetResult(Batch, defaultValue = 16),
-            LearningRate = (args.TryGetResult Lr |> Option.toNullable),
-            Objective = (args.TryGetResult Objective |> Option.map (fun o -> EntropyObjective.Parse o) |> Option.defaultValue AdaptObjective.Entropy),
-            DiversityWeight = args.GetResult(Diversity, defaultValue = 1.0),
-            Seed = args.GetResult(Seed, defaultValue = 0L),
-            Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
-    // A SettingException reaches the error printer, which names the option (--steps, --lr, ...).
-    options.Validate() |> ignore
-    if not (Directory.Exists modelDir) then raise (UsageError $"{modelDir}: no such model folder")
-    let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
-    let quiet = args.Contains Quiet
-    match args.TryGetResult Data, args.TryGetResult Text_Data with
-    | Some _, Some _ -> raise (UsageError "give --data (CLIP images) or --text-data (language-model text), not both")
-    | None, None -> raise (UsageError "--data DIR (CLIP images) or --text-data DIR (language-model text) is required")
-    | None, Some textDir -> runText args options modelDir out quiet textDir
-    | Some dataDir, None ->
+/// `adapt` on a CLIP model: `--data` images, routers or AdaMerging.
+let private runClip (args: ParseResults<Args>) (options: AdaptOptions) (modelDir: string) (out: string) (quiet: bool) (dataDir: string) =
     if DecoderMoeFolder.IsLanguageModel modelDir then
         raise (UsageError $"{modelDir}: is a language model; give its per-task text with --text-data DIR")
     let logFile = "adapt_log.json"
@@ -330,3 +306,30 @@ let run (args: ParseResults<Args>) : int =
             for d in data do d.Dispose()
             for h in heads.Values do h.Dispose()
     | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")
+
+let run (args: ParseResults<Args>) : int =
+    MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
+    match args.TryGetResult Threads with
+    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
+    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
+    | None -> ()
+    let modelDir = args.GetResult Model
+    let options =
+        AdaptOptions(
+            Steps = args.GetResult(Steps, defaultValue = 1000),
+            BatchPerTask = args.GetResult(Batch, defaultValue = 16),
+            LearningRate = (args.TryGetResult Lr |> Option.toNullable),
+            Objective = (args.TryGetResult Objective |> Option.map (fun o -> EntropyObjective.Parse o) |> Option.defaultValue AdaptObjective.Entropy),
+            DiversityWeight = args.GetResult(Diversity, defaultValue = 1.0),
+            Seed = args.GetResult(Seed, defaultValue = 0L),
+            Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
+    // A SettingException reaches the error printer, which names the option (--steps, --lr, ...).
+    options.Validate() |> ignore
+    if not (Directory.Exists modelDir) then raise (UsageError $"{modelDir}: no such model folder")
+    let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
+    let quiet = args.Contains Quiet
+    match args.TryGetResult Data, args.TryGetResult Text_Data with
+    | Some _, Some _ -> raise (UsageError "give --data (CLIP images) or --text-data (language-model text), not both")
+    | None, None -> raise (UsageError "--data DIR (CLIP images) or --text-data DIR (language-model text) is required")
+    | None, Some textDir -> runText args options modelDir out quiet textDir
+    | Some dataDir, None -> runClip args options modelDir out quiet dataDir
