@@ -86,6 +86,11 @@ module Upscale =
         let core, restRecipe = toCore spec
         Upscaler.Upscale(config, baseModel, ResizeArray experts, core, restRecipe)
 
+    let upscaleDecoderToMoE (spec: MoeSpec) (config: MergeDsl.Core.Models.Decoder.DecoderConfig)
+                            (baseModel: MergeDsl.Core.Checkpoints.ITensorSource) (experts: MergeDsl.Core.Checkpoints.ITensorSource list) : DecoderMoeModel =
+        let core, restRecipe = toCore spec
+        DecoderUpscaler.Upscale(config, baseModel, ResizeArray experts, core, restRecipe)
+
     let run (spec: MoeSpec) (baseFolder: string) (expertFolders: string list) (output: string) (overwrite: bool) : UpscaleSummary =
         let core, restRecipe = toCore spec
         UpscaleJob.Run(baseFolder, ResizeArray expertFolders, output, core, restRecipe, overwrite)

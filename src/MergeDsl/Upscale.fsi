@@ -50,7 +50,7 @@ type MoeSpec =
       /// Router initialisation seed.
       Seed: int64 }
 
-/// `upscaleToMoE`: turns selected modules of a CLIP vision model into MoE modules (see docs/moe.md).
+/// `upscaleToMoE`: turns selected modules of a CLIP vision model or of a Llama-family decoder into MoE modules (see docs/moe.md).
 /// `MethodRegistry` names these specs for the CLI (`wemoe`, `e-wemoe`, `smile`).
 [<RequireQualifiedAccess>]
 module Upscale =
@@ -64,6 +64,10 @@ module Upscale =
     val toCore: spec: MoeSpec -> UpscaleSpec * MergeRecipe
     /// Upscales in memory: base and expert checkpoints (any ITensorSource) into an MoE model.
     val upscaleToMoE: spec: MoeSpec -> config: ClipVisionConfig -> baseModel: ITensorSource -> experts: ITensorSource list -> MoeModel
-    /// Upscales model folders to an output folder (config.json + model.safetensors + heads/);
-    /// `overwrite` replaces an existing output folder.
+    /// Upscales a Llama/Mistral/Qwen2 decoder in memory: the selected `model.layers.N.mlp` (gate/up/down projections)
+    /// become MoE modules routed per token; the result scores and generates as any decoder (see docs/moe.md).
+    val upscaleDecoderToMoE:
+        spec: MoeSpec -> config: MergeDsl.Core.Models.Decoder.DecoderConfig -> baseModel: ITensorSource -> experts: ITensorSource list -> DecoderMoeModel
+    /// Upscales model folders to an output folder (CLIP: config.json + model.safetensors + heads/; a decoder base:
+    /// config.json + model.safetensors + the base's tokenizer files); `overwrite` replaces an existing output folder.
     val run: spec: MoeSpec -> baseFolder: string -> expertFolders: string list -> output: string -> overwrite: bool -> UpscaleSummary

@@ -161,3 +161,114 @@ let tests =
             Expect.equal (core.Kind, core.Rank, core.EffectiveRouting) (MoeKind.Smile, 4, RouterSelection.TopPOf 0.8) "toCore"
         }
     ]
+
+/// A tiny byte-vocabulary Llama base, two experts and two tasks' texts on disk, for the decoder MoE commands.
+let decoderOnDisk =
+    lazy
+        (let root = Directory.CreateTempSubdirectory("mergedsl-dmoe-cli-").FullName
+         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(root, true) with _ -> ())
+         let config intermediate =
+             MergeDsl.Core.Models.Decoder.DecoderConfig(
+                 Family = MergeDsl.Core.Models.Decoder.DecoderFamily.Llama, VocabSize = 258, HiddenSize = 16, IntermediateSize = intermediate,
+                 NumHiddenLayers = 2, NumAttentionHeads = 4, NumKeyValueHeads = 2, HeadDim = 4, MaxPositionEmbeddings = 128,
+                 BosTokenId = Nullable 256, EosTokenId = Nullable 257)
+         let cfg = config 24
+         let save name seed (c: MergeDsl.Core.Models.Decoder.DecoderConfig) =
+             use m = MergeDsl.Core.Models.Decoder.DecoderModelFolder.Random(c, seed, 0.3)
+             let dir = Path.Combine(root, name)
+             MergeDsl.Core.Models.Decoder.DecoderModelFolder.Save(dir, m, MergeDsl.Core.Models.Decoder.DecoderModelFolder.ByteTokenizerFiles())
+             dir
+         let baseDir = save "lm-base" 1L cfg
+         let e0 = save "prose" 2L cfg
+         let e1 = save "digits" 3L cfg
+         let wide = save "wide" 4L (config 32)
+         let text = Path.Combine(root, "text")
+         Directory.CreateDirectory text |> ignore
+         File.WriteAllText(Path.Combine(text, "prose.txt"), String.replicate 6 "The quick brown fox jumps over the lazy dog. ")
+         File.WriteAllText(Path.Combine(text, "digits.txt"), String.Join(" ", [ for i in 0 .. 80 -> string (i * 7919 % 1000) ]))
+         let sample = Path.Combine(root, "sample.txt")
+         File.WriteAllText(sample, "The lazy fox, 42.")
+         baseDir, e0, e1, wide, text, sample, root)
+
+let private decoderScore (folder: string) (sample: string) =
+    let code, out, err = mergedsl [ "score"; folder; "--text"; sample; "--json" ]
+    Expect.equal code 0 $"score {folder}: {err}"
+    System.Text.Json.JsonDocument.Parse(out).RootElement.GetProperty("bits_per_byte").GetDouble()
+
+let private oneLineFailure (code: int, _: string, err: string) (fragment: string) =
+    Expect.notEqual code 0 "non-zero exit"
+    Expect.stringContains err fragment "names the fault"
+    Expect.equal (err.Trim().Split('\n').Length) 1 $"one line: {err}"
+
+[<Tests>]
+let decoderTests =
+    testSequenced <| testList "decoder MoE command line" [
+        test "upscale wemoe|e-wemoe|smile on Llama experts, then score and generate the MoE folder" {
+            let baseDir, e0, e1, _, _, sample, root = decoderOnDisk.Value
+            let baseBpb = decoderScore baseDir sample
+            for m in [ "wemoe"; "e-wemoe"; "smile" ] do
+                let out = Path.Combine(root, $"lm-{m}")
+                let code, stdout, err = mergedsl [ "upscale"; m; "--base"; baseDir; "--model"; e0; "--model"; e1; "--out"; out; "--json" ]
+                Expect.equal code 0 $"{m}: {err}"
+                Expect.stringContains stdout "model.layers.1.mlp" $"{m}: sites"
+                let bpb = decoderScore out sample
+                Expect.isTrue (Double.IsFinite bpb && bpb > 0.0) $"{m}: bits per byte {bpb}"
+                Expect.notEqual bpb baseBpb $"{m}: not the base model"
+                use direct = MergeDsl.Core.Models.Decoder.DecoderModelFolder.Load out
+                let ids = ResizeArray [ 256 ]
+                ids.AddRange(Text.Encoding.UTF8.GetBytes(File.ReadAllText sample) |> Seq.map int)
+                let s = MergeDsl.Core.Models.Decoder.DecoderScoring.Score(direct, ResizeArray [ ids :> Collections.Generic.IReadOnlyList<int> ])[0]
+                Expect.floatClose Accuracy.high bpb (s.BitsPerByte(int64 (Text.Encoding.UTF8.GetByteCount(File.ReadAllText sample)))) $"{m}: as the runtime scores it"
+                let code, gen, err = mergedsl [ "generate"; out; "--prompt"; "The"; "--max-new-tokens"; "5"; "--json" ]
+                Expect.equal code 0 $"{m} generate: {err}"
+                Expect.stringContains gen "continuation" $"{m}: generated"
+        }
+
+        test "adapt --text-data: entropy and distillation for routers, layer-wise AdaMerging; outputs score" {
+            let baseDir, e0, e1, _, text, sample, root = decoderOnDisk.Value
+            let moe = Path.Combine(root, "lm-wemoe")
+            if not (Directory.Exists moe) then
+                let code, _, err = mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; e0; "--model"; e1; "--out"; moe ]
+                Expect.equal code 0 err
+            let common = [ "--text-data"; text; "--steps"; "4"; "--batch"; "2"; "--seq-len"; "16"; "--lr"; "0.01"; "--quiet" ]
+            let runs =
+                [ "entropy", moe, [ "adapt"; moe; "--out"; Path.Combine(root, "lm-adapted-entropy") ] @ common
+                  "distillation", moe,
+                  [ "adapt"; moe; "--out"; Path.Combine(root, "lm-adapted-distill"); "--objective"; "distillation"
+                    "--teacher"; $"prose={e0}"; "--teacher"; $"digits={e1}" ] @ common
+                  "adamerging", baseDir,
+                  [ "adapt"; baseDir; "--method"; "adamerging"; "--expert"; e0; "--expert"; e1; "--out"; Path.Combine(root, "lm-adamerging") ] @ common ]
+            for name, _, args in runs do
+                let code, out, err = mergedsl args
+                Expect.equal code 0 $"{name}: {err}"
+                let outDir = args[List.findIndex ((=) "--out") args + 1]
+                let log = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "adapt_log.json")))
+                Expect.equal (log["loss"].AsArray().Count) 4 $"{name}: four steps logged"
+                Expect.equal (log["sequence_length"].GetValue<int>()) 16 $"{name}: window length logged"
+                Expect.isTrue (Double.IsFinite(decoderScore outDir sample)) $"{name}: the output scores"
+                ignore out
+            let cfg = File.ReadAllText(Path.Combine(root, "lm-adamerging", "config.json"))
+            Expect.stringContains cfg "\"model_type\": \"llama\"" "AdaMerging writes a plain Llama"
+        }
+
+        test "bad input to the decoder paths: one line, non-zero exit, nothing written" {
+            let baseDir, e0, _, wide, text, _, root = decoderOnDisk.Value
+            let out = Path.Combine(root, "never")
+            oneLineFailure (mergedsl [ "upscale"; "wemoe"; "--base"; baseDir; "--model"; e0; "--model"; wide; "--out"; out ]) "intermediate_size 32 vs 24"
+            oneLineFailure (mergedsl [ "upscale"; "smile"; "--base"; baseDir; "--model"; e0; "--out"; out; "--set"; "modules=*.self_attn.q_proj" ])
+                "'*.self_attn.q_proj' matches no upscalable decoder module"
+            let gpt2 = Path.Combine(root, "gpt2")
+            Directory.CreateDirectory gpt2 |> ignore
+            File.WriteAllText(Path.Combine(gpt2, "config.json"), """{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}""")
+            oneLineFailure (mergedsl [ "upscale"; "wemoe"; "--base"; gpt2; "--model"; e0; "--out"; out ]) "GPT2LMHeadModel"
+            oneLineFailure (mergedsl [ "adapt"; baseDir; "--data"; text; "--out"; out; "--quiet" ]) "is a language model; give its per-task text with --text-data"
+            oneLineFailure (mergedsl [ "adapt"; baseDir; "--text-data"; text; "--out"; out; "--quiet" ]) "not an upscaled decoder"
+            oneLineFailure (mergedsl [ "adapt"; baseDir; "--out"; out; "--quiet" ]) "--text-data DIR"
+            let _, _, _, baseClip, _, _, data, _ = onDisk.Value
+            oneLineFailure (mergedsl [ "adapt"; baseClip; "--text-data"; text; "--out"; out; "--quiet" ]) "not a language model"
+            oneLineFailure (mergedsl [ "adapt"; Path.Combine(root, "lm-wemoe"); "--text-data"; text; "--seq-len"; "500"; "--out"; out; "--quiet"; "--steps"; "1" ])
+                "max_position_embeddings 128"
+            ignore data
+            Expect.isFalse (Directory.Exists out) "nothing written"
+        }
+    ]

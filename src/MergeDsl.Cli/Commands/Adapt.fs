@@ -1,5 +1,6 @@
 /// `mergedsl adapt MODEL --data DIR [--steps N] [--batch N] [--lr X] [--out DIR]`: test-time adaptation
-/// (WEMoE routers, or AdaMerging coefficients with `--method adamerging --expert DIR...`).
+/// (WEMoE routers, or AdaMerging coefficients with `--method adamerging --expert DIR...`); with `--text-data DIR`
+/// (per-task .txt files) the same for Llama-family decoders, on next-token predictions.
 module MergeDsl.Cli.Commands.Adapt
 
 open System
@@ -18,7 +19,9 @@ open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Model of dir: string
-    | [<Mandatory; Unique>] Data of dir: string
+    | [<Unique>] Data of dir: string
+    | [<Unique; CustomCommandLine("--text-data")>] Text_Data of dir: string
+    | [<Unique; CustomCommandLine("--seq-len")>] Seq_Len of n: int
     | [<Unique>] Steps of n: int
     | [<Unique>] Batch of n: int
     | [<Unique>] Lr of rate: float
@@ -38,13 +41,15 @@ type Args =
         member this.Usage =
             match this with
             | Model _ -> "an upscaled WEMoE model folder (routers), or the base model for AdaMerging."
-            | Data _ -> "folder of <task>.safetensors with images (labels are not used)."
+            | Data _ -> "CLIP: folder of <task>.safetensors with images (labels are not used)."
+            | Text_Data _ -> "language models: folder of <task>.txt (UTF-8), tokenized with MODEL's tokenizer; windows of --seq-len tokens are drawn from each."
+            | Seq_Len _ -> "with --text-data: tokens per window (default 64; at most max_position_embeddings)."
             | Steps _ -> "optimiser steps (default 1000)."
-            | Batch _ -> "images per task per step (default 16)."
+            | Batch _ -> "images (or text windows) per task per step (default 16)."
             | Lr _ -> "Adam learning rate (default 1e-4 routers, 1e-3 AdaMerging)."
             | Objective _ -> "entropy (default, the papers'), entropy-diversity (entropy minus the entropy of the batch's mean prediction), distillation (KL from each task's --teacher) or supervised (cross-entropy; needs labels)."
             | Diversity _ -> "weight of the diversity term of entropy-diversity (default 1)."
-            | Teacher _ -> "distillation: TASK=DIR, the model folder whose predictions task TASK is distilled from (repeat for every task)."
+            | Teacher _ -> "distillation: TASK=DIR, the model folder whose predictions task TASK is distilled from (repeat for every task; for text, TASK's expert decoder)."
             | Out _ -> "output folder (default MODEL-adapted); gets adapt_log.json too."
             | Method _ -> "routers (default), adamerging (layer-wise) or adamerging-task."
             | Expert _ -> "AdaMerging: an expert model folder (repeat, in task order)."
@@ -99,7 +104,10 @@ let private reserveOutput (args: ParseResults<Args>) (modelDir: string) (out: st
     let teacherDirs =
         args.GetResults Teacher |> List.choose (fun s -> match s.Split('=', 2) with [| _; d |] when d.Trim() <> "" -> Some(d.Trim()) | _ -> None)
     let inputs =
-        [ OutputInput.Of("MODEL", modelDir); OutputInput.Of("--data", args.GetResult Data) ]
+        [ OutputInput.Of("MODEL", modelDir)
+          (match args.TryGetResult Data with
+           | Some d -> OutputInput.Of("--data", d)
+           | None -> OutputInput.Of("--text-data", args.GetResult Text_Data)) ]
         @ (args.GetResults Expert |> List.map (fun e -> OutputInput.Of("--expert", e)))
         @ (teacherDirs |> List.map (fun d -> OutputInput.Of("--teacher", d)))
     try OutputFolder.Reserve(out, args.Contains Overwrite, inputs, "use --overwrite")
@@ -126,28 +134,118 @@ let private loadData (dataDir: string) (modelDir: string) (heads: Collections.Ge
         | :? ArgumentException -> raise (UsageError e.Message)
         | _ -> reraise ()
 
-let run (args: ParseResults<Args>) : int =
-    MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
-    match args.TryGetResult Threads with
-    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
-    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
-    | None -> ()
-    let modelDir = args.GetResult Model
-    let options =
-        AdaptOptions(
-            Steps = args.GetResult(Steps, defaultValue = 1000),
-            BatchPerTask = args.GetResult(Batch, defaultValue = 16),
-            LearningRate = (args.TryGetResult Lr |> Option.toNullable),
-            Objective = (args.TryGetResult Objective |> Option.map (fun o -> EntropyObjective.Parse o) |> Option.defaultValue AdaptObjective.Entropy),
-            DiversityWeight = args.GetResult(Diversity, defaultValue = 1.0),
-            Seed = args.GetResult(Seed, defaultValue = 0L),
-            Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
-    // A SettingException reaches the error printer, which names the option (--steps, --lr, ...).
-    options.Validate() |> ignore
-    if not (Directory.Exists modelDir) then raise (UsageError $"{modelDir}: no such model folder")
-    let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
-    let quiet = args.Contains Quiet
-    let dataDir = args.GetResult Data
+/// The per-task texts of `--text-data`, tokenized with the model's tokenizer.
+let private loadText (dir: string) (tokenizer: MergeDsl.Core.Models.Decoder.Tokenizers.ITextTokenizer) =
+    if not (Directory.Exists dir) then raise (UsageError $"--text-data {dir}: no such folder")
+    try TextDataFolder.Load(dir, tokenizer)
+    with :? ArgumentException as e -> raise (UsageError $"--text-data: {e.Message}")
+
+/// Distillation teachers for text: `--teacher TASK=DIR`, each a plain decoder folder (the task's expert).
+let private decoderTeachers (args: ParseResults<Args>) (options: AdaptOptions) (data: Collections.Generic.IReadOnlyList<TextTaskData>) =
+    let specs = args.GetResults Teacher
+    if options.Objective <> AdaptObjective.Distillation then
+        if not specs.IsEmpty then raise (UsageError "--teacher is only read by --objective distillation")
+        None
+    else
+        let byTask =
+            specs
+            |> List.map (fun s ->
+                match s.Split('=', 2) with
+                | [| task; dir |] when task.Trim() <> "" && dir.Trim() <> "" -> task.Trim(), dir.Trim()
+                | _ -> raise (UsageError $"--teacher: expected TASK=DIR, got '{s}'"))
+            |> dict
+        let dirs =
+            [ for d in data ->
+                match byTask.TryGetValue d.Task with
+                | true, dir -> dir
+                | _ -> raise (UsageError $"--objective distillation: no --teacher for task {d.Task}") ]
+        let device = options.Device |> Option.ofObj |> Option.defaultValue TorchSharp.torch.CPU
+        let models = ResizeArray()
+        try
+            for dir in dirs do
+                let m = MergeDsl.Core.Models.Decoder.DecoderModelFolder.Load dir
+                models.Add m
+                TorchSharp.ModuleExtensionMethods.``to``(m, device) |> ignore
+        with _ ->
+            for m in models do m.Dispose()
+            reraise ()
+        Some(new DecoderExpertTeachers(models))
+
+/// `adapt` on a language model: `--text-data` windows, decoder routers or decoder AdaMerging.
+let private runText (args: ParseResults<Args>) (options: AdaptOptions) (modelDir: string) (out: string) (quiet: bool) (textDir: string) =
+    let seqLen = args.GetResult(Seq_Len, defaultValue = 64)
+    if seqLen < 2 then raise (UsageError $"--seq-len must be at least 2, got {seqLen}")
+    if not (DecoderMoeFolder.IsLanguageModel modelDir) then
+        raise (UsageError $"{modelDir}: not a language model (--text-data adapts Llama-family decoders; use --data for CLIP models)")
+    let logFile = "adapt_log.json"
+    let teacherFn (t: DecoderExpertTeachers option) = t |> Option.map (fun t -> t.AsFunction()) |> Option.toObj
+    let extra = [ "sequence_length", JsonValue.Create seqLen :> JsonNode; "text_data", JsonValue.Create(Path.GetFullPath textDir) :> JsonNode ]
+    match args.GetResult(Method, defaultValue = "routers").ToLowerInvariant() with
+    | "routers" | "wemoe" ->
+        if not (DecoderMoeFolder.IsDecoderMoe modelDir) then
+            raise (UsageError $"{modelDir}: not an upscaled decoder (config.json model_type is not {DecoderMoeFolder.ModelType}); upscale it with `mergedsl upscale wemoe`, or use --method adamerging")
+        use output = reserveOutput args modelDir out
+        let moe = DecoderMoeFolder.Load modelDir
+        use model = moe.Model
+        let tokenizer = MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerFiles.Load(modelDir, model.Config)
+        let data = loadText textDir tokenizer
+        let teacher = decoderTeachers args options data
+        let r =
+            try
+                Progress.adaptation (not quiet) options.Steps (fun report ->
+                    DecoderRouterAdaptation.Run(moe, data, seqLen, options, report, teacher = teacherFn teacher))
+            finally
+                teacher |> Option.iter (fun t -> t.Dispose())
+        TorchSharp.ModuleExtensionMethods.``to``(model, TorchSharp.torch.CPU) |> ignore
+        DecoderMoeFolder.Save(out, moe, modelDir, output = output,
+                              extraFiles = readOnlyDict [ logFile, logJson options r (("method", JsonValue.Create "wemoe-routers" :> JsonNode) :: extra) ])
+        let first = if r.Log.Count > 0 then r.Log[0].Loss else nan
+        let last = if r.Log.Count > 0 then r.Log[r.Log.Count - 1].Loss else nan
+        printfn "adapted %d router parameter tensors over %d tasks: objective %.4f -> %.4f, %.2f steps/s, peak RSS %s; wrote %s"
+            r.TrainedParameters.Count data.Count first last r.StepsPerSecond (ByteSize.Format r.PeakRssBytes) out
+        ExitCode.Ok
+    | "adamerging" | "adamerging-layer" | "adamerging-task" as m ->
+        let experts = args.GetResults Expert
+        if experts.IsEmpty then raise (UsageError "--method adamerging needs --expert DIR for each task's fine-tuned model")
+        if DecoderMoeFolder.IsDecoderMoe modelDir then raise (UsageError $"{modelDir}: is an upscaled model; AdaMerging needs the pretrained base")
+        use output = reserveOutput args modelDir out
+        let gran = if m = "adamerging-task" then AdaMergingGranularity.TaskWise else AdaMergingGranularity.LayerWise
+        let cfg = MergeDsl.Core.Models.Decoder.DecoderConfig.Load modelDir
+        for e in experts do
+            if MergeDsl.Core.Models.Decoder.DecoderConfig.Load e <> cfg then
+                raise (UsageError $"--expert {e}: its config.json differs from the base model's ({modelDir})")
+        let tokenizer = MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerFiles.Load(modelDir, cfg)
+        let data = loadText textDir tokenizer
+        use baseSource = Checkpoint.Open modelDir
+        let sources = experts |> List.map (fun e -> Checkpoint.Open e :> ITensorSource)
+        let teacher = decoderTeachers args options data
+        try
+            let r =
+                Progress.adaptation (not quiet) options.Steps (fun report ->
+                    DecoderAdaMerging.Run(cfg, baseSource, ResizeArray sources, data, seqLen, options, AdaMergingOptions(gran), report,
+                                          teacher = teacherFn teacher))
+            use model = r.Model
+            TorchSharp.ModuleExtensionMethods.``to``(model, TorchSharp.torch.CPU) |> ignore
+            let lambdas = r.Lambdas.data<float32>().ToArray()
+            let log =
+                logJson options r.Adapt
+                    ([ "method", JsonValue.Create m :> JsonNode
+                       "lambdas", JsonArray(lambdas |> Array.map (fun l -> JsonValue.Create l :> JsonNode))
+                       "lambda_rows", JsonArray(r.ParameterOrder |> Seq.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofSeq) ] @ extra)
+            MergeDsl.Core.Models.Decoder.DecoderModelFolder.Write(
+                out, model, readOnlyDict [ MergeDsl.Core.Models.Decoder.DecoderModelFolder.ConfigFile, cfg.ToJson(); logFile, log ],
+                modelDir, output = output)
+            printfn "AdaMerging (%s): %d coefficients, %.2f steps/s; wrote %s" m lambdas.Length r.Adapt.StepsPerSecond out
+            ExitCode.Ok
+        finally
+            teacher |> Option.iter (fun t -> t.Dispose())
+            for s in sources do s.Dispose()
+    | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")
+
+/// `adapt` on a CLIP model: `--data` images, routers or AdaMerging.
+let private runClip (args: ParseResults<Args>) (options: AdaptOptions) (modelDir: string) (out: string) (quiet: bool) (dataDir: string) =
+    if DecoderMoeFolder.IsLanguageModel modelDir then
+        raise (UsageError $"{modelDir}: is a language model; give its per-task text with --text-data DIR")
     let logFile = "adapt_log.json"
     match args.GetResult(Method, defaultValue = "routers").ToLowerInvariant() with
     | "routers" | "wemoe" ->
@@ -208,3 +306,30 @@ let run (args: ParseResults<Args>) : int =
             for d in data do d.Dispose()
             for h in heads.Values do h.Dispose()
     | other -> raise (UsageError $"--method: '{other}' is not routers, adamerging or adamerging-task")
+
+let run (args: ParseResults<Args>) : int =
+    MergeDsl.Core.Memory.NativeHeap.Apply MergeDsl.Core.Memory.NativeHeapPolicy.MapLargeBlocks |> ignore
+    match args.TryGetResult Threads with
+    | Some n when n > 0 -> TorchSharp.torch.set_num_threads n
+    | Some n -> raise (UsageError $"--threads must be positive, got {n}")
+    | None -> ()
+    let modelDir = args.GetResult Model
+    let options =
+        AdaptOptions(
+            Steps = args.GetResult(Steps, defaultValue = 1000),
+            BatchPerTask = args.GetResult(Batch, defaultValue = 16),
+            LearningRate = (args.TryGetResult Lr |> Option.toNullable),
+            Objective = (args.TryGetResult Objective |> Option.map (fun o -> EntropyObjective.Parse o) |> Option.defaultValue AdaptObjective.Entropy),
+            DiversityWeight = args.GetResult(Diversity, defaultValue = 1.0),
+            Seed = args.GetResult(Seed, defaultValue = 0L),
+            Device = DeviceChoice.Resolve(DeviceChoice.Parse(args.GetResult(Device, defaultValue = "auto"))))
+    // A SettingException reaches the error printer, which names the option (--steps, --lr, ...).
+    options.Validate() |> ignore
+    if not (Directory.Exists modelDir) then raise (UsageError $"{modelDir}: no such model folder")
+    let out = args.GetResult(Out, defaultValue = Path.TrimEndingDirectorySeparator(Path.GetFullPath modelDir) + "-adapted")
+    let quiet = args.Contains Quiet
+    match args.TryGetResult Data, args.TryGetResult Text_Data with
+    | Some _, Some _ -> raise (UsageError "give --data (CLIP images) or --text-data (language-model text), not both")
+    | None, None -> raise (UsageError "--data DIR (CLIP images) or --text-data DIR (language-model text) is required")
+    | None, Some textDir -> runText args options modelDir out quiet textDir
+    | Some dataDir, None -> runClip args options modelDir out quiet dataDir

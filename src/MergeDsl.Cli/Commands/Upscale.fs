@@ -23,7 +23,7 @@ type Args =
         member this.Usage =
             match this with
             | Method _ -> Usage.upscalings
-            | Base _ -> "the pretrained (base) CLIP model folder."
+            | Base _ -> "the pretrained (base) model folder: CLIP, or a Llama/Mistral/Qwen2 decoder (its MLPs are upscaled)."
             | Model _ -> "a fine-tuned expert model folder (repeat for each expert, in expert order)."
             | Out _ -> "output folder (written atomically)."
             | Set _ -> "key=value, repeatable: " + Usage.upscalingParameters

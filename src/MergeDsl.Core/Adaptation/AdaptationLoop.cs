@@ -77,7 +77,24 @@ public static class AdaptationLoop
         var device = options.Device ?? CPU;
         var sampler = new BatchSampler(data, options.BatchPerTask, options.Seed, preprocess, device,
             needLabels: options.Objective == AdaptObjective.Supervised);
-        var tasks = data.Select(d => d.Task).ToList();
+        return RunBatches(trainable, trainedNames, data.Select(d => d.Task).ToList(), sampler.Next, logits, options, defaultLr,
+            onStep, monitor, teacher);
+    }
+
+    /// <summary>
+    /// The loop over any kind of input (images, token windows): <paramref name="nextBatches"/> draws one model-ready
+    /// batch per task (task order) with its labels where the objective needs them (the supervised objective); the
+    /// rows of each task's logits are what the objective averages over. <paramref name="teacher"/> maps (task index,
+    /// that task's input batch) to logits shaped like the model's.
+    /// </summary>
+    public static AdaptResult RunBatches(IReadOnlyList<Parameter> trainable, IReadOnlyList<string> trainedNames, IReadOnlyList<string> tasks,
+        Func<IReadOnlyList<(Tensor Input, Tensor? Labels)>> nextBatches, Func<IReadOnlyList<Tensor>, IReadOnlyList<Tensor>> logits,
+        AdaptOptions options, double defaultLr, Action<AdaptStep>? onStep = null, IAdaptMonitor? monitor = null,
+        Func<int, Tensor, Tensor>? teacher = null)
+    {
+        options.Validate();
+        if (options.Objective == AdaptObjective.Distillation && teacher is null)
+            throw new ArgumentException("the distillation objective needs the experts (teachers), one per task");
         var control = new AdaptControl(trainable, tasks, logits);
         double lr = options.LearningRate ?? defaultLr;
         var adam = optim.Adam(trainable, lr: lr);
@@ -93,14 +110,14 @@ public static class AdaptationLoop
                 using (var scope = NewDisposeScope())
                 {
                     adam.zero_grad();
-                    var batches = sampler.Next();
-                    var perTaskLogits = logits(batches.Select(b => b.Pixels).ToList());
+                    var batches = nextBatches();
+                    var perTaskLogits = logits(batches.Select(b => b.Input).ToList());
                     var entropies = perTaskLogits.Select(EntropyObjective.MeanEntropy).ToList();
                     Tensor? Teacher(int t)
                     {
                         if (options.Objective != AdaptObjective.Distillation) return null;
                         using var _ = no_grad();
-                        return teacher!(t, batches[t].Pixels);
+                        return teacher!(t, batches[t].Input);
                     }
                     var losses = options.Objective == AdaptObjective.Entropy
                         ? entropies

@@ -31,7 +31,7 @@ internal sealed class BatchSampler
     /// One batch [B, C, H, W] of model-ready pixels per task, in task order, with the batch's labels [B] where the
     /// task has labels (null otherwise).
     /// </summary>
-    public List<(Tensor Pixels, Tensor? Labels)> Next() => tasks.Select(t =>
+    public IReadOnlyList<(Tensor Input, Tensor? Labels)> Next() => tasks.Select(t =>
     {
         var idx = torch.randint(0, t.Count, [batch], dtype: ScalarType.Int64, generator: gen);
         return (preprocess.Apply(t.Images.index_select(0, idx), device), t.Labels?.index_select(0, idx).to(device));

@@ -14,18 +14,21 @@ public sealed class SmileExpert : NamedModule
     public Parameter U { get; }
     /// <summary>S[:k]·Vh[:k] [k, in].</summary>
     public Parameter Svh { get; }
-    /// <summary>Bias difference [out].</summary>
-    public Parameter Bias { get; }
+    /// <summary>Bias difference [out], or null when the Linear has no bias (decoder projections).</summary>
+    public Parameter? Bias { get; }
 
-    /// <summary>Creates a zero expert of rank <paramref name="rank"/>.</summary>
-    public SmileExpert(string fullName, long inFeatures, long outFeatures, long rank) : base(fullName)
+    /// <summary>Creates a zero expert of rank <paramref name="rank"/> (with a bias difference when <paramref name="bias"/>).</summary>
+    public SmileExpert(string fullName, long inFeatures, long outFeatures, long rank, bool bias = true) : base(fullName)
     {
         U = Filled([outFeatures, rank], 0.0, false);
         Svh = Filled([rank, inFeatures], 0.0, false);
-        Bias = Filled([outFeatures], 0.0, false);
         register_parameter("u", U);
         register_parameter("svh", Svh);
-        register_parameter("bias", Bias);
+        if (bias)
+        {
+            Bias = Filled([outFeatures], 0.0, false);
+            register_parameter("bias", Bias);
+        }
     }
 
     /// <inheritdoc/>
@@ -51,17 +54,19 @@ public sealed class SmileLinear : NamedModule
     /// <summary>Number of experts.</summary>
     public int NumExperts { get; }
 
-    /// <summary>Creates a zero-initialised SMILE Linear (filled by upscaling or loading).</summary>
-    public SmileLinear(string fullName, long inFeatures, long outFeatures, int numExperts, long rank, long gateRank, RouterSelection selection)
+    /// <summary>Creates a zero-initialised SMILE Linear (filled by upscaling or loading); without <paramref name="bias"/>
+    /// neither the base nor the experts carry a bias (Llama-family projections).</summary>
+    public SmileLinear(string fullName, long inFeatures, long outFeatures, int numExperts, long rank, long gateRank, RouterSelection selection,
+        bool bias = true)
         : base(fullName)
     {
         NumExperts = numExperts;
         this.gateRank = gateRank;
         Selection = selection.Validate(numExperts);
-        baseLinear = new ClipLinear(fullName + ".base", inFeatures, outFeatures);
+        baseLinear = new ClipLinear(fullName + ".base", inFeatures, outFeatures, bias);
         foreach (var p in baseLinear.parameters()) p.requires_grad = false;
         experts = new ModuleList<SmileExpert>(Enumerable.Range(0, numExperts)
-            .Select(i => new SmileExpert($"{fullName}.experts.{i}", inFeatures, outFeatures, rank)).ToArray());
+            .Select(i => new SmileExpert($"{fullName}.experts.{i}", inFeatures, outFeatures, rank, bias)).ToArray());
         gate = new WeightHolder(fullName + ".gate", Filled([numExperts * gateRank, inFeatures], 0.0, false));
         register_module("base", baseLinear);
         register_module("experts", experts);
@@ -93,11 +98,12 @@ public sealed class SmileLinear : NamedModule
         long n = NumExperts, k = experts[0].Svh.shape[0];
         var t = nn.functional.linear(x, svh).view([.. x.shape[..^1], n, k]);       // [.., N, k]
         var u = torch.stack(experts.Select(e => (Tensor)e.U).ToArray(), 0);       // [N, out, k]
-        var bias = torch.stack(experts.Select(e => (Tensor)e.Bias).ToArray(), 0); // [N, out]
         var weighted = t * p.unsqueeze(-1);                                        // [.., N, k]
         var flat = weighted.reshape(-1, n * k);                                    // [M, N·k]
         var uCat = u.permute(0, 2, 1).reshape(n * k, -1);                          // [N·k, out]
-        var delta = flat.matmul(uCat).view([.. x.shape[..^1], -1]).Plus(p.matmul(bias));
+        var delta = flat.matmul(uCat).view([.. x.shape[..^1], -1]);
+        if (experts[0].Bias is not null)
+            delta = delta.Plus(p.matmul(torch.stack(experts.Select(e => (Tensor)e.Bias!).ToArray(), 0)));   // [N, out] biases
         return y.Plus(delta);
     }
 }

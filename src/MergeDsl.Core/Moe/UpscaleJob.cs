@@ -22,11 +22,14 @@ public static class UpscaleJob
     /// Reads the base model folder (config.json, weights, optional heads/) and the expert folders, upscales,
     /// and writes <paramref name="output"/> atomically with the union of all heads (the base's first, then each
     /// expert's; a task name seen twice keeps its first head). Expert names default to the folder names. The output is
-    /// reserved (checked against the inputs, locked) before anything is read.
+    /// reserved (checked against the inputs, locked) before anything is read. A language-model base (a config.json without
+    /// <c>vision_config</c>, see <see cref="DecoderMoeFolder.IsLanguageModel"/>) goes to <see cref="DecoderUpscaleJob.Run"/>.
     /// </summary>
     public static UpscaleSummary Run(string baseFolder, IReadOnlyList<string> expertFolders, string output, UpscaleSpec spec,
         MergeRecipe? rest = null, bool overwrite = false)
     {
+        if (Directory.Exists(baseFolder) && DecoderMoeFolder.IsLanguageModel(baseFolder))
+            return DecoderUpscaleJob.Run(baseFolder, expertFolders, output, spec, rest, overwrite);
         var clock = Stopwatch.StartNew();
         if (expertFolders.Count == 0) throw new ArgumentException("upscale: give at least one expert model");
         using var reserved = OutputFolder.Reserve(output, overwrite,

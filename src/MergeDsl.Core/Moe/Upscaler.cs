@@ -39,7 +39,8 @@ public static class Upscaler
         }
     }
 
-    static Tensor Read(ITensorSource src, string name, long[] expectedShape)
+    /// <summary>A float32 copy of <paramref name="name"/>, checked for presence, shape, floating dtype and finiteness.</summary>
+    internal static Tensor Read(ITensorSource src, string name, long[] expectedShape)
     {
         if (!src.TryGetInfo(name, out var info))
             throw new ModelWeightsException(src.Label, [name], []);
@@ -111,8 +112,24 @@ public static class Upscaler
         }
 
         // everything else: the rest recipe, or task arithmetic
-        var upscaledPrefixes = moe.Sites.Keys.Select(k => k + ".").Append(MoeModel.SharedRouterName + ".").ToList();
-        var restNames = moe.Model.named_parameters()
+        FillRest(moe.Model.named_parameters(), moe.Sites.Keys, baseModel, experts, spec, rest);
+    }
+
+    /// <summary>
+    /// Fills every parameter of <paramref name="parameters"/> outside the upscaled <paramref name="sites"/> (and the shared
+    /// router) with the rest recipe's output, or with task arithmetic at <see cref="UpscaleSpec.RestLambda"/>.
+    /// </summary>
+    internal static void FillRest(IEnumerable<(string name, Parameter parameter)> parameters, IEnumerable<string> sites,
+        ITensorSource baseModel, IReadOnlyList<ITensorSource> experts, UpscaleSpec spec, MergeRecipe? rest)
+    {
+        using var _ = no_grad();
+        void Put(Parameter p, Tensor value)
+        {
+            p.copy_(value);
+            value.Dispose();
+        }
+        var upscaledPrefixes = sites.Select(k => k + ".").Append(MoeModel.SharedRouterName + ".").ToList();
+        var restNames = parameters
             .Where(np => !upscaledPrefixes.Any(pre => np.name.StartsWith(pre, StringComparison.Ordinal)))
             .ToList();
         if (rest is not null)
@@ -139,12 +156,13 @@ public static class Upscaler
         }
     }
 
-    static void FillSmile(string path, SmileLinear s, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts)
+    /// <summary>Fills a SMILE Linear from the source Linear at <paramref name="path"/> of the base and the experts.</summary>
+    internal static void FillSmile(string path, SmileLinear s, ITensorSource baseModel, IReadOnlyList<ITensorSource> experts)
     {
         var w0 = Read(baseModel, path + ".weight", s.Base.Weight.shape);
-        var b0 = Read(baseModel, path + ".bias", s.Base.Bias!.shape);
+        var b0 = s.Base.Bias is null ? null : Read(baseModel, path + ".bias", s.Base.Bias.shape);
         s.Base.Weight.copy_(w0);
-        s.Base.Bias!.copy_(b0);
+        if (b0 is not null) s.Base.Bias!.copy_(b0);
         long k = s.Experts[0].Svh.shape[0];
         long g = s.GateWeight.shape[0] / s.NumExperts;
         var gateRows = new List<Tensor>();
@@ -152,16 +170,16 @@ public static class Upscaler
         {
             using var scope = NewDisposeScope();
             var dw = (Read(experts[i], path + ".weight", w0.shape) - w0).to(ScalarType.Float64);
-            var db = Read(experts[i], path + ".bias", b0.shape) - b0;
+            var db = b0 is null ? null : Read(experts[i], path + ".bias", b0.shape) - b0;
             var (u, sv, vh) = linalg.svd(dw, fullMatrices: false);
             var e = s.Experts[i];
             e.U.copy_(u.narrow(1, 0, k));
             e.Svh.copy_(sv.narrow(0, 0, k).unsqueeze(1) * vh.narrow(0, 0, k));
-            e.Bias.copy_(db);
+            if (db is not null) e.Bias!.copy_(db);
             gateRows.Add(vh.narrow(0, 0, g).to(ScalarType.Float32).MoveToOuterDisposeScope());
         }
         s.GateWeight.copy_(torch.cat(gateRows.ToArray(), 0));
         foreach (var t in gateRows) t.Dispose();
-        w0.Dispose(); b0.Dispose();
+        w0.Dispose(); b0?.Dispose();
     }
 }

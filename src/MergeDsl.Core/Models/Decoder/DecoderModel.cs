@@ -28,9 +28,11 @@ public sealed class DecoderModel : nn.Module
 
     /// <summary>
     /// Builds a randomly initialised model (weights N(0, 0.02²), norms 1). <paramref name="mlpFactory"/> chooses
-    /// each layer's feed-forward block (default: the dense SwiGLU MLP).
+    /// each layer's feed-forward block (default: the dense SwiGLU MLP). <paramref name="extraModules"/> are
+    /// registered at the top level under their keys (e.g. an MoE's router shared by every layer, <c>shared_router.*</c>).
     /// </summary>
-    public DecoderModel(DecoderConfig config, string label = "decoder", DecoderMlpFactory? mlpFactory = null)
+    public DecoderModel(DecoderConfig config, string label = "decoder", DecoderMlpFactory? mlpFactory = null,
+        IReadOnlyDictionary<string, nn.Module>? extraModules = null)
         : base(config.Family.Architecture())
     {
         Torch.TorchRuntime.EnsureLoadable();
@@ -43,6 +45,8 @@ public sealed class DecoderModel : nn.Module
             lmHead = new ClipLinear("lm_head", config.HiddenSize, config.VocabSize, bias: false);
             register_module("lm_head", lmHead);
         }
+        if (extraModules is not null)
+            foreach (var (name, module) in extraModules) register_module(name, module);
         rope = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.MaxPositionEmbeddings);
     }
 

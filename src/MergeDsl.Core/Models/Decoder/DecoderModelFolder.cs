@@ -18,9 +18,13 @@ public static class DecoderModelFolder
     /// <summary>Reads the configuration and weights of <paramref name="folder"/> into a float32 model.</summary>
     /// <exception cref="FormatException">config.json is unusable (the message names it).</exception>
     /// <exception cref="ModelWeightsException">Missing or mis-shaped tensors.</exception>
+    /// <remarks>An upscaled decoder (<see cref="Moe.DecoderMoeFolder"/>) loads with its MoE MLPs, so scoring and
+    /// generation run on it as on any decoder.</remarks>
     public static DecoderModel Load(string folder)
     {
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: no such model folder");
+        if (UnixFiles.TryStat(Path.Combine(folder, ConfigFile), followLinks: false) is not null && Moe.DecoderMoeFolder.IsDecoderMoe(folder))
+            return Moe.DecoderMoeFolder.Load(folder).Model;
         var cfg = DecoderConfig.Load(folder);
         var model = new DecoderModel(cfg, Path.Combine(folder, ConfigFile));
         try
@@ -59,14 +63,30 @@ public static class DecoderModelFolder
     public static void Save(string folder, DecoderModel model, IReadOnlyDictionary<string, string>? extraFiles = null,
         bool overwrite = false, long maxShardBytes = 5_000_000_000)
     {
+        var files = new Dictionary<string, string>(extraFiles ?? new Dictionary<string, string>()) { [ConfigFile] = model.Config.ToJson() };
+        Write(folder, model, files, null, overwrite, null, null, maxShardBytes);
+    }
+
+    /// <summary>
+    /// Writes the parameters of <paramref name="model"/> (float32) and <paramref name="files"/> (which must include
+    /// config.json) atomically, with the small files of <paramref name="copyFilesFrom"/> (tokenizer, generation
+    /// config; <paramref name="files"/> win over them). <paramref name="output"/>: the caller's reservation, else one is taken.
+    /// </summary>
+    public static void Write(string folder, DecoderModel model, IReadOnlyDictionary<string, string> files, string? copyFilesFrom = null,
+        bool overwrite = false, IReadOnlyDictionary<string, string>? metadata = null, OutputFolder? output = null,
+        long maxShardBytes = 5_000_000_000)
+    {
+        if (!files.ContainsKey(ConfigFile)) throw new ArgumentException($"writing {folder}: no {ConfigFile} among the files");
         var state = model.StateTensors();
         try
         {
-            var files = new Dictionary<string, string>(extraFiles ?? new Dictionary<string, string>()) { [ConfigFile] = model.Config.ToJson() };
             var layout = state.Select(kv => (kv.Key, DTypes.FromTorch(kv.Value.dtype), kv.Value.shape)).ToList();
             using var writer = CheckpointWriter.Create(folder, layout, new CheckpointWriterOptions
             {
                 Overwrite = overwrite,
+                Output = output,
+                CopyFilesFrom = copyFilesFrom,
+                Metadata = metadata ?? new Dictionary<string, string>(),
                 ExtraFiles = files,
                 MaxShardBytes = maxShardBytes,
             });
