@@ -39,6 +39,9 @@ fi
 [ -f "$out/index.html" ] || { echo "FAILED: fsdocs wrote no $out/index.html"; exit 1; }
 ls "$out/reference" >/dev/null 2>&1 || { echo "FAILED: fsdocs wrote no API reference ($out/reference)"; exit 1; }
 
+step "GitHub's page links and heading ids on the site"
+dotnet fsi scripts/checks/site-links.fsx "$out"
+
 step "broken links"
 dotnet fsi scripts/checks/linkcheck.fsx "$repo" "$out"
 

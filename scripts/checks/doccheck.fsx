@@ -65,7 +65,7 @@ let check (arg: string) =
                 if fsharpKind m = Some 8 && m.Name.StartsWith "New" && not (documented "T:" (tn + "." + m.Name.Substring 3)) then
                     yield $"union case {tn}.{m.Name.Substring 3}"
         let isDelegate = typeof<Delegate>.IsAssignableFrom t
-        if not t.IsEnum && not isDelegate then
+        if not isDelegate then
             for m in t.GetMembers(flags) do
                 let skip =
                     hasAttr "CompilerGeneratedAttribute" m
