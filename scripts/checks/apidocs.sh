@@ -24,7 +24,7 @@ mkdir -p artifacts
 dotnet fsdocs build --strict --clean --input docs --output "$out" \
   --projects "$repo/src/MergeDsl.Core/MergeDsl.Core.csproj" "$repo/src/MergeDsl/MergeDsl.fsproj" \
   --properties Configuration=Release \
-  --parameters root / fsdocs-collection-name MergeDsl \
+  --parameters root / fsdocs-collection-name MergeDsl fsdocs-logo-src img/logo.png fsdocs-favicon-src img/logo.png \
     fsdocs-license-link '#' fsdocs-release-notes-link '#' fsdocs-repository-link '#' \
     fsdocs-head-extra '<style>.builtin-menu-item{display:none}</style>' \
   > "$repo/artifacts/fsdocs.log" 2>&1 || { tail -40 "$repo/artifacts/fsdocs.log"; echo "FAILED: fsdocs build"; exit 1; }
@@ -40,7 +40,7 @@ fi
 ls "$out/reference" >/dev/null 2>&1 || { echo "FAILED: fsdocs wrote no API reference ($out/reference)"; exit 1; }
 
 step "GitHub's page links and heading ids on the site"
-dotnet fsi scripts/checks/site-links.fsx "$out"
+dotnet fsi scripts/checks/site-links.fsx "$out" src/MergeDsl.Core/bin/Release/net10.0/MergeDsl.Core.xml src/MergeDsl/bin/Release/net10.0/MergeDsl.xml
 
 step "broken links"
 dotnet fsi scripts/checks/linkcheck.fsx "$repo" "$out"
