@@ -59,11 +59,11 @@ let check (arg: string) =
         let kind = fsharpKind t
         if kind = Some 1 then
             // F# union: each case is documented as T:Union.Case
-            for p in t.GetProperties(flags) do
-                if fsharpKind p = Some 8 && not (documented "T:" (tn + "." + p.Name)) then yield $"union case {tn}.{p.Name}"
+            // (the case mark is on get_Case for a case without fields, on NewCase for one with fields)
             for m in t.GetMethods(flags) do
-                if fsharpKind m = Some 8 && m.Name.StartsWith "New" && not (documented "T:" (tn + "." + m.Name.Substring 3)) then
-                    yield $"union case {tn}.{m.Name.Substring 3}"
+                if fsharpKind m = Some 8 then
+                    let case = if m.Name.StartsWith "get_" then m.Name.Substring 4 elif m.Name.StartsWith "New" then m.Name.Substring 3 else m.Name
+                    if not (documented "T:" (tn + "." + case)) then yield $"union case {tn}.{case}"
         let isDelegate = typeof<Delegate>.IsAssignableFrom t
         if not isDelegate then
             for m in t.GetMembers(flags) do
@@ -87,7 +87,8 @@ let check (arg: string) =
                         // a constructor may be documented on its own or by its type's summary (records, primary constructors)
                         | :? ConstructorInfo -> documented "M:" (tn + ".#ctor") || documented "T:" tn
                         | :? PropertyInfo -> documented "P:" (tn + "." + m.Name) || paramOf t m.Name
-                        | :? FieldInfo -> documented "F:" (tn + "." + m.Name)
+                        // F# documents a [<Literal>] (a const field) as P:
+                        | :? FieldInfo -> documented "F:" (tn + "." + m.Name) || documented "P:" (tn + "." + m.Name)
                         | :? EventInfo -> documented "E:" (tn + "." + m.Name)
                         | _ -> true
                     if not ok then yield $"{m.MemberType.ToString().ToLowerInvariant()} {tn}.{m.Name}" ]

@@ -93,7 +93,8 @@ let tests =
             let edited = Path.Combine(Path.GetTempPath(), $"mergedsl-doc-{Guid.NewGuid():N}.xml")
             doc.Save edited
             try
-                let code, output = fsx "doccheck.fsx" [ $"{Path.Combine(bin, "MergeDsl.dll")}={edited}" ]
+                let dll = Path.Combine(bin, "MergeDsl.dll")
+                let code, output = fsx "doccheck.fsx" [ $"{dll}={edited}" ]
                 Expect.equal code 1 $"exit status; output:\n{output}"
                 Expect.stringContains output "no XML doc: union case MergeDsl.Sign.Mass" "the member whose doc was removed"
             finally
