@@ -91,7 +91,11 @@ public static class TorchRuntime
     }
 
     // typeof does not run TorchSharp's type initialisers, so finding its assembly loads no native code.
-    static IReadOnlyList<string> PatchNextToApplication() =>
-        PatchIfNeeded(CandidateLibraries(AppContext.BaseDirectory)
-            .Concat(BesideTorchSharp(typeof(TorchSharp.torch).Assembly.Location)));
+    // (Location is empty in a single-file bundle: then only the application's own folder counts.)
+    static IReadOnlyList<string> PatchNextToApplication()
+    {
+        string torchSharp = typeof(TorchSharp.torch).Assembly.Location;
+        return PatchIfNeeded(CandidateLibraries(AppContext.BaseDirectory)
+            .Concat(torchSharp.Length > 0 ? BesideTorchSharp(torchSharp) : []));
+    }
 }
