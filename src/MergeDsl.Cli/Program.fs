@@ -7,7 +7,7 @@ open MergeDsl.Cli.Commands
 /// Every subcommand of `mergedsl`; each lives in its own module under Commands/.
 // No [<RequireSubcommand>]: `mergedsl version` is a flag-style command and must parse on its own.
 type Args =
-    | [<CliPrefix(CliPrefix.None)>] Version
+    | [<CliPrefix(CliPrefix.None); AltCommandLine("--version")>] Version
     | [<AltCommandLine("-v"); Inherit>] Verbose
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
     | [<CliPrefix(CliPrefix.None)>] Methods of ParseResults<Methods.Args>

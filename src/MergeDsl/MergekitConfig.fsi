@@ -20,6 +20,7 @@ type MergekitConfig =
     /// True when some parameter is a gradient, so the recipe depends on the number of layers.
     member UsesLayers: bool
 
+/// Reading mergekit configurations and translating them into recipes.
 [<RequireQualifiedAccess>]
 module MergekitConfig =
     /// The mergekit methods a configuration may name.

@@ -4,9 +4,13 @@ open MergeDsl.Core.Ir
 
 /// An interval of numbers a parameter accepts (bounds may be infinite).
 type NumberRange =
-    { Low: float
+    { /// The lower bound (may be -infinity).
+      Low: float
+      /// Whether the lower bound itself is accepted.
       LowIncluded: bool
+      /// The upper bound (may be +infinity).
       High: float
+      /// Whether the upper bound itself is accepted.
       HighIncluded: bool }
 
     /// Whether `x` lies inside.
@@ -52,8 +56,11 @@ type ParamDefault =
 
 /// One parameter of a method.
 type MethodParam =
-    { Name: string
+    { /// The name, as given to `--set name=value`.
+      Name: string
+      /// What values it takes.
       Type: ParamType
+      /// Its default, or that it is required.
       Default: ParamDefault
       /// One line of help.
       Help: string }
@@ -100,16 +107,22 @@ type MergeMethod =
       Aliases: string list
       /// One line: what the method computes.
       Summary: string
+      /// Its parameters, in the order they are listed.
       Parameters: MethodParam list
+      /// How many --model inputs it takes.
       Models: ModelCount
       /// A check across parameters (e.g. DELLA's density ± epsilon); None when the values fit.
       Constraint: MethodArgs -> string option
+      /// How its recipe or MoE spec is built from the arguments.
       Build: MethodBuild }
 
 /// A method resolved from a name and settings.
 type ResolvedMethod =
-    { Method: MergeMethod
+    { /// The registry entry.
+      Method: MergeMethod
+      /// The parameter values, parsed and checked.
       Args: MethodArgs
+      /// What the method built from them.
       Build: BuiltMethod }
 
 /// What resolving a method produced.

@@ -3,6 +3,8 @@ using MergeDsl.Core.Checkpoints;
 namespace MergeDsl.Core.Compilation;
 
 /// <summary>An input model with the label recipes and error messages use for it.</summary>
+/// <param name="Label">The label recipes and messages use.</param>
+/// <param name="Source">Where the tensors come from.</param>
 public sealed record NamedSource(string Label, ITensorSource Source)
 {
     /// <summary>Labels a source by its own label.</summary>
@@ -10,6 +12,8 @@ public sealed record NamedSource(string Label, ITensorSource Source)
 }
 
 /// <summary>The models a merge reads: an optional base (θ₀) and the experts, in order.</summary>
+/// <param name="Base">The base model θ₀, if the merge has one.</param>
+/// <param name="Experts">The fine-tuned models, in order.</param>
 public sealed record MergeInputs(NamedSource? Base, IReadOnlyList<NamedSource> Experts)
 {
     /// <summary>Inputs labelled by their sources' own labels.</summary>

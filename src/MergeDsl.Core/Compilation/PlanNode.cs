@@ -54,6 +54,10 @@ public enum OpKind
 }
 
 /// <summary>One node of a tensor's execution DAG. Nodes are hash-consed: equal work appears once.</summary>
+/// <param name="Id">The node's index in its DAG.</param>
+/// <param name="Op">The operation.</param>
+/// <param name="Kind">Whether the node yields a tensor or a stack.</param>
+/// <param name="Inputs">The ids of the nodes it reads, in argument order.</param>
 public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<int> Inputs)
 {
     /// <summary>Model index for <see cref="OpKind.Load"/> (0 = base when there is one, then the experts).</summary>

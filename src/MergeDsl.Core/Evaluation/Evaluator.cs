@@ -14,6 +14,8 @@ namespace MergeDsl.Core.Evaluation;
 public sealed record TaskScore(string Task, double Accuracy, double Loss, long Count);
 
 /// <summary>A full evaluation: per-task scores, their unweighted average, and model information.</summary>
+/// <param name="Tasks">One score per task, in the order evaluated.</param>
+/// <param name="ModelInfo">What is known about the evaluated model (kind, sizes, settings), as JSON values.</param>
 public sealed record EvalReport(IReadOnlyList<TaskScore> Tasks, IReadOnlyDictionary<string, JsonNode?> ModelInfo)
 {
     /// <summary>Mean accuracy over tasks (each task counts once, as in FusionBench).</summary>

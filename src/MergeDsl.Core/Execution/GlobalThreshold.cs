@@ -5,4 +5,8 @@ namespace MergeDsl.Core.Execution;
 /// pattern: entries above it are kept, and the first <paramref name="TieQuota"/> entries equal to it
 /// (in plan order, then flat index).
 /// </summary>
+/// <param name="Bits">The threshold magnitude as float32 bits.</param>
+/// <param name="TieQuota">How many entries equal to the threshold are kept.</param>
+/// <param name="Kept">How many entries the group keeps in all.</param>
+/// <param name="Total">How many entries the group has.</param>
 public sealed record GlobalThreshold(long Bits, long TieQuota, long Kept, long Total);

@@ -35,6 +35,7 @@ public sealed record BaseModel : Expr
 }
 
 /// <summary>The tensor of this parameter in the model with the given label (base or expert).</summary>
+/// <param name="Model">The label of the model (base or expert) whose tensor is taken.</param>
 public sealed record ModelTensor(string Model) : Expr
 {
     /// <inheritdoc />
@@ -56,6 +57,7 @@ public sealed record Experts : Expr
 /// A stack made of expressions in order: a tensor item adds one entry, a stack item adds all its
 /// entries (so <c>[base, experts]</c> is θ₀, θ₁, …, θₙ).
 /// </summary>
+/// <param name="Items">The entries, in order; each must be a tensor expression.</param>
 public sealed record StackOf(IReadOnlyList<Expr> Items) : Expr
 {
     /// <inheritdoc />
@@ -65,6 +67,8 @@ public sealed record StackOf(IReadOnlyList<Expr> Items) : Expr
 }
 
 /// <summary>Entry <paramref name="Index"/> (0-based) of a stack.</summary>
+/// <param name="Stack">The stack to take the entry from.</param>
+/// <param name="Index">The entry's position, 0-based.</param>
 public sealed record Pick(Expr Stack, int Index) : Expr
 {
     /// <inheritdoc />
@@ -74,6 +78,8 @@ public sealed record Pick(Expr Stack, int Index) : Expr
 }
 
 /// <summary>Task vectors: every stack entry minus the base tensor, θᵢ − θ₀.</summary>
+/// <param name="Stack">The stack of fine-tuned tensors θᵢ.</param>
+/// <param name="Base">The base tensor θ₀ subtracted from each entry.</param>
 public sealed record TaskVectors(Expr Stack, Expr Base) : Expr
 {
     /// <inheritdoc />
@@ -86,6 +92,9 @@ public sealed record TaskVectors(Expr Stack, Expr Base) : Expr
 /// Sparsifies every entry of a stack (or a single tensor) independently. <paramref name="Factors"/>,
 /// when given, replace the method's numbers per parameter (gradients, name rules).
 /// </summary>
+/// <param name="Value">The stack (or tensor) to sparsify.</param>
+/// <param name="Method">How entries are kept or dropped (top-k, Bernoulli, breadcrumbs, DELLA).</param>
+/// <param name="Factors">Per-parameter replacements of the method's numbers, or null for the method's own.</param>
 public sealed record Sparsify(Expr Value, Sparsifier Method, SparsifierFactors? Factors = null) : Expr
 {
     /// <inheritdoc />
@@ -98,6 +107,9 @@ public sealed record Sparsify(Expr Value, Sparsifier Method, SparsifierFactors? 
 /// TIES sign election: entries whose sign differs from the elected sign become 0; <paramref name="Tie"/>
 /// says what a vote of exactly 0 elects.
 /// </summary>
+/// <param name="Stack">The stack whose entries vote on the sign.</param>
+/// <param name="Rule">How the sign is elected (by mass or by count).</param>
+/// <param name="Tie">The sign elected when the vote is tied.</param>
 public sealed record ElectSign(Expr Stack, SignRule Rule, SignTie Tie = SignTie.Zero) : Expr
 {
     /// <inheritdoc />
@@ -107,6 +119,8 @@ public sealed record ElectSign(Expr Stack, SignRule Rule, SignTie Tie = SignTie.
 }
 
 /// <summary>Multiplies a tensor (or every stack entry) by a scalar that may depend on the parameter.</summary>
+/// <param name="Value">The tensor or stack to scale.</param>
+/// <param name="Factor">The scalar, constant or depending on the parameter's name or layer.</param>
 public sealed record Scale(Expr Value, ScaleFactor Factor) : Expr
 {
     /// <inheritdoc />
@@ -127,6 +141,8 @@ public enum Reduction
 }
 
 /// <summary>Reduces a stack to a tensor.</summary>
+/// <param name="Stack">The stack to reduce.</param>
+/// <param name="Op">The reduction.</param>
 public sealed record Reduce(Expr Stack, Reduction Op) : Expr
 {
     /// <inheritdoc />
@@ -136,6 +152,8 @@ public sealed record Reduce(Expr Stack, Reduction Op) : Expr
 }
 
 /// <summary>Σᵢ wᵢ·xᵢ (no normalisation; the weights must match the stack size).</summary>
+/// <param name="Stack">The stack to combine.</param>
+/// <param name="Weights">One weight per entry, in stack order.</param>
 public sealed record Weighted(Expr Stack, IReadOnlyList<double> Weights) : Expr
 {
     /// <inheritdoc />
@@ -148,6 +166,8 @@ public sealed record Weighted(Expr Stack, IReadOnlyList<double> Weights) : Expr
 /// mergekit's TIES normalisation: Σᵢ xᵢ / Σᵢ wᵢ·[xᵢ ≠ 0] per element (a divisor of 0 becomes 1). The
 /// entries are expected already multiplied by their weights; with every wᵢ = 1 this is the disjoint mean.
 /// </summary>
+/// <param name="Stack">The stack to combine.</param>
+/// <param name="Weights">One weight per entry, in stack order.</param>
 public sealed record DisjointWeightedMean(Expr Stack, IReadOnlyList<double> Weights) : Expr
 {
     /// <inheritdoc />
@@ -157,6 +177,8 @@ public sealed record DisjointWeightedMean(Expr Stack, IReadOnlyList<double> Weig
 }
 
 /// <summary>Left + Right. Tensor + tensor is a tensor; stack + tensor adds the tensor to every entry.</summary>
+/// <param name="Left">The first operand (a tensor or a stack).</param>
+/// <param name="Right">The second operand (a tensor).</param>
 public sealed record Add(Expr Left, Expr Right) : Expr
 {
     /// <inheritdoc />
@@ -166,6 +188,8 @@ public sealed record Add(Expr Left, Expr Right) : Expr
 }
 
 /// <summary>(1 − t)·a + t·b over a stack of exactly two tensors [a, b]; t may depend on the parameter.</summary>
+/// <param name="Pair">A stack of exactly two tensors [a, b].</param>
+/// <param name="T">The interpolation weight: 0 gives a, 1 gives b.</param>
 public sealed record Lerp(Expr Pair, ScaleFactor T) : Expr
 {
     /// <summary>A constant t.</summary>
@@ -178,6 +202,8 @@ public sealed record Lerp(Expr Pair, ScaleFactor T) : Expr
 }
 
 /// <summary>Spherical interpolation over a stack of exactly two tensors [a, b]; lerp when (anti)parallel; t may depend on the parameter.</summary>
+/// <param name="Pair">A stack of exactly two tensors [a, b].</param>
+/// <param name="T">The interpolation weight: 0 gives a, 1 gives b.</param>
 public sealed record Slerp(Expr Pair, ScaleFactor T) : Expr
 {
     /// <summary>A constant t.</summary>
@@ -190,6 +216,8 @@ public sealed record Slerp(Expr Pair, ScaleFactor T) : Expr
 }
 
 /// <summary>Model Stock (Wortsman et al.): interpolate between the experts' average and the base.</summary>
+/// <param name="Experts">The stack of fine-tuned tensors.</param>
+/// <param name="Base">The base tensor.</param>
 public sealed record ModelStock(Expr Experts, Expr Base) : Expr
 {
     /// <inheritdoc />
@@ -199,6 +227,7 @@ public sealed record ModelStock(Expr Experts, Expr Base) : Expr
 }
 
 /// <summary>Copies the source tensor unchanged (its own dtype; no compute-dtype round trip).</summary>
+/// <param name="Source">The expression whose tensor is copied.</param>
 public sealed record Passthrough(Expr Source) : Expr
 {
     /// <inheritdoc />

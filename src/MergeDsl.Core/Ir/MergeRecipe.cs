@@ -1,12 +1,16 @@
 namespace MergeDsl.Core.Ir;
 
 /// <summary>One rule of a recipe: parameters matching the pattern are computed by the expression.</summary>
+/// <param name="Pattern">Which parameter names the rule applies to (glob or regex).</param>
+/// <param name="Expr">How the matching parameters are computed.</param>
 public sealed record RecipeRule(NamePattern Pattern, Expr Expr);
 
 /// <summary>
 /// A whole merge: an ordered rule list (first match wins) with a fallback for everything else, and
 /// the selection of models that take part.
 /// </summary>
+/// <param name="Rules">The rules, in order; the first whose pattern matches a parameter computes it.</param>
+/// <param name="Fallback">The expression for parameters no rule matches.</param>
 public sealed record MergeRecipe(IReadOnlyList<RecipeRule> Rules, Expr Fallback)
 {
     /// <summary>A recipe that applies one expression to every parameter.</summary>

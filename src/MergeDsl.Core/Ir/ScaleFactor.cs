@@ -11,6 +11,7 @@ public abstract record ScaleFactor
 }
 
 /// <summary>The same value for every parameter.</summary>
+/// <param name="Value">The scalar.</param>
 public sealed record ConstantFactor(double Value) : ScaleFactor;
 
 /// <summary>
@@ -19,12 +20,17 @@ public sealed record ConstantFactor(double Value) : ScaleFactor;
 /// are spread evenly over [0, 1] and the value is interpolated linearly between neighbours.
 /// Parameters without a layer index (embeddings, final norm, head) take the first anchor.
 /// </summary>
+/// <param name="Anchors">The values at evenly spaced positions from the first layer to the last.</param>
 public sealed record LayerGradient(IReadOnlyList<double> Anchors) : ScaleFactor;
 
 /// <summary>One name rule of a <see cref="ByNameFactor"/>.</summary>
+/// <param name="Pattern">Which parameter names the rule applies to.</param>
+/// <param name="Value">The factor for those parameters.</param>
 public sealed record NamedFactor(NamePattern Pattern, ScaleFactor Value);
 
 /// <summary>The first rule whose pattern matches the parameter name decides; otherwise the fallback.</summary>
+/// <param name="Rules">The rules, in order.</param>
+/// <param name="Fallback">The factor for parameters no rule matches.</param>
 public sealed record ByNameFactor(IReadOnlyList<NamedFactor> Rules, ScaleFactor Fallback) : ScaleFactor;
 
 /// <summary>

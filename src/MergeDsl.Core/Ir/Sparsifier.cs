@@ -46,6 +46,9 @@ public abstract record Sparsifier
 /// Keep the k = round(density·n) largest |x| (⌊density·n⌋ with <see cref="KeepRounding.Floor"/>, per
 /// tensor only); ties broken by lower flat index.
 /// </summary>
+/// <param name="Density">The fraction of entries kept, in [0, 1].</param>
+/// <param name="Scope">Whether k is counted per tensor or over the whole model (the TIES paper's global top-k).</param>
+/// <param name="Rounding">How density·n is rounded to a count.</param>
 public sealed record TopK(double Density, TopKScope Scope = TopKScope.PerTensor, KeepRounding Rounding = KeepRounding.Nearest) : Sparsifier
 {
     /// <inheritdoc />
@@ -53,6 +56,8 @@ public sealed record TopK(double Density, TopKScope Scope = TopKScope.PerTensor,
 }
 
 /// <summary>DARE: keep each entry with probability density (seeded per parameter and expert), then rescale.</summary>
+/// <param name="Density">The probability of keeping each entry, in (0, 1].</param>
+/// <param name="Rescale">How survivors are rescaled (1/density, mergekit's L1 norm, or not at all).</param>
 public sealed record Bernoulli(double Density, DareRescale Rescale = DareRescale.Inverse) : Sparsifier
 {
     /// <inheritdoc />
@@ -63,6 +68,9 @@ public sealed record Bernoulli(double Density, DareRescale Rescale = DareRescale
 /// Model Breadcrumbs: drop the largest gamma·n entries (outliers) and the smallest ones so that
 /// k = round(density·n) entries remain (both counts floored with <see cref="KeepRounding.Floor"/>, as mergekit).
 /// </summary>
+/// <param name="Density">The fraction of entries kept, in [0, 1].</param>
+/// <param name="Gamma">The fraction of largest-magnitude entries dropped as outliers.</param>
+/// <param name="Rounding">How the counts are rounded.</param>
 public sealed record Breadcrumbs(double Density, double Gamma = 0.01, KeepRounding Rounding = KeepRounding.Nearest) : Sparsifier
 {
     /// <inheritdoc />
@@ -86,6 +94,10 @@ public enum DellaRank
 /// density + epsilon (ranked per <paramref name="Rank"/>); with <paramref name="Rescale"/> survivors
 /// are divided by their keep probability (the paper; mergekit's L1 rescale is a <see cref="RescaleL1"/> node).
 /// </summary>
+/// <param name="Density">The mean keep probability.</param>
+/// <param name="Epsilon">Half the spread of keep probabilities around the density.</param>
+/// <param name="Rescale">Whether survivors are divided by their keep probability.</param>
+/// <param name="Rank">Along which entries magnitudes are ranked.</param>
 public sealed record Della(double Density, double Epsilon = 0.1, bool Rescale = true, DellaRank Rank = DellaRank.Rows) : Sparsifier
 {
     /// <inheritdoc />

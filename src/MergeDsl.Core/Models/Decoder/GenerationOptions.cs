@@ -29,4 +29,6 @@ public sealed record GenerationOptions
 }
 
 /// <summary>The tokens a generation added, and optionally the logits each was chosen from.</summary>
+/// <param name="Tokens">The generated token ids, in order.</param>
+/// <param name="StepLogits">The logits each token was chosen from, when requested; otherwise null.</param>
 public sealed record GenerationResult(IReadOnlyList<int> Tokens, IReadOnlyList<float[]>? StepLogits);

@@ -4,6 +4,7 @@ namespace MergeDsl.Core.Models.Decoder;
 /// Log-likelihoods (natural log) of the predicted tokens of one sequence: entry i is
 /// log p(token i+1 | tokens 0..i), so a sequence of n tokens has n − 1 entries.
 /// </summary>
+/// <param name="TokenLogLikelihoods">log p(token i+1 | tokens 0..i) for each predicted token.</param>
 public sealed record SequenceScore(IReadOnlyList<double> TokenLogLikelihoods)
 {
     /// <summary>Tokens predicted.</summary>
