@@ -22,6 +22,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.Args>
     | [<CliPrefix(CliPrefix.None)>] Score of ParseResults<Score.Args>
     | [<CliPrefix(CliPrefix.None)>] Generate of ParseResults<Generate.Args>
+    | [<CliPrefix(CliPrefix.None)>] Finalize of ParseResults<Finalize.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -41,6 +42,7 @@ type Args =
             | Eval _ -> "per-task accuracy and loss of a model with heads on labelled data (FusionBench JSON)."
             | Score _ -> "bits per byte and mean log-likelihood of a text under a Llama/Mistral/Qwen2 model."
             | Generate _ -> "continue a prompt with a Llama/Mistral/Qwen2 model (greedy or sampled, KV cache)."
+            | Finalize _ -> "join the parts of a partitioned merge (run --part I/N) into the output, after checking them."
 
 /// Runs the command an argument names; None for global flags such as --verbose.
 let private dispatch (arg: Args) : int option =
@@ -62,6 +64,7 @@ let private dispatch (arg: Args) : int option =
     | Eval a -> Some(Eval.run a)
     | Score a -> Some(Score.run a)
     | Generate a -> Some(Generate.run a)
+    | Finalize a -> Some(Finalize.run a)
 
 [<EntryPoint>]
 let main argv =

@@ -5,4 +5,9 @@ namespace MergeDsl.Core.Execution;
 /// pattern: entries above it are kept, and the first <paramref name="TieQuota"/> entries equal to it
 /// (in plan order, then flat index).
 /// </summary>
-public sealed record GlobalThreshold(long Bits, long TieQuota, long Kept, long Total);
+public sealed record GlobalThreshold(long Bits, long TieQuota, long Kept, long Total)
+{
+    /// <summary>Entries of the whole group (at this position) whose magnitude equals the threshold: when
+    /// <see cref="TieQuota"/> is neither 0 nor this, which tensor keeps how many ties depends on the order.</summary>
+    public long Equal { get; init; }
+}
