@@ -54,13 +54,13 @@ type Args =
             | Resume -> "continue a killed run of the same merge from its finished and verified shards."
             | Max_Memory _ -> "cap the executor's memory (prefetch, compute, write queue), e.g. 4GB; checked against the largest tensor."
 
-/// The command line without the options that choose how a merge is run but not its result (--part, --stats,
-/// --resume, --max-memory): the model card records it, so the parts of a merge and a run on one machine write the
-/// same card.
+/// The command line without the options that choose how a merge is run or reported but not its result (--part,
+/// --stats, --resume, --max-memory, --json, --quiet): the model card records it, so the parts of a merge, a resumed
+/// run and a run on one machine write the same card.
 let private resultNeutral (args: string[]) : string[] =
     let rec go acc = function
         | ("--part" | "--max-memory") :: _ :: rest -> go acc rest
-        | ("--stats" | "--resume") :: rest -> go acc rest
+        | ("--stats" | "--resume" | "--json" | "--quiet" | "-q") :: rest -> go acc rest
         | a :: rest -> go (a :: acc) rest
         | [] -> List.rev acc
     go [] (List.ofArray args) |> Array.ofList
