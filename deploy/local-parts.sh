@@ -20,7 +20,7 @@ fi
 t2=$(now)
 # Bytes each part read and wrote, from its manifest (before finalize removes OUT.parts).
 for m in "$OUT".parts/part-*/part.json; do
-  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(f"  part {m[\"part\"]}/{m[\"parts\"]}: {len(m[\"shards\"])} shards, read {m[\"bytesRead\"]/1e9:.3f} GB, wrote {m[\"bytesWritten\"]/1e9:.3f} GB, {m[\"seconds\"]:.1f} s")' "$m"
+  python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("  part %d/%d: %d shards, read %.3f GB, wrote %.3f GB, %.1f s" % (m["part"], m["parts"], len(m["shards"]), m["bytesRead"]/1e9, m["bytesWritten"]/1e9, m["seconds"]))' "$m"
 done
 $MERGEDSL finalize "$OUT"
 t3=$(now)
