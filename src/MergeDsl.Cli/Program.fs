@@ -24,6 +24,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Generate of ParseResults<Generate.Args>
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.Args>
     | [<CliPrefix(CliPrefix.None)>] Lora of ParseResults<Lora.Args>
+    | [<CliPrefix(CliPrefix.None)>] Finalize of ParseResults<Finalize.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -45,6 +46,7 @@ type Args =
             | Generate _ -> "continue a prompt with a Llama/Mistral/Qwen2 model (greedy or sampled, KV cache)."
             | Convert _ -> "convert a PyTorch .bin/.pt checkpoint to safetensors (restricted unpickler: no code runs)."
             | Lora _ -> "LoRA adapters: `lora extract` writes a PEFT adapter approximating model - base (truncated SVD)."
+            | Finalize _ -> "join the parts of a partitioned merge (run --part I/N) into the output, after checking them."
 
 /// Runs the command an argument names; None for global flags such as --verbose.
 let private dispatch (arg: Args) : int option =
@@ -68,6 +70,7 @@ let private dispatch (arg: Args) : int option =
     | Generate a -> Some(Generate.run a)
     | Convert a -> Some(Convert.run a)
     | Lora a -> Some(Lora.run a)
+    | Finalize a -> Some(Finalize.run a)
 
 [<EntryPoint>]
 let main argv =

@@ -24,6 +24,11 @@ type Args =
     | [<AltCommandLine("-q")>] Quiet
     | Tensors of count: int
     | Json
+    | Parts of count: int
+    | Part of spec: string
+    | Stats
+    | Resume
+    | Max_Memory of size: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -43,6 +48,22 @@ type Args =
             | Quiet -> "no progress bar or summary."
             | Tensors _ -> "plan only: also list the op graph of the first N tensors."
             | Json -> "print a machine-readable summary (run) or the plan (plan) as JSON on stdout."
+            | Parts _ -> "plan only: partition the output into N parts (whole shards, balanced by bytes read + computed) for --part."
+            | Part _ -> "run only part I of N (0-based) into OUT.parts/ (then `mergedsl finalize OUT`); auto/N takes I from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX."
+            | Stats -> "run only the statistics step of a partitioned merge (global top-k): writes OUT.parts/stats.json, which every part reads."
+            | Resume -> "continue a killed run of the same merge from its finished and verified shards."
+            | Max_Memory _ -> "cap the executor's memory (prefetch, compute, write queue), e.g. 4GB; checked against the largest tensor."
+
+/// The command line without the options that choose how a merge is run or reported but not its result (--part,
+/// --stats, --resume, --max-memory, --json, --quiet): the model card records it, so the parts of a merge, a resumed
+/// run and a run on one machine write the same card.
+let private resultNeutral (args: string[]) : string[] =
+    let rec go acc = function
+        | ("--part" | "--max-memory") :: _ :: rest -> go acc rest
+        | ("--stats" | "--resume" | "--json" | "--quiet" | "-q") :: rest -> go acc rest
+        | a :: rest -> go (a :: acc) rest
+        | [] -> List.rev acc
+    go [] (List.ofArray args) |> Array.ofList
 
 /// The merge request a command line describes; `out` is the output folder (None: plan only). A mergekit YAML
 /// config names its own models and parameters (and runs no code).
@@ -55,7 +76,7 @@ let request (args: ParseResults<Args>) (out: string option) : MergeJob.Request =
         Models = args.GetResults Model
         Out = out
         Settings = args.GetResults Set |> List.map (fun s -> try ScriptParams.parseSetting s with :? ArgumentException as e -> raise (UsageError e.Message))
-        CommandLine = "mergedsl " + String.Join(" ", Environment.GetCommandLineArgs() |> Array.skip 1 |> Array.map quote)
+        CommandLine = "mergedsl " + String.Join(" ", Environment.GetCommandLineArgs() |> Array.skip 1 |> resultNeutral |> Array.map quote)
         Device = args.GetResult(Device, defaultValue = "auto")
         DType = args.TryGetResult Dtype
         ShardSize = args.TryGetResult Shard_Size
@@ -63,7 +84,15 @@ let request (args: ParseResults<Args>) (out: string option) : MergeJob.Request =
         AllowNonFinite = args.Contains Allow_Nonfinite
         MissingFromBase = args.Contains Missing_From_Base
         Force = args.Contains Force
-        Quiet = args.Contains Quiet || args.Contains Json }
+        Quiet = args.Contains Quiet || args.Contains Json
+        Share =
+            match args.TryGetResult Part, args.Contains Stats with
+            | Some _, true -> raise (UsageError "--stats: the statistics step is a run of its own; give --stats or --part, not both")
+            | Some spec, false -> MergeJob.Part(MergeJob.parsePart spec)
+            | None, true -> MergeJob.StatisticsStep
+            | None, false -> MergeJob.Whole
+        Resume = args.Contains Resume
+        MaxMemory = args.TryGetResult Max_Memory }
     |> fun req -> if Mergekit.isConfig recipe then Mergekit.apply req recipe else req
 
 /// For an .fsx recipe, runs `command` (run or plan) in a child `mergedsl` process and returns its exit code: a

@@ -8,6 +8,7 @@ open Argu
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Compilation
 open MergeDsl.Core.Execution
+open MergeDsl.Core.Partitioning
 open MergeDsl.Cli.Jobs
 open MergeDsl.Cli.Jobs.Failure
 open MergeDsl.Cli.Commands.MergeArgs
@@ -78,11 +79,48 @@ let print (s: PlanSummary) =
     printfn "bytes written: %s" (ByteSize.Format s.BytesWritten)
     printfn "estimated peak memory: %s (largest tensor's working set %s + prefetch and write queues)" (ByteSize.Format s.EstimatedPeakBytes) (ByteSize.Format s.LargestTensorWorkingBytes)
 
-/// Prints the plan of a request (shared with standalone recipe scripts).
-let show (req: MergeJob.Request) (json: bool) (detail: int) =
+/// A partition of the plan into parts, as printed and as JSON.
+type PartitionSummary =
+    { Parts: int
+      Shards: int
+      ShardLimitBytes: int64
+      NeedsStatisticsStep: bool
+      Partition: Partition }
+
+/// Prints a partition for people: one line per part, then the steps to run.
+let printPartition (s: PartitionSummary) =
+    let size = ByteSize.Format
+    printfn ""
+    printfn "partition: %d part(s) of %d shard(s) (at most %s each), balanced by bytes read + computed:" s.Parts s.Shards (size s.ShardLimitBytes)
+    for part in s.Partition.Parts do
+        let names = part.Shards |> Seq.map (fun i -> string (i + 1))
+        printfn "  part %d: shards %s: %d tensors, read %s, compute %s, write %s" part.Index (String.Join(", ", names)) part.Tensors
+            (size part.BytesRead) (size part.BytesComputed) (size part.BytesWritten)
+    let total = s.Partition.Parts |> Seq.sumBy (fun p -> p.Cost)
+    let worst = s.Partition.Parts |> Seq.map (fun p -> p.Cost) |> Seq.max
+    if total > 0L then printfn "  largest part: %.0f%% of the work (ideal %.0f%%)" (100.0 * float worst / float total) (100.0 / float s.Parts)
+    printfn "steps (every worker sees the inputs and OUT's parent folder at the same paths; use the same command line):"
+    if s.NeedsStatisticsStep then
+        printfn "  0. mergedsl run <these arguments> --out OUT --stats    (once: whole-model statistics -> OUT.parts/stats.json)"
+    printfn "  1. mergedsl run <these arguments> --out OUT --part I/%d    for I = 0..%d, in any order, on any workers (or --part auto/%d)" s.Parts (s.Parts - 1) s.Parts
+    printfn "  2. mergedsl finalize OUT    (checks every part, writes the index, model card and config, removes OUT.parts)"
+
+/// Prints the plan of a request and, with `parts`, its partition.
+let showParts (req: MergeJob.Request) (json: bool) (detail: int) (parts: int option) =
     use p = MergeJob.prepare { req with Out = None }
     let s = summarize p.Plan p.Options
-    if json then printfn "%s" (JsonSerializer.Serialize(s, JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase)))
+    let partition =
+        parts
+        |> Option.map (fun n ->
+            let shardBytes = p.WriterOptions.MaxShardBytes
+            let partition = Partition.Of(p.Plan, shardBytes, n)
+            { Parts = n; Shards = partition.Shards.Count; ShardLimitBytes = shardBytes; NeedsStatisticsStep = p.Plan.Groups.Count > 0
+              Partition = partition })
+    let options = JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase)
+    if json then
+        match partition with
+        | Some ps -> printfn "%s" (JsonSerializer.Serialize({| plan = s; partition = ps |}, options))
+        | None -> printfn "%s" (JsonSerializer.Serialize(s, options))
     else
         print s
         if detail > 0 then
@@ -90,11 +128,17 @@ let show (req: MergeJob.Request) (json: bool) (detail: int) =
             // Tensor names come from the checkpoints: escaped line by line.
             for line in (p.Plan.Describe detail).Split('\n') do
                 printfn "%s" (MergeDsl.Core.Text.TerminalText.Sanitize line)
+        partition |> Option.iter printPartition
+
+/// Prints the plan of a request (shared with standalone recipe scripts).
+let show (req: MergeJob.Request) (json: bool) (detail: int) = showParts req json detail None
 
 /// Entry point for `mergedsl plan`.
 let run (args: ParseResults<MergeArgs.Args>) : int =
     match MergeArgs.inChildForScript "plan" args with
     | Some code -> code
     | None ->
-    show (MergeArgs.request args None) (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0))
+    for flag, given in [ "--part", args.Contains Part; "--stats", args.Contains Stats; "--resume", args.Contains Resume ] do
+        if given then raise (UsageError $"{flag}: only `mergedsl run` takes it; `plan --parts N` shows the partition")
+    showParts (MergeArgs.request args None) (args.Contains Json) (args.GetResult(Tensors, defaultValue = 0)) (args.TryGetResult Parts)
     ExitCode.Ok

@@ -41,6 +41,9 @@ let optionOf (setting: string) =
     | "diversity weight" -> "--diversity"
     | "objective" -> "--objective"
     | "device" -> "--device"
+    | "parts" -> "--parts"
+    | "part" -> "--part"
+    | "memory cap" -> "--max-memory"
     | other -> other
 
 /// Runs a command body, turning any exception into a one-line message on stderr and an exit code.

@@ -27,4 +27,22 @@ public sealed record CheckpointWriterOptions
 
     /// <summary>The file name when the output is one shard (PEFT adapters are <c>adapter_model.safetensors</c>).</summary>
     public string SingleFileName { get; init; } = Checkpoint.SingleFileName;
+
+    /// <summary>Only these shards (indexes into the whole output's layout) are created and must be written: one part of a
+    /// partitioned merge. Null: every shard. With a subset, <see cref="CheckpointWriter.Commit"/> writes no index and
+    /// copies nothing through (the finalize step does that for the whole output).</summary>
+    public IReadOnlySet<int>? OnlyShards { get; init; }
+
+    /// <summary>The identity of this run (same recipe, inputs, options and layout: same bytes). When set, every shard is
+    /// hashed once complete and recorded in the temporary folder's <see cref="ShardJournal"/>, so a killed run can be
+    /// resumed.</summary>
+    public string? RunIdentity { get; init; }
+
+    /// <summary>Continue the temporary folder of a dead run with the same <see cref="RunIdentity"/> (when there is one):
+    /// its journaled shards whose bytes still hash to the journaled value are kept, everything else is redone.</summary>
+    public bool Resume { get; init; }
+
+    /// <summary>Called from the writing thread after a shard is complete and flushed (and, with a
+    /// <see cref="RunIdentity"/>, hashed and journaled; the hash is empty otherwise).</summary>
+    public Action<ShardRecord>? ShardCompleted { get; init; }
 }

@@ -33,9 +33,11 @@ public sealed class OutputFolder : IDisposable
     /// is a file, is, contains or lies inside an input folder, is or contains an input file, or exists and either
     /// <paramref name="overwrite"/> is off or it is neither empty nor a mergedsl output. <see cref="OutputLockedException"/>
     /// when another run holds it. <paramref name="overwriteHint"/> names the option that allows replacing, for messages.
+    /// With <paramref name="resume"/>, the temporary folders of dead runs that keep a <see cref="ShardJournal"/> are left
+    /// for <see cref="AdoptTemporary"/> instead of removed.
     /// </summary>
     public static OutputFolder Reserve(string target, bool overwrite, IEnumerable<OutputInput>? inputs = null,
-        string overwriteHint = "allow overwriting")
+        string overwriteHint = "allow overwriting", bool resume = false)
     {
         string label = target;
         string real = RealPath.Resolve(target);
@@ -48,7 +50,7 @@ public sealed class OutputFolder : IDisposable
             held = OutputLock.Acquire(real);
             // Another run may have committed between the check and the lock.
             Check(label, real, overwrite, checkedInputs, overwriteHint);
-            RemoveStale(real);
+            RemoveStale(real, keepJournaled: resume);
             return new OutputFolder(real, overwrite, held, created);
         }
         catch
@@ -160,19 +162,56 @@ public sealed class OutputFolder : IDisposable
     /// owner that is gone. Called with the lock held, so no live run of this output can own one; the owner check
     /// still protects a live process on this machine. Folders without the marker are never touched.
     /// </summary>
-    static void RemoveStale(string real)
+    static void RemoveStale(string real, bool keepJournaled = false)
+    {
+        foreach (var dir in DeadFolders(real))
+        {
+            if (keepJournaled && dir.Name.StartsWith(Path.GetFileName(real) + ".tmp-", StringComparison.Ordinal)
+                && File.Exists(Path.Combine(dir.FullName, ShardJournal.FileName))) continue;
+            dir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary><c>&lt;out&gt;.tmp-*</c> and <c>&lt;out&gt;.old-*</c> folders carrying the unfinished marker of an owner that is gone.</summary>
+    static IEnumerable<DirectoryInfo> DeadFolders(string real)
     {
         string parent = Path.GetDirectoryName(real)!;
         string name = Path.GetFileName(real);
-        foreach (var dir in new DirectoryInfo(parent).EnumerateDirectories(name + ".*"))
+        foreach (var dir in new DirectoryInfo(parent).EnumerateDirectories(name + ".*").ToList())
         {
             if (dir.LinkTarget is not null) continue;
             string rest = dir.Name[name.Length..];
             if (!rest.StartsWith(".tmp-", StringComparison.Ordinal) && !rest.StartsWith(".old-", StringComparison.Ordinal)) continue;
             var marker = UnfinishedMarker.TryRead(dir.FullName);
             if (marker is null || marker.OwnerAlive()) continue;
-            dir.Delete(recursive: true);
+            yield return dir;
         }
+    }
+
+    /// <summary>
+    /// For a resumed run: takes over the temporary folder of a dead run of <paramref name="identity"/> (the one whose
+    /// journal lists the most finished shards), marking it as this process's, and removes every other dead run's folder.
+    /// Null when there is none; the caller then starts a fresh one with <see cref="CreateTemporary"/>.
+    /// </summary>
+    public string? AdoptTemporary(string identity)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        DirectoryInfo? best = null;
+        int bestCount = -1;
+        var dead = DeadFolders(Target).ToList();
+        foreach (var dir in dead)
+        {
+            if (!dir.Name.StartsWith(Path.GetFileName(Target) + ".tmp-", StringComparison.Ordinal)) continue;
+            var journal = ShardJournal.TryRead(dir.FullName);
+            if (journal is null || !string.Equals(journal.Value.Identity, identity, StringComparison.Ordinal)) continue;
+            if (journal.Value.Shards.Count > bestCount) (best, bestCount) = (dir, journal.Value.Shards.Count);
+        }
+        foreach (var dir in dead)
+            if (dir != best) dir.Delete(recursive: true);
+        if (best is null) return null;
+        File.Delete(Path.Combine(best.FullName, OutputMarkers.Unfinished));
+        UnfinishedMarker.ForCurrentProcess().WriteTo(best.FullName);
+        return best.FullName;
     }
 
     /// <summary>Creates a fresh temporary folder beside the target, holding the unfinished marker of this process.</summary>

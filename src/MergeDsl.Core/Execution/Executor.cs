@@ -26,6 +26,8 @@ public sealed record MergeStats(int Tensors, long BytesRead, long BytesWritten, 
     public TimeSpan ComputeTime { get; init; }
     /// <summary>Time in the finite check, output conversion and waiting for the writer queue.</summary>
     public TimeSpan OutputTime { get; init; }
+    /// <summary>Output tensors of the plan this run did not compute (another part's, or already written by a resumed run).</summary>
+    public int TensorsSkipped { get; init; }
 }
 
 /// <summary>
@@ -76,19 +78,37 @@ public static class Executor
         return true;
     }
 
-    /// <summary>Runs the statistics phase (if the plan has global top-k) and the merge phase.</summary>
-    public static MergeStats Run(MergePlan plan, ITensorSink sink, MergeOptions? options = null)
+    /// <summary>
+    /// Runs the tensors of <paramref name="scope"/> (all when null): the statistics phase if the plan has global top-k
+    /// (unless the scope brings its statistics), then the merge phase over those tensors, in plan order.
+    /// </summary>
+    public static MergeStats Run(MergePlan plan, ITensorSink sink, MergeOptions? options = null, ExecutionScope? scope = null)
     {
         options ??= MergeOptions.Default;
         if (options.ReuseNativeMemory) NativeHeap.Apply(NativeHeapPolicy.KeepLargeBlocks);
+        var selected = Enumerable.Range(0, plan.Tensors.Count).Where(i => scope is null || scope.Tensors.Contains(plan.Tensors[i].Name)).ToList();
         var clock = Stopwatch.StartNew();
-        var thresholds = plan.Groups.Count > 0
-            ? GlobalStatistics.Compute(plan, options)
-            : new Dictionary<(int Group, int Position), GlobalThreshold>();
+        IReadOnlyDictionary<(int Group, int Position), GlobalThreshold> thresholds = new Dictionary<(int Group, int Position), GlobalThreshold>();
+        IReadOnlyDictionary<string, IReadOnlyDictionary<(int Group, int Position), long>>? tieStarts = null;
+        long statisticsRead = 0;
+        if (plan.Groups.Count > 0 && selected.Count > 0)
+        {
+            if (scope?.Statistics is { } given) (thresholds, tieStarts) = (given.ThresholdMap(), given.TieStartMap());
+            else if (selected.Count == plan.Tensors.Count)
+            {
+                thresholds = GlobalStatistics.Compute(plan, options);
+                statisticsRead = plan.StatisticsBytesRead;
+            }
+            else
+            {
+                var computed = PlanStatistics.Compute(plan, options, "");
+                (thresholds, tieStarts, statisticsRead) = (computed.ThresholdMap(), computed.TieStartMap(), computed.BytesRead);
+            }
+        }
         var statsTime = clock.Elapsed;
         clock.Restart();
-        using var pipeline = new MergePipeline(plan, sink, options, thresholds);
-        var stats = pipeline.Run();
+        using var pipeline = new MergePipeline(plan, sink, options, thresholds, selected, tieStarts);
+        var stats = pipeline.Run() with { BytesRead = selected.Sum(i => plan.Tensors[i].InputBytes) + statisticsRead, TensorsSkipped = plan.Tensors.Count - selected.Count };
         // An input rewritten during the run may have been read half old, half new: fail before the caller commits.
         foreach (var m in plan.Models)
         {

@@ -108,7 +108,7 @@ internal static class GlobalStatistics
                     long c = fine[p][j];
                     if (gt + c >= k)
                     {
-                        result[(g.Id, p)] = new GlobalThreshold(((long)b << 16) | (long)j, k - gt, k, totals[p]);
+                        result[(g.Id, p)] = new GlobalThreshold(((long)b << 16) | (long)j, k - gt, k, totals[p]) { Equal = c };
                         break;
                     }
                     gt += c;
@@ -116,6 +116,48 @@ internal static class GlobalStatistics
             }
         }
         return result;
+    }
+
+    /// <summary>
+    /// For every member tensor of every group: the tie quota left when a run in plan order reaches it, so that a part
+    /// (or a resumed run) evaluating only some tensors keeps exactly the ties a whole run keeps. Only a quota strictly
+    /// between 0 and the number of equal entries depends on the order; for those, member tensors are read once more, in
+    /// plan order, until the quota is used up.
+    /// </summary>
+    public static Dictionary<string, IReadOnlyDictionary<(int Group, int Position), long>> TieStarts(
+        MergePlan plan, MergeOptions options, IReadOnlyDictionary<(int Group, int Position), GlobalThreshold> thresholds, out long bytesRead)
+    {
+        var starts = new Dictionary<string, Dictionary<(int, int), long>>(StringComparer.Ordinal);
+        var view = new Dictionary<string, IReadOnlyDictionary<(int Group, int Position), long>>(StringComparer.Ordinal);
+        bytesRead = 0;
+        foreach (var g in Order(plan.Groups))
+        {
+            var remaining = g.Positions.ToDictionary(p => p, p => thresholds[(g.Id, p)].TieQuota);
+            var partial = g.Positions.Where(p => thresholds[(g.Id, p)] is var th && th.TieQuota > 0 && th.TieQuota < th.Equal).ToHashSet();
+            var ev = new GraphEvaluator(options, thresholds, tieStarts: view);
+            foreach (var m in g.Members.GroupBy(m => m.Tensor).OrderBy(x => x.Key))
+            {
+                var t = plan.Tensors[m.Key];
+                if (!starts.TryGetValue(t.Name, out var own)) view[t.Name] = starts[t.Name] = own = new();
+                foreach (int p in g.Positions) own[(g.Id, p)] = remaining[p];
+                var nodes = m.Select(x => t.Nodes[x.Node]).Where(n => partial.Contains(n.Index) && remaining[n.Index] > 0).ToList();
+                if (nodes.Count == 0) continue;
+                var values = EvaluateInputs(ev, plan, t, nodes, options);
+                bytesRead += t.InputBytes;
+                try
+                {
+                    for (int i = 0; i < nodes.Count; i++)
+                    {
+                        using var scope = NewDisposeScope();
+                        using var bits = thresholds[(g.Id, nodes[i].Index)].Bits.ToScalar();
+                        long equal = MergeOps.MagnitudeBits((Tensor)values[i]).eq(bits).sum().item<long>();
+                        remaining[nodes[i].Index] -= Math.Min(remaining[nodes[i].Index], equal);
+                    }
+                }
+                finally { foreach (var v in values) GraphEvaluator.Release(v); }
+            }
+        }
+        return view;
     }
 
     static List<object> EvaluateInputs(GraphEvaluator ev, MergePlan plan, TensorPlan t, List<PlanNode> nodes, MergeOptions options)

@@ -9,4 +9,10 @@ namespace MergeDsl.Core.Execution;
 /// <param name="TieQuota">How many entries equal to the threshold are kept.</param>
 /// <param name="Kept">How many entries the group keeps in all.</param>
 /// <param name="Total">How many entries the group has.</param>
-public sealed record GlobalThreshold(long Bits, long TieQuota, long Kept, long Total);
+
+public sealed record GlobalThreshold(long Bits, long TieQuota, long Kept, long Total)
+{
+    /// <summary>Entries of the whole group (at this position) whose magnitude equals the threshold: when
+    /// <see cref="TieQuota"/> is neither 0 nor this, which tensor keeps how many ties depends on the order.</summary>
+    public long Equal { get; init; }
+}

@@ -11,7 +11,10 @@ namespace MergeDsl.Core.Execution;
 /// Evaluates tensor DAGs. Each node value is computed once and disposed right after its last use.
 /// One instance per pass: it carries the global top-k tie quotas, consumed in plan order.
 /// </summary>
-internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(int Group, int Position), GlobalThreshold> thresholds, TensorPool? pool = null)
+/// With <paramref name="tieStarts"/> (tensor name → the quota left when a run in plan order reaches it), any subset of
+/// the tensors can be evaluated, in any order, with the ties of a whole run.
+internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(int Group, int Position), GlobalThreshold> thresholds, TensorPool? pool = null,
+    IReadOnlyDictionary<string, IReadOnlyDictionary<(int Group, int Position), long>>? tieStarts = null)
 {
     readonly Dictionary<(int, int), long> tiesLeft = thresholds.ToDictionary(kv => kv.Key, kv => kv.Value.TieQuota);
 
@@ -21,6 +24,8 @@ internal sealed class GraphEvaluator(MergeOptions options, IReadOnlyDictionary<(
     /// </summary>
     public object[] Evaluate(TensorPlan plan, Dictionary<int, Tensor> loads, IReadOnlyList<int> targets)
     {
+        if (tieStarts is not null && tieStarts.TryGetValue(plan.Name, out var starts))
+            foreach (var (key, quota) in starts) tiesLeft[key] = quota;
         var preset = new Dictionary<int, object>();
         foreach (var (id, t) in loads) preset[id] = t;
         loads.Clear();

@@ -18,6 +18,7 @@ sealed class MergePipeline : IDisposable
     readonly MergePlan plan;
     readonly ITensorSink sink;
     readonly MergeOptions options;
+    readonly IReadOnlyList<int> selected;
     readonly TensorPool pool;
     readonly GraphEvaluator evaluator;
     readonly ByteBudget prefetch;
@@ -27,17 +28,21 @@ sealed class MergePipeline : IDisposable
     readonly BlockingCollection<(int Index, Tensor Result, long Bytes)> toWrite = new();
     readonly Stopwatch evaluating = new(), waiting = new(), finishing = new();
     ExceptionDispatchInfo? failure;
+    readonly long bytesToWrite;
     long bytesWritten;
     int written;
 
-    public MergePipeline(MergePlan plan, ITensorSink sink, MergeOptions options, IReadOnlyDictionary<(int Group, int Position), GlobalThreshold> thresholds)
+    public MergePipeline(MergePlan plan, ITensorSink sink, MergeOptions options, IReadOnlyDictionary<(int Group, int Position), GlobalThreshold> thresholds,
+        IReadOnlyList<int> selected, IReadOnlyDictionary<string, IReadOnlyDictionary<(int Group, int Position), long>>? tieStarts)
     {
         this.plan = plan;
         this.sink = sink;
         this.options = options;
+        this.selected = selected;
+        bytesToWrite = selected.Sum(i => plan.Tensors[i].OutputBytes);
         // Idle output buffers are bounded by what may wait for the writer anyway.
         pool = new TensorPool(options.MaxPendingWriteBytes);
-        evaluator = new GraphEvaluator(options, thresholds, pool);
+        evaluator = new GraphEvaluator(options, thresholds, pool, tieStarts);
         prefetch = new ByteBudget(options.MaxPrefetchBytes);
         pending = new ByteBudget(options.MaxPendingWriteBytes);
     }
@@ -63,8 +68,8 @@ sealed class MergePipeline : IDisposable
                 foreach (var l in left.Loads.Values) l.Dispose();
         }
         failure?.Throw();
-        if (written != plan.Tensors.Count)
-            throw new InvalidOperationException($"merge stopped after {written} of {plan.Tensors.Count} tensors");
+        if (written != selected.Count)
+            throw new InvalidOperationException($"merge stopped after {written} of {selected.Count} tensors");
         return new MergeStats(written, plan.MergeBytesRead + plan.StatisticsBytesRead, bytesWritten, prefetch.Peak, TimeSpan.Zero, TimeSpan.Zero)
         {
             InputWaitTime = waiting.Elapsed,
@@ -85,8 +90,9 @@ sealed class MergePipeline : IDisposable
         var ct = cts.Token;
         try
         {
-            for (int i = 0; i < plan.Tensors.Count && !ct.IsCancellationRequested; i++)
+            foreach (int i in selected)
             {
+                if (ct.IsCancellationRequested) break;
                 var t = plan.Tensors[i];
                 prefetch.Acquire(t.InputBytes, ct);
                 var loads = GlobalStatistics.LoadInputs(plan, t, [t.Output], options);
@@ -158,7 +164,7 @@ sealed class MergePipeline : IDisposable
                     sink.Write(t.Name, result);
                     bytesWritten += t.OutputBytes;
                     written++;
-                    options.Progress?.Invoke(new MergeProgress("merge", written, plan.Tensors.Count, bytesWritten, plan.BytesWritten));
+                    options.Progress?.Invoke(new MergeProgress("merge", written, selected.Count, bytesWritten, bytesToWrite));
                 }
                 finally
                 {

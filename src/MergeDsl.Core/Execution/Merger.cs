@@ -56,15 +56,24 @@ public static class Merger
     /// </summary>
     public static MergeWriteResult Write(MergePlan plan, string outputFolder, MergeOptions options, CheckpointWriterOptions writerOptions)
     {
+        using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, Resolve(plan, options, writerOptions));
+        // A resumed run keeps the shards its predecessor finished and verified; only the rest is computed.
+        var left = plan.Tensors.Where(t => !writer.IsWritten(t.Name)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var stats = Executor.Run(plan, new CheckpointSink(writer), options, left.Count == plan.Tensors.Count ? null : new ExecutionScope(left));
+        var commit = System.Diagnostics.Stopwatch.StartNew();
+        writer.Commit();
+        return new MergeWriteResult(stats, commit.Elapsed) { ResumedShards = writer.ResumedShards.Count };
+    }
+
+    /// <summary>The writer options a merge of <paramref name="plan"/> writes with: the shards' metadata (the caller's
+    /// entries plus <see cref="Metadata"/>) and the copy-through source (given, else the first input that is a folder).</summary>
+    public static CheckpointWriterOptions Resolve(MergePlan plan, MergeOptions options, CheckpointWriterOptions writerOptions)
+    {
         var metadata = new Dictionary<string, string>(writerOptions.Metadata);
         foreach (var (k, v) in Metadata(plan, options)) metadata[k] = v;
         string? copyFrom = writerOptions.CopyFilesFrom
             ?? plan.Models.Select(m => FolderOf(m.Source)).FirstOrDefault(f => f is not null);
-        using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom });
-        var stats = Executor.Run(plan, new CheckpointSink(writer), options);
-        var commit = System.Diagnostics.Stopwatch.StartNew();
-        writer.Commit();
-        return new MergeWriteResult(stats, commit.Elapsed);
+        return writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom };
     }
 
     static string? FolderOf(ITensorSource source) => source switch
@@ -78,4 +87,8 @@ public static class Merger
 /// <summary>What <see cref="Merger.Write"/> did.</summary>
 /// <param name="Stats">The executor's figures.</param>
 /// <param name="CommitTime">Time spent making the output appear (flushing shards, renaming into place).</param>
-public sealed record MergeWriteResult(MergeStats Stats, TimeSpan CommitTime);
+public sealed record MergeWriteResult(MergeStats Stats, TimeSpan CommitTime)
+{
+    /// <summary>Shards kept (verified) from the dead run a <c>Resume</c> write continued; their tensors were not computed again.</summary>
+    public int ResumedShards { get; init; }
+}
