@@ -46,10 +46,11 @@ let headline =
         }
     ]
 
-/// The quick demo end to end (uses the quick zoo that the task-pool test trains and caches).
+/// The quick demo end to end (uses the quick zoo, trained on first use and cached; the group keeps the tests that
+/// may train it from doing so at the same time).
 [<Tests>]
 let quickDemo =
-    testSequenced <| testList "Demo quick run" [
+    testSequencedGroup "quick task-pool zoo" <| testList "Demo quick run" [
         test "demo --quick prints the table of every task and row, a sentence from its numbers, and a PNG plot" {
             let root = DataStore.DefaultRoot()
             let s = DataStore(root)

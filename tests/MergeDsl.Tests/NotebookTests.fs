@@ -70,7 +70,7 @@ let private runNotebook (name: string) =
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "Notebooks" [
+    testSequencedGroup "quick task-pool zoo" <| testList "Notebooks" [
         test "the structure reader sees cells, output kinds and errors" {
             let f = Path.GetTempFileName()
             File.WriteAllText(f, """{"cells": [{"cell_type": "markdown", "source": []},
