@@ -12,10 +12,10 @@ let private runCli = MergeDsl.Tests.CliHarness.mergedsl
 [<Tests>]
 let tests =
     testSequenced <| testList "CLI inspect and demo" [
-        test "demo builds the zoo; inspect lists it, as a table and as JSON" {
+        test "demo --distances builds the synthetic zoo; inspect lists it, as a table and as JSON" {
             use dir = new TempDir()
             let zoo = dir.File "zoo"
-            let code, out, _ = runCli [ "demo"; "--out"; zoo; "--shard-size"; "20KB" ]
+            let code, out, _ = runCli [ "demo"; "--distances"; "--out"; zoo; "--shard-size"; "20KB" ]
             Expect.equal code 0 "demo exits 0"
             Expect.stringContains out "expert_3" "lists the experts"
             Expect.stringContains out "model-00002-of-" "shows the sharded expert's shards"
@@ -55,8 +55,12 @@ let tests =
             let code, _, err = runCli [ "inspect"; dir.File "nope" ]
             Expect.equal code 1 "exit 1"
             Expect.stringContains err "nope: no such file or folder" "names the path"
-            let code, _, err = runCli [ "demo"; "--out"; dir.File "z"; "--shard-size"; "lots" ]
+            let code, _, err = runCli [ "demo"; "--distances"; "--out"; dir.File "z"; "--shard-size"; "lots" ]
             Expect.equal code 2 "exit 2"
             Expect.stringContains err "'lots' is not a byte size" "names the value"
+            let code, _, err = runCli [ "demo"; "--out"; dir.File "z"; "--shard-size"; "20KB" ]
+            Expect.equal code 2 "--shard-size without --distances: exit 2"
+            Expect.stringContains err "--shard-size: only with --distances" "names the option"
+            Expect.isFalse (Directory.Exists(dir.File "z")) "nothing written"
         }
     ]

@@ -124,7 +124,7 @@ let tests =
 /// The --quick benchmark end to end (trains the quick zoo on first run, ~1-3 minutes on 2 cores).
 [<Tests>]
 let quickBenchmark =
-    testSequenced <| testList "TaskPool quick benchmark" [
+    testSequencedGroup "quick task-pool zoo" <| testList "TaskPool quick benchmark" [
         test "bench taskpool --quick writes results.json, results.md and results.png with every method" {
             let root = DataStore.DefaultRoot()
             let s = DataStore(root)
