@@ -2,6 +2,13 @@ namespace MergeDsl
 
 open MergeDsl.Core.Ir
 
+/// One source of a `slices` entry: layers First … Last − 1 of a model folder (full path); Line is its line in the YAML.
+type MergekitLayerRange =
+    { Model: string
+      First: int
+      Last: int
+      Line: int }
+
 /// A mergekit merge configuration (`mergekit-yaml` YAML), parsed and checked: every key, method,
 /// parameter name, value and model folder, before any model file is opened. It translates into an
 /// ordinary MergeDsl recipe (the same IR) that follows mergekit's rules (see docs/mergekit.md).
@@ -17,6 +24,10 @@ type MergekitConfig =
     member Models: string list
     /// Output dtype: `out_dtype`, else `dtype` ("f32", "f16" or "bf16"); None keeps the inputs' dtype.
     member OutDType: string option
+    /// The layer ranges of every `slices` source, in order (empty for a `models` configuration).
+    member LayerRanges: MergekitLayerRange list
+    /// The output's number of layers for a `slices` configuration (the sum of the slices' lengths), else None.
+    member OutputLayers: int option
     /// True when some parameter is a gradient, so the recipe depends on the number of layers.
     member UsesLayers: bool
 

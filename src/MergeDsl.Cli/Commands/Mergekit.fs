@@ -21,16 +21,28 @@ let private loadConfig (path: string) =
     | Ok c -> c
     | Error msg -> raise (UsageError msg)
 
-/// Layers of the first model the recipe reads (the base when there is one), counted from its
-/// tensor names as the compiler counts them (1 + the largest first `.N.` index); headers only.
-let private layerCount (config: MergekitConfig) =
-    let path = config.Base |> Option.defaultWith (fun () -> List.head config.Models)
+/// Layers of a model folder, counted from its tensor names as the compiler counts them (1 + the
+/// largest first `.N.` index); headers only.
+let private layersOf (path: string) =
     use c =
         try Checkpoint.Open path
         with
         | :? CheckpointFormatException as e -> raise (UsageError $"{path}: not a valid checkpoint: {e.Message}")
         | :? IO.IOException as e -> raise (UsageError $"{path}: not a checkpoint ({e.Message})")
     1 + (c.Tensors |> Seq.map (fun t -> ScaleResolver.LayerIndex t.Name |> Option.ofNullable |> Option.defaultValue -1) |> Seq.fold max -1)
+
+/// Layers of the first model the recipe reads (the base when there is one).
+let private layerCount (config: MergekitConfig) =
+    layersOf (config.Base |> Option.defaultWith (fun () -> List.head config.Models))
+
+/// Every `slices` source's layer_range lies inside its model (headers only, before anything is merged).
+let private checkLayerRanges (config: MergekitConfig) =
+    let depth = Collections.Generic.Dictionary<string, int>()
+    for r in config.LayerRanges do
+        if not (depth.ContainsKey r.Model) then depth[r.Model] <- layersOf r.Model
+        let n = depth[r.Model]
+        if r.Last > n then
+            raise (UsageError $"{config.File}:{r.Line}: layer_range [{r.First}, {r.Last}] is outside '{r.Model}', which has {n} layers (0 … {n - 1}; the end is exclusive)")
 
 let private layersFor (config: MergekitConfig) (given: int option) =
     match given with
@@ -44,6 +56,7 @@ let apply (req: MergeJob.Request) (path: string) : MergeJob.Request =
     if not req.Settings.IsEmpty then
         raise (UsageError $"--set {fst req.Settings.Head}: a mergekit configuration takes its parameters from the YAML")
     let config = loadConfig path
+    checkLayerRanges config
     let recipe =
         match MergekitConfig.toRecipe (layersFor config None) config with
         | Ok r -> r
@@ -71,6 +84,7 @@ let run (args: ParseResults<Args>) : int =
     let path = args.GetResult Config
     if not (isConfig path) then raise (UsageError $"{path}: expected a .yml or .yaml mergekit configuration")
     let config = loadConfig path
+    checkLayerRanges config
     match args.TryGetResult Layers with
     | Some n when n < 1 -> raise (UsageError $"--layers: {n} is not a positive number of layers")
     | _ -> ()

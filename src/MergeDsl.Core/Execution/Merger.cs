@@ -60,11 +60,27 @@ public static class Merger
         foreach (var (k, v) in Metadata(plan, options)) metadata[k] = v;
         string? copyFrom = writerOptions.CopyFilesFrom
             ?? plan.Models.Select(m => (m.Source as Checkpoint)?.Folder).FirstOrDefault(f => f is not null);
-        using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom });
+        var extraFiles = WithRewrittenConfig(plan, copyFrom, writerOptions.ExtraFiles);
+        using var writer = CheckpointWriter.Create(outputFolder, plan.Layout, writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom, ExtraFiles = extraFiles });
         var stats = Executor.Run(plan, new CheckpointSink(writer), options);
         var commit = System.Diagnostics.Stopwatch.StartNew();
         writer.Commit();
         return new MergeWriteResult(stats, commit.Elapsed);
+    }
+
+    /// <summary>
+    /// The extra files plus the copied folder's config.json rewritten for the written weights (layer count, vocabulary
+    /// size, dtype: <see cref="ConfigRewrite"/>) when it needs a change; extra files are written over copied ones.
+    /// </summary>
+    static IReadOnlyDictionary<string, string> WithRewrittenConfig(MergePlan plan, string? copyFrom, IReadOnlyDictionary<string, string> extra)
+    {
+        if (copyFrom is null || extra.ContainsKey(ConfigRewrite.FileName)) return extra;
+        string path = Path.Combine(copyFrom, ConfigRewrite.FileName);
+        if (!File.Exists(path)) return extra;
+        // A config.json that is not JSON fails the merge with a one-line FormatException naming it.
+        string? text = ConfigRewrite.Rewrite(ModelFiles.ReadText(path, copyFrom), path, plan.Layout, plan.Recipe.OutputLayers);
+        if (text is null) return extra;
+        return new Dictionary<string, string>(extra) { [ConfigRewrite.FileName] = text };
     }
 }
 

@@ -31,6 +31,7 @@ public static class ExprText
         Slerp s => $"slerp({Render(s.Pair)}, {Num(s.T)})",
         ModelStock m => $"modelStock({Render(m.Experts)}, {Render(m.Base)})",
         Passthrough p => $"passthrough({Render(p.Source)})",
+        ShiftLayers s => $"shiftLayers({Render(s.Value)}, {s.Offset.ToString(CultureInfo.InvariantCulture)})",
         _ => throw new ArgumentException($"unknown expression node {e.GetType().Name}"),
     };
 
