@@ -74,6 +74,21 @@ let private expectBad (dir: TempDir) (yaml: string) (fragments: string list) =
         Expect.stringContains err f "names the fault"
     Expect.isFalse (Directory.Exists out) "nothing written"
 
+/// `mergedsl import` of the config, run as a script with `args`, gives the YAML's bytes; returns the script.
+let private importMatches (dir: TempDir) (path: string) (args: string list) =
+    let code, script, err = mergedsl [ "import"; path ]
+    Expect.equal code 0 $"import ({err})"
+    let fsx = Path.ChangeExtension(path, ".fsx")
+    File.WriteAllText(fsx, script)
+    let fromYaml = run path (dir.File "out-yaml")
+    let code, _, err = mergedsl ([ "run"; fsx ] @ args @ [ "--out"; dir.File "out-fsx"; "--quiet" ])
+    Expect.equal code 0 $"run fsx ({err}):\n{script}"
+    let fromScript = loadAll (dir.File "out-fsx")
+    Expect.equal (Map.keys fromScript |> Set.ofSeq) (Map.keys fromYaml |> Set.ofSeq) "same tensors"
+    for KeyValue(n, t) in fromYaml do
+        Expect.isTrue (MergeDsl.Tests.CliTests.identical fromScript[n] t) $"{n}: script and YAML agree"
+    script
+
 [<Tests>]
 let tests =
     testSequenced <| testList "Frankenmerge" [
@@ -141,6 +156,7 @@ slices:
             close got["lm_head.weight"] (f(a["lm_head.weight"]).mul(torch.tensor 2.0)) "lm_head: 2·A (last slice)"
             let cfg = config (dir.File "out")
             Expect.equal (cfg["num_hidden_layers"].GetValue<int>()) 3 "3 layers"
+            importMatches dir (dir.File "config.yml") [ "--model"; dir.File "a"; "--model"; dir.File "b" ] |> ignore
         }
 
         test "sources of different offsets in one TIES slice: the base's layers and B's two layers further on" {
@@ -167,6 +183,8 @@ slices:
                     close got[layer j s] expected $"layer {j} {s} = base{j + 1} + 0.5·(B{j + 2} − base{j + 1})"
             let e = "model.embed_tokens.weight"
             close got[e] (f(bas[e]).add(f(b[e]).sub(f bas[e]).mul(torch.tensor 0.5))) "embeddings merged from the first slice's sources"
+            let script = importMatches dir (dir.File "config.yml") [ "--base"; dir.File "base"; "--model"; dir.File "b" ]
+            Expect.stringContains script "Recipe.shiftLayers" "shifted sources in the script"
         }
 
         test "import prints shiftLayers/withLayers, and the script gives the YAML's bytes" {
@@ -174,20 +192,9 @@ slices:
             model dir "a" (llama 3 16 false) 7L |> ignore
             model dir "b" (llama 3 16 false) 8L |> ignore
             let path = writeYaml dir frankenYaml
-            let code, script, err = mergedsl [ "import"; path ]
-            Expect.equal code 0 $"import ({err})"
+            let script = importMatches dir path [ "--model"; dir.File "a"; "--model"; dir.File "b" ]
             Expect.stringContains script "Recipe.shiftLayers (-1)" "B's layers 1-2 become 2-3"
             Expect.stringContains script "Recipe.withLayers 4" "4 output layers"
-            let fsx = dir.File "franken.fsx"
-            File.WriteAllText(fsx, script)
-            let fromYaml = run path (dir.File "out-yaml")
-            let code, _, err =
-                mergedsl [ "run"; fsx; "--model"; dir.File "a"; "--model"; dir.File "b"; "--out"; dir.File "out-fsx"; "--quiet" ]
-            Expect.equal code 0 $"run fsx ({err})"
-            let fromScript = loadAll (dir.File "out-fsx")
-            Expect.equal (Map.keys fromScript |> Set.ofSeq) (Map.keys fromYaml |> Set.ofSeq) "same tensors"
-            for KeyValue(n, t) in fromYaml do
-                same fromScript[n] t $"{n}: script and YAML agree"
             let code, planText, err = mergedsl [ "plan"; path; "--tensors"; "40" ]
             Expect.equal code 0 $"plan ({err})"
             Expect.stringContains planText "model.layers.3.mlp.down_proj.weight" "the plan lists the renumbered layers"
