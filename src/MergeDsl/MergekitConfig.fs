@@ -34,6 +34,15 @@ type internal SliceDef =
       Sources: SliceSource list
       Parameters: Map<string, Setting> }
 
+type MergekitTokenizerSource =
+    | BaseTokenizer
+    | UnionTokenizer
+    | ModelTokenizer of path: string
+
+type MergekitTokenizer =
+    { Source: MergekitTokenizerSource
+      PadToMultipleOf: int option }
+
 type MergekitLayerRange =
     { Model: string
       First: int
@@ -50,7 +59,8 @@ type MergekitConfig
         models: ModelEntry list,
         globals: Map<string, Setting>,
         outDType: string option,
-        slices: SliceDef list
+        slices: SliceDef list,
+        extras: MergekitTokenizer option * string option
     ) =
     member _.File = file
     member _.Method = methodName
@@ -60,6 +70,8 @@ type MergekitConfig
     member internal _.Globals = globals
     member _.OutDType = outDType
     member internal _.Slices = slices
+    member _.Tokenizer = fst extras
+    member _.ChatTemplate = snd extras
 
     member _.LayerRanges =
         [ for s in slices do
@@ -310,6 +322,33 @@ module MergekitConfig =
         | :? YamlMappingNode as m -> m
         | n -> fail file n "expected a mapping (merge_method, models, parameters, ...)"
 
+    /// `tokenizer_source: base | union | <model>`, or the `tokenizer:` block (source, pad_to_multiple_of; per-token
+    /// `tokens` settings are refused), never both (as mergekit).
+    let private parseTokenizer file (simple: (YamlNode * YamlNode) option) (block: (YamlNode * YamlNode) option) =
+        let source what (v: YamlNode) =
+            match scalarText file what v with
+            | "base" -> BaseTokenizer
+            | "union" -> UnionTokenizer
+            | text -> ModelTokenizer(resolvePath file v what text)
+        match simple, block with
+        | Some _, Some(k, _) -> fail file k "tokenizer: give either tokenizer_source or tokenizer, not both"
+        | Some(_, v), None -> Some { Source = source "tokenizer_source" v; PadToMultipleOf = None }
+        | None, Some(_, (:? YamlMappingNode as m)) ->
+            let mutable src = UnionTokenizer
+            let mutable pad = None
+            for k, v in entries m do
+                match keyText file k with
+                | "source" -> src <- source "tokenizer.source" v
+                | "pad_to_multiple_of" ->
+                    let x = parseNumber file "tokenizer.pad_to_multiple_of" v
+                    if x <> Math.Floor x || x < 1.0 || x > 1e6 then fail file v $"tokenizer.pad_to_multiple_of: {num x} is not a positive integer"
+                    pad <- Some(int x)
+                | "tokens" -> fail file k "tokenizer.tokens: per-token embedding settings are not supported yet"
+                | other -> fail file k $"tokenizer: unknown key '{other}' (expected source, pad_to_multiple_of)"
+            Some { Source = src; PadToMultipleOf = pad }
+        | None, Some(_, v) -> fail file v "tokenizer: expected a mapping (source, pad_to_multiple_of)"
+        | None, None -> None
+
     let private layerRange file what (node: YamlNode) =
         match node with
         | :? YamlSequenceNode as s when s.Children.Count = 2 ->
@@ -372,7 +411,7 @@ module MergekitConfig =
 
     /// A slices configuration: the base (methods that use one) must be a source of every slice; the
     /// experts are the other sources' models, in order of first appearance.
-    let private slicesConfig file (spec: MethodSpec) (baseModel: string option) globals outDType (slices: SliceDef list) =
+    let private slicesConfig file (spec: MethodSpec) (baseModel: string option) globals outDType (slices: SliceDef list) extras =
         let usesBase =
             match spec.Family with
             | Linear | PassthroughMethod -> false
@@ -395,7 +434,7 @@ module MergekitConfig =
             |> List.filter (fun m -> Some m.Path <> baseUsed)
             |> List.distinctBy (fun m -> m.Path)
             |> List.map (fun m -> { m with Parameters = Map.empty })
-        MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType, slices)
+        MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType, slices, extras)
 
     let private parseConfig (file: string) (text: string) =
         let root = parseRoot file text
@@ -403,16 +442,12 @@ module MergekitConfig =
         for name, (k, v) in all do
             match name with
             | "merge_method" | "base_model" | "models" | "slices" | "parameters" | "dtype" | "out_dtype" -> ()
-            | "tokenizer_source" ->
-                match v with
-                | :? YamlScalarNode as s when s.Value = "base" -> ()
-                | :? YamlScalarNode as s -> fail file v $"tokenizer_source: '{s.Value}' is not supported yet (only 'base': the base model's tokenizer is copied)"
-                | _ -> fail file v "tokenizer_source: model references are not supported yet (only 'base': the base model's tokenizer is copied)"
+            | "tokenizer_source" | "tokenizer" | "chat_template" -> ()
+            | "embed_slerp" ->
+                fail file k "embed_slerp: not supported: current mergekit has no such key (embeddings are merged by the merge_method on rows aligned to the output vocabulary)"
             | "modules" -> fail file k "modules are not supported yet (use models)"
-            | "tokenizer" -> fail file k "tokenizer: not supported yet (only tokenizer_source: base)"
-            | "chat_template" -> fail file k "chat_template: not supported yet"
             | other ->
-                fail file k $"unknown key '{other}' (expected merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source)"
+                fail file k $"unknown key '{other}' (expected merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source, tokenizer, chat_template)"
         let find name = all |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
         let spec =
             match find "merge_method" with
@@ -463,11 +498,20 @@ module MergekitConfig =
             | None, Some(_, v) -> Some(dtypeOf file "dtype" v)
             | None, None -> None
         find "dtype" |> Option.iter (fun (_, v) -> dtypeOf file "dtype" v |> ignore)
+        let tokenizer = parseTokenizer file (find "tokenizer_source") (find "tokenizer")
+        let chatTemplate =
+            find "chat_template"
+            |> Option.map (fun (_, v) ->
+                let text = scalarText file "chat_template" v
+                if text <> "auto" && (text.Length < 20 || not (text.Contains '{')) then
+                    fail file v $"chat_template: '{text}' is not supported: give 'auto' or the Jinja template text (mergekit's built-in template names are not shipped)"
+                text)
+        let extras = tokenizer, chatTemplate
         let dupe = models |> List.countBy (fun m -> m.Path) |> List.tryFind (fun (_, n) -> n > 1)
         match dupe with
         | Some(p, _) -> raise (ConfigError $"{file}: model '{p}' is listed twice")
         | None -> ()
-        if not slices.IsEmpty then spec, slicesConfig file spec baseModel globals outDType slices
+        if not slices.IsEmpty then spec, slicesConfig file spec baseModel globals outDType slices extras
         else
             let isBase (m: ModelEntry) = Some m.Path = baseModel
             let line = models |> List.tryHead |> Option.map (fun m -> m.Line) |> Option.defaultValue 1
@@ -489,7 +533,7 @@ module MergekitConfig =
             | ModelStockMethod, n when n < 2 -> need $"needs at least two models besides the base ({n} given)"
             | (Gta _ | Linear), 0 -> need "needs at least one model besides the base"
             | _ -> ()
-            spec, MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType, [])
+            spec, MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType, [], extras)
 
     let parse (file: string) (text: string) =
         try
@@ -785,7 +829,7 @@ module MergekitConfig =
                 MergekitConfig(
                     config.File, config.Method, config.Base,
                     others |> List.map (fun src -> { src.Source with Parameters = overlay src.Source.Parameters s.Parameters }),
-                    overlay s.Parameters config.Globals, config.OutDType, [])
+                    overlay s.Parameters config.Globals, config.OutDType, [], (config.Tokenizer, config.ChatTemplate))
             let offset (src: SliceSource) = match outStart with Some o -> src.First - o | None -> 0
             let reference = sources |> List.tryFind isBase |> Option.defaultValue sources.Head
             let shift d x = if d = 0 then x else TShift(d, x)

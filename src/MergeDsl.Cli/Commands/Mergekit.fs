@@ -49,6 +49,22 @@ let private layersFor (config: MergekitConfig) (given: int option) =
     | Some n -> n
     | None -> if config.UsesLayers then layerCount config else 0
 
+/// The output tokenizer the configuration asks for (None: the base's files are copied as for any merge).
+let private tokenizerOf (config: MergekitConfig) : OutputTokenizer.Request option =
+    let kind, model =
+        match config.Tokenizer |> Option.map (fun t -> t.Source) with
+        | None -> None, None
+        | Some BaseTokenizer -> Some MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerSourceKind.Base, None
+        | Some UnionTokenizer -> Some MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerSourceKind.Union, None
+        | Some(ModelTokenizer p) -> Some MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerSourceKind.Model, Some p
+    if kind.IsNone && config.ChatTemplate.IsNone then None
+    else
+        Some
+            { Source = kind
+              SourceModel = model
+              PadToMultipleOf = config.Tokenizer |> Option.bind (fun t -> t.PadToMultipleOf)
+              ChatTemplate = config.ChatTemplate }
+
 /// The request for a mergekit configuration: its recipe, models and dtype replace the command line's.
 let apply (req: MergeJob.Request) (path: string) : MergeJob.Request =
     if req.Base.IsSome || not req.Models.IsEmpty then
@@ -65,7 +81,8 @@ let apply (req: MergeJob.Request) (path: string) : MergeJob.Request =
         Recipe = JobInputs.Given(recipe, path)
         Base = config.Base
         Models = config.Models
-        DType = (match req.DType with Some d -> Some d | None -> config.OutDType) }
+        DType = (match req.DType with Some d -> Some d | None -> config.OutDType)
+        Tokenizer = tokenizerOf config }
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Config of config: string

@@ -31,12 +31,14 @@ type Request =
       MissingFromBase: bool
       Force: bool
       Quiet: bool
-      CommandLine: string }
+      CommandLine: string
+      /// The output tokenizer a mergekit configuration asks for (vocabulary alignment, chat template).
+      Tokenizer: OutputTokenizer.Request option }
 
     static member Default =
         { Recipe = JobInputs.BuiltIn "average"; Base = None; Models = []; Out = None; Settings = []; Device = "auto"
           DType = None; ShardSize = None; Seed = None; AllowNonFinite = false; MissingFromBase = false; Force = false; Quiet = false
-          CommandLine = "" }
+          CommandLine = ""; Tokenizer = None }
 
 /// What a finished merge reports (also the --json summary).
 type Summary =
@@ -94,10 +96,14 @@ let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) 
     let device = DeviceChoice.Resolve deviceChoice
     let opened = JobInputs.openAll { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
     try
-        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype, TakeMissingFromBase = req.MissingFromBase))
+        let tokenizer = OutputTokenizer.prepare req.Tokenizer (labels opened req)
+        let plan = Compiler.Compile(resolved.Recipe, tokenizer.Inputs, CompileOptions(OutputDType = Option.toNullable dtype, TakeMissingFromBase = req.MissingFromBase))
         let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
         let writerOptions =
-            CheckpointWriterOptions(MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
+            CheckpointWriterOptions(
+                MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes),
+                CopyFilesFrom = Option.toObj tokenizer.CopyFrom,
+                ExtraFiles = readOnlyDict (Map.toList tokenizer.Files))
         { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions
           Output = output }
     with _ ->
@@ -150,7 +156,8 @@ let execute (p: Prepared) (showProgress: bool) : Summary =
     let writerOptions =
         CheckpointWriterOptions(
             Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = readOnlyDict (ModelCard.metadata prov),
-            ExtraFiles = readOnlyDict [ "README.md", ModelCard.render prov ])
+            CopyFilesFrom = p.WriterOptions.CopyFilesFrom,
+            ExtraFiles = readOnlyDict ([ for kv in p.WriterOptions.ExtraFiles -> kv.Key, kv.Value ] @ [ "README.md", ModelCard.render prov ]))
     let written =
         Progress.merge showProgress (fun report ->
             let options =
