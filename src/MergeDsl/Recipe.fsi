@@ -166,7 +166,8 @@ module Recipe =
     /// The value read `offset` layers further on: every input inside reads the tensor whose layer index
     /// (the first `.N.` of the name) is the parameter's plus `offset`; nested shifts add up. With
     /// `withLayers` it stacks and renumbers layers (a frankenmerge):
-    /// select [ rule "re:.*\.[2-3]\..*" (model "B" |> shiftLayers -1 |> passthrough) ] (model "A" |> passthrough) |> withLayers 4.
+    /// select [ rule (layers 2 4) (model "B" |> shiftLayers -1 |> passthrough) ] (model "A" |> passthrough) |> withLayers 4
+    /// (A's layers 0-1, then B's layers 1-2 as layers 2-3).
     val shiftLayers: offset: int -> value: Value<'Kind> -> Value<'Kind>
     /// A regex rule pattern ("re:…") for the parameters of layers first … last − 1 (the first `.N.` of the name),
     /// e.g. `layers 2 4` for model.layers.2.* and model.layers.3.*.
