@@ -22,6 +22,33 @@ type internal ModelEntry =
       Line: int
       Parameters: Map<string, Setting> }
 
+/// One source of a slice: layers [First, Last) of a model, with its own parameters.
+type internal SliceSource =
+    { Source: ModelEntry
+      First: int
+      Last: int }
+
+/// One entry of `slices`: sources of equal length merged with the config's method, layer by layer.
+type internal SliceDef =
+    { Line: int
+      Sources: SliceSource list
+      Parameters: Map<string, Setting> }
+
+type MergekitTokenizerSource =
+    | BaseTokenizer
+    | UnionTokenizer
+    | ModelTokenizer of path: string
+
+type MergekitTokenizer =
+    { Source: MergekitTokenizerSource
+      PadToMultipleOf: int option }
+
+type MergekitLayerRange =
+    { Model: string
+      First: int
+      Last: int
+      Line: int }
+
 [<Sealed>]
 type MergekitConfig
     internal
@@ -31,7 +58,9 @@ type MergekitConfig
         baseModel: string option,
         models: ModelEntry list,
         globals: Map<string, Setting>,
-        outDType: string option
+        outDType: string option,
+        slices: SliceDef list,
+        extras: MergekitTokenizer option * string option
     ) =
     member _.File = file
     member _.Method = methodName
@@ -40,6 +69,18 @@ type MergekitConfig
     member internal _.Entries = models
     member internal _.Globals = globals
     member _.OutDType = outDType
+    member internal _.Slices = slices
+    member _.Tokenizer = fst extras
+    member _.ChatTemplate = snd extras
+
+    member _.LayerRanges =
+        [ for s in slices do
+              for src in s.Sources -> { Model = src.Source.Path; First = src.First; Last = src.Last; Line = src.Source.Line } ]
+
+    member _.OutputLayers =
+        match slices with
+        | [] -> None
+        | _ -> Some(slices |> List.sumBy (fun s -> s.Sources.Head.Last - s.Sources.Head.First))
 
     member _.UsesLayers =
         let rec grad s =
@@ -47,8 +88,10 @@ type MergekitConfig
             | Gradient _ -> true
             | Filtered cs -> cs |> List.exists (snd >> grad)
             | _ -> false
-        Seq.exists grad globals.Values
-        || models |> List.exists (fun m -> Seq.exists grad m.Parameters.Values)
+        // Slices interpolate gradients over each slice's own layers, whatever the models' depth.
+        slices.IsEmpty
+        && (Seq.exists grad globals.Values
+            || models |> List.exists (fun m -> Seq.exists grad m.Parameters.Values))
 
 exception private ConfigError of string
 
@@ -118,6 +161,8 @@ type private Term =
     /// value, reference: mergekit's L1 rescale of a sparsified task vector.
     | TRescaleL1 of Term * Term
     | TCombine of Comb * Term
+    /// Inputs read `offset` layers further on (slices).
+    | TShift of int * Term
 
 and private Spars =
     | STopK of float
@@ -309,23 +354,132 @@ module MergekitConfig =
         | :? YamlMappingNode as m -> m
         | n -> fail file n "expected a mapping (merge_method, models, parameters, ...)"
 
+    /// `tokenizer_source: base | union | <model>`, or the `tokenizer:` block (source, pad_to_multiple_of; per-token
+    /// `tokens` settings are refused), never both (as mergekit).
+    let private parseTokenizer file (simple: (YamlNode * YamlNode) option) (block: (YamlNode * YamlNode) option) =
+        let source what (v: YamlNode) =
+            match scalarText file what v with
+            | "base" -> BaseTokenizer
+            | "union" -> UnionTokenizer
+            | text -> ModelTokenizer(resolvePath file v what text)
+        match simple, block with
+        | Some _, Some(k, _) -> fail file k "tokenizer: give either tokenizer_source or tokenizer, not both"
+        | Some(_, v), None -> Some { Source = source "tokenizer_source" v; PadToMultipleOf = None }
+        | None, Some(_, (:? YamlMappingNode as m)) ->
+            let mutable src = UnionTokenizer
+            let mutable pad = None
+            for k, v in entries m do
+                match keyText file k with
+                | "source" -> src <- source "tokenizer.source" v
+                | "pad_to_multiple_of" ->
+                    let x = parseNumber file "tokenizer.pad_to_multiple_of" v
+                    if x <> Math.Floor x || x < 1.0 || x > 1e6 then fail file v $"tokenizer.pad_to_multiple_of: {num x} is not a positive integer"
+                    pad <- Some(int x)
+                | "tokens" -> fail file k "tokenizer.tokens: per-token embedding settings are not supported yet"
+                | other -> fail file k $"tokenizer: unknown key '{other}' (expected source, pad_to_multiple_of)"
+            Some { Source = src; PadToMultipleOf = pad }
+        | None, Some(_, v) -> fail file v "tokenizer: expected a mapping (source, pad_to_multiple_of)"
+        | None, None -> None
+
+    let private layerRange file what (node: YamlNode) =
+        match node with
+        | :? YamlSequenceNode as s when s.Children.Count = 2 ->
+            let bound (c: YamlNode) =
+                let x = parseNumber file what c
+                if x <> Math.Floor x || x < 0.0 || x > 1e6 then fail file c $"{what}: '{scalarText file what c}' is not a layer index"
+                int x
+            let a, b = bound s.Children[0], bound s.Children[1]
+            if b <= a then fail file node $"{what}: [{a}, {b}] is empty (the end is exclusive, as in mergekit)"
+            a, b
+        | _ -> fail file node $"{what}: expected [first, end] (end exclusive)"
+
+    let private parseSlice file (spec: MethodSpec) (i: int) (item: YamlNode) : SliceDef =
+        let where = $"slices[{i}]"
+        match item with
+        | :? YamlMappingNode as m ->
+            let mutable sources = None
+            let mutable ps = Map.empty
+            for k, v in entries m do
+                match keyText file k with
+                | "sources" ->
+                    match v with
+                    | :? YamlSequenceNode as seq when seq.Children.Count > 0 ->
+                        sources <-
+                            Some
+                                [ for j, src in Seq.indexed seq.Children ->
+                                      let w = $"{where}.sources[{j}]"
+                                      match src with
+                                      | :? YamlMappingNode as sm ->
+                                          let mutable path = None
+                                          let mutable range = None
+                                          let mutable sps = Map.empty
+                                          for sk, sv in entries sm do
+                                              match keyText file sk with
+                                              | "model" -> path <- Some(resolvePath file sv $"{w}.model" (scalarText file $"{w}.model" sv))
+                                              | "layer_range" -> range <- Some(layerRange file $"{w}.layer_range" sv)
+                                              | "parameters" -> sps <- parameters file $"{w}.parameters" spec.PerModel spec.Global sv
+                                              | other -> fail file sk $"{w}: unknown key '{other}' (expected model, layer_range, parameters)"
+                                          match path, range with
+                                          | Some p, Some(a, b) -> { Source = { Path = p; Line = int src.Start.Line; Parameters = sps }; First = a; Last = b }
+                                          | None, _ -> fail file src $"{w}: 'model' is missing"
+                                          | _, None -> fail file src $"{w}: 'layer_range' is missing"
+                                      | _ -> fail file src $"{w}: expected a mapping with 'model' and 'layer_range'" ]
+                    | _ -> fail file v $"{where}.sources: expected a list of sources"
+                | "parameters" -> ps <- parameters file $"{where}.parameters" (spec.Global @ spec.PerModel) [] v
+                | "base_model" | "residual_weight" as key -> fail file k $"{where}: '{key}' in a slice is not supported yet (set base_model at the top level)"
+                | other -> fail file k $"{where}: unknown key '{other}' (expected sources, parameters)"
+            match sources with
+            | None -> fail file item $"{where}: 'sources' is missing"
+            | Some srcs ->
+                let lengths = srcs |> List.map (fun s -> s.Last - s.First) |> List.distinct
+                if lengths.Length > 1 then
+                    let got = String.Join(", ", lengths)
+                    fail file item $"{where}: every source of a slice must span the same number of layers (got {got})"
+                match srcs |> List.countBy (fun s -> s.Source.Path) |> List.tryFind (fun (_, n) -> n > 1) with
+                | Some(p, _) -> fail file item $"{where}: model '{p}' is a source twice"
+                | None -> ()
+                { Line = int item.Start.Line; Sources = srcs; Parameters = ps }
+        | _ -> fail file item $"{where}: expected a mapping with 'sources'"
+
+    /// A slices configuration: the base (methods that use one) must be a source of every slice; the
+    /// experts are the other sources' models, in order of first appearance.
+    let private slicesConfig file (spec: MethodSpec) (baseModel: string option) globals outDType (slices: SliceDef list) extras =
+        let usesBase =
+            match spec.Family with
+            | Linear | PassthroughMethod -> false
+            | Gta _ | ModelStockMethod | SlerpMethod -> true
+        if usesBase && baseModel.IsNone then raise (ConfigError $"{file}: {spec.Name} needs base_model")
+        let baseUsed = if usesBase then baseModel else None
+        for i, s in List.indexed slices do
+            let need what = raise (ConfigError $"{file}:{s.Line}: slices[{i}]: {spec.Name} {what}")
+            let others = s.Sources |> List.filter (fun src -> Some src.Source.Path <> baseUsed)
+            if usesBase && others.Length = s.Sources.Length then need "needs base_model among the sources of every slice"
+            match spec.Family, others.Length with
+            | PassthroughMethod, n when n <> 1 -> need $"takes exactly one source per slice ({n} given)"
+            | SlerpMethod, n when n <> 1 -> need $"takes the base model and exactly one other source ({n} others given)"
+            | ModelStockMethod, n when n < 2 -> need $"needs at least two sources besides the base ({n} given)"
+            | Gta _, 0 -> need "needs at least one source besides the base"
+            | _ -> ()
+        let experts =
+            slices
+            |> List.collect (fun s -> s.Sources |> List.map (fun src -> src.Source))
+            |> List.filter (fun m -> Some m.Path <> baseUsed)
+            |> List.distinctBy (fun m -> m.Path)
+            |> List.map (fun m -> { m with Parameters = Map.empty })
+        MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType, slices, extras)
+
     let private parseConfig (file: string) (text: string) =
         let root = parseRoot file text
         let all = entries root |> List.map (fun (k, v) -> keyText file k, (k, v))
         for name, (k, v) in all do
             match name with
-            | "merge_method" | "base_model" | "models" | "parameters" | "dtype" | "out_dtype" -> ()
-            | "tokenizer_source" ->
-                match v with
-                | :? YamlScalarNode as s when s.Value = "base" -> ()
-                | :? YamlScalarNode as s -> fail file v $"tokenizer_source: '{s.Value}' is not supported yet (only 'base': the base model's tokenizer is copied)"
-                | _ -> fail file v "tokenizer_source: model references are not supported yet (only 'base': the base model's tokenizer is copied)"
-            | "slices" -> fail file k "slices are not supported yet (use models)"
+            | "merge_method" | "base_model" | "models" | "slices" | "parameters" | "dtype" | "out_dtype" -> ()
+            | "tokenizer_source" | "tokenizer" | "chat_template" -> ()
+            | "embed_slerp" ->
+                fail file k "embed_slerp: not supported: current mergekit has no such key (embeddings are merged by the merge_method on rows aligned to the output vocabulary)"
             | "modules" -> fail file k "modules are not supported yet (use models)"
-            | "tokenizer" -> fail file k "tokenizer: not supported yet (only tokenizer_source: base)"
-            | "chat_template" -> fail file k "chat_template: not supported yet"
             | other ->
-                fail file k $"unknown key '{other}' (expected merge_method, base_model, models, parameters, dtype, out_dtype, tokenizer_source)"
+                fail file k $"unknown key '{other}' (expected merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source, tokenizer, chat_template)"
         let find name = all |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
         let spec =
             match find "merge_method" with
@@ -343,9 +497,11 @@ module MergekitConfig =
             | Some(_, v) -> parameters file "parameters" (spec.Global @ spec.PerModel) [] v
         let baseModel = find "base_model" |> Option.map (fun (_, v) -> resolvePath file v "base_model" (scalarText file "base_model" v))
         let models =
-            match find "models" with
-            | None -> raise (ConfigError $"{file}: models is missing (slices are not supported yet)")
-            | Some(k, (:? YamlSequenceNode as s)) when s.Children.Count > 0 ->
+            match find "models", find "slices" with
+            | None, None -> raise (ConfigError $"{file}: models (or slices) is missing")
+            | Some _, Some(k, _) -> fail file k "slices: give either models or slices, not both"
+            | None, Some _ -> []
+            | Some(k, (:? YamlSequenceNode as s)), None when s.Children.Count > 0 ->
                 [ for i, item in Seq.indexed s.Children do
                       let where = $"models[{i}]"
                       match item with
@@ -361,48 +517,65 @@ module MergekitConfig =
                           | Some p -> { Path = p; Line = int item.Start.Line; Parameters = ps }
                           | None -> fail file item $"{where}: 'model' is missing"
                       | _ -> fail file item $"{where}: expected a mapping with 'model' and 'parameters'" ]
-            | Some(_, v) -> fail file v "models: expected a list of models"
+            | Some(_, v), None -> fail file v "models: expected a list of models"
+        let slices =
+            match find "slices" with
+            | None -> []
+            | Some(_, (:? YamlSequenceNode as s)) when s.Children.Count > 0 ->
+                [ for i, item in Seq.indexed s.Children -> parseSlice file spec i item ]
+            | Some(_, v) -> fail file v "slices: expected a list of slices (each with sources)"
         let outDType =
             match find "out_dtype", find "dtype" with
             | Some(_, v), _ -> Some(dtypeOf file "out_dtype" v)
             | None, Some(_, v) -> Some(dtypeOf file "dtype" v)
             | None, None -> None
         find "dtype" |> Option.iter (fun (_, v) -> dtypeOf file "dtype" v |> ignore)
+        let tokenizer = parseTokenizer file (find "tokenizer_source") (find "tokenizer")
+        let chatTemplate =
+            find "chat_template"
+            |> Option.map (fun (_, v) ->
+                let text = scalarText file "chat_template" v
+                if text <> "auto" && (text.Length < 20 || not (text.Contains '{')) then
+                    fail file v $"chat_template: '{text}' is not supported: give 'auto' or the Jinja template text (mergekit's built-in template names are not shipped)"
+                text)
+        let extras = tokenizer, chatTemplate
         let dupe = models |> List.countBy (fun m -> m.Path) |> List.tryFind (fun (_, n) -> n > 1)
         match dupe with
         | Some(p, _) -> raise (ConfigError $"{file}: model '{p}' is listed twice")
         | None -> ()
-        let isBase (m: ModelEntry) = Some m.Path = baseModel
-        let line = models |> List.tryHead |> Option.map (fun m -> m.Line) |> Option.defaultValue 1
-        let need what = raise (ConfigError $"{file}:{line}: {spec.Name} {what}")
-        let experts, baseUsed =
-            match spec.Family with
-            | Linear ->
-                if baseModel.IsSome && not (models |> List.exists isBase) then
-                    need "merges only the listed models: list base_model under models with a weight, or remove base_model"
-                models, None
-            | Gta _ | ModelStockMethod | SlerpMethod | SceMethod | NearSwapMethod | ArceeFusionMethod ->
-                if baseModel.IsNone then need "needs base_model"
-                models |> List.filter (isBase >> not), baseModel
-            | NuSlerpMethod | MultiSlerpMethod -> models |> List.filter (isBase >> not), baseModel
-            | KarcherMethod ->
-                // mergekit averages every input, the base included (listed or not).
-                let listed = models |> List.exists isBase
-                match baseModel with
-                | Some b when not listed -> { Path = b; Line = line; Parameters = Map.empty } :: models, None
-                | _ -> models, None
-            | PassthroughMethod ->
-                if models.Length <> 1 then need $"takes exactly one model ({models.Length} given)"
-                models, None
-        match spec.Family, experts.Length with
-        | (SlerpMethod | NearSwapMethod | ArceeFusionMethod), n when n <> 1 -> need $"takes the base model and exactly one other model ({n} others given)"
-        | NuSlerpMethod, n when n <> 2 -> need $"takes exactly two models besides an optional base ({n} given)"
-        | (SceMethod | MultiSlerpMethod), 0 -> need "needs at least one model besides the base"
-        | KarcherMethod, n when n < 2 -> need $"needs at least two models ({n} given)"
-        | ModelStockMethod, n when n < 2 -> need $"needs at least two models besides the base ({n} given)"
-        | (Gta _ | Linear), 0 -> need "needs at least one model besides the base"
-        | _ -> ()
-        spec, MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType)
+        if not slices.IsEmpty then spec, slicesConfig file spec baseModel globals outDType slices extras
+        else
+            let isBase (m: ModelEntry) = Some m.Path = baseModel
+            let line = models |> List.tryHead |> Option.map (fun m -> m.Line) |> Option.defaultValue 1
+            let need what = raise (ConfigError $"{file}:{line}: {spec.Name} {what}")
+            let experts, baseUsed =
+                match spec.Family with
+                | Linear ->
+                    if baseModel.IsSome && not (models |> List.exists isBase) then
+                        need "merges only the listed models: list base_model under models with a weight, or remove base_model"
+                    models, None
+                | Gta _ | ModelStockMethod | SlerpMethod | SceMethod | NearSwapMethod | ArceeFusionMethod ->
+                    if baseModel.IsNone then need "needs base_model"
+                    models |> List.filter (isBase >> not), baseModel
+                | NuSlerpMethod | MultiSlerpMethod -> models |> List.filter (isBase >> not), baseModel
+                | KarcherMethod ->
+                    // mergekit averages every input, the base included (listed or not).
+                    let listed = models |> List.exists isBase
+                    match baseModel with
+                    | Some b when not listed -> { Path = b; Line = line; Parameters = Map.empty } :: models, None
+                    | _ -> models, None
+                | PassthroughMethod ->
+                    if models.Length <> 1 then need $"takes exactly one model ({models.Length} given)"
+                    models, None
+            match spec.Family, experts.Length with
+            | (SlerpMethod | NearSwapMethod | ArceeFusionMethod), n when n <> 1 -> need $"takes the base model and exactly one other model ({n} others given)"
+            | NuSlerpMethod, n when n <> 2 -> need $"takes exactly two models besides an optional base ({n} given)"
+            | (SceMethod | MultiSlerpMethod), 0 -> need "needs at least one model besides the base"
+            | KarcherMethod, n when n < 2 -> need $"needs at least two models ({n} given)"
+            | ModelStockMethod, n when n < 2 -> need $"needs at least two models besides the base ({n} given)"
+            | (Gta _ | Linear), 0 -> need "needs at least one model besides the base"
+            | _ -> ()
+            spec, MergekitConfig(file, spec.Name, baseUsed, experts, globals, outDType, [], extras)
 
     let parse (file: string) (text: string) =
         try
@@ -452,7 +625,9 @@ module MergekitConfig =
             match s with
             | Filtered cs -> cs |> List.collect (fun (f, v) -> (match f with Some f when f <> "*" && f <> "" -> [ f ] | _ -> []) @ fs v)
             | _ -> []
-        (Seq.toList config.Globals.Values @ (config.Entries |> List.collect (fun m -> Seq.toList m.Parameters.Values)))
+        (Seq.toList config.Globals.Values
+         @ (config.Entries |> List.collect (fun m -> Seq.toList m.Parameters.Values))
+         @ (config.Slices |> List.collect (fun s -> Seq.toList s.Parameters.Values @ (s.Sources |> List.collect (fun src -> Seq.toList src.Source.Parameters.Values)))))
         |> List.collect fs
         |> List.distinct
 
@@ -604,6 +779,7 @@ module MergekitConfig =
         | TPassthrough x -> tensor x |> Recipe.passthrough
         | TRescaleL1(x, r) -> tensor x |> Recipe.rescaleL1 (tensor r)
         | TCombine(c, s) -> stack s |> combinerOf c
+        | TShift(d, x) -> tensor x |> Recipe.shiftLayers d
         | _ -> invalidOp $"not a tensor term: {t}"
 
     and private stack (t: Term) : Stack =
@@ -616,6 +792,7 @@ module MergekitConfig =
         | TElect s -> stack s |> Recipe.electSignWith Mass PositiveSign
         | TScale(f, x) -> stack x |> Recipe.scale f
         | TRescaleL1(x, r) -> stack x |> Recipe.rescaleL1 (stack r)
+        | TShift(d, x) -> stack x |> Recipe.shiftLayers d
         | _ -> invalidOp $"not a stack term: {t}"
 
     let private fnum (x: float) =
@@ -666,6 +843,7 @@ module MergekitConfig =
         | TPassthrough x -> step x "Recipe.passthrough"
         | TRescaleL1(x, r) -> step x ("Recipe.rescaleL1 (" + String.Join(" ", lines r) + ")")
         | TCombine(c, x) -> step x (combText c)
+        | TShift(d, x) -> step x (if d < 0 then $"Recipe.shiftLayers ({d})" else $"Recipe.shiftLayers {d}")
 
     /// The regex (without "re:") of the names in a cell: the first `.N.` of the name is the layer,
     /// as the compiler's layer index reads it; filters are substrings, as in mergekit.
@@ -682,11 +860,116 @@ module MergekitConfig =
                 | Some i -> $@"(?:(?!\.\d+\.).)*\.{i}\..*"
         lookaheads + layer
 
+    /// The term with the method's experts replaced by a slice's sources (a pick of a listed stack is its item).
+    let rec private substitute (experts: Term) (t: Term) : Term =
+        let sub = substitute experts
+        match t with
+        | TExperts -> experts
+        | TPick(i, TExperts) -> (match experts with TStackOf items -> items[i] | e -> TPick(i, e))
+        | TBase -> TBase
+        | TTaskVectors x -> TTaskVectors(sub x)
+        | TPick(i, x) -> TPick(i, sub x)
+        | TStackOf xs -> TStackOf(List.map sub xs)
+        | TWithBase x -> TWithBase(sub x)
+        | TSparsify(sp, x) -> TSparsify(sp, sub x)
+        | TElect x -> TElect(sub x)
+        | TScale(f, x) -> TScale(f, sub x)
+        | TSum x -> TSum(sub x)
+        | TWeighted(ws, x) -> TWeighted(ws, sub x)
+        | TDisjointWeighted(ws, x) -> TDisjointWeighted(ws, sub x)
+        | TAddToBase x -> TAddToBase(sub x)
+        | TSlerp(v, x) -> TSlerp(v, sub x)
+        | TModelStock x -> TModelStock(sub x)
+        | TPassthrough x -> TPassthrough(sub x)
+        | TShift(d, x) -> TShift(d, sub x)
+        | TRescaleL1(x, r) -> TRescaleL1(sub x, sub r)
+        | TCombine(c, x) -> TCombine(c, sub x)
+
+    /// A setting looked up first in `first`, then (where it is absent or its filters all miss) in `fallback`,
+    /// as mergekit's ConfigReader does: source parameters, then the slice's, then the top level.
+    let private overlay (first: Map<string, Setting>) (fallback: Map<string, Setting>) =
+        fallback
+        |> Map.fold
+            (fun (acc: Map<string, Setting>) k v ->
+                match acc.TryFind k with
+                | None -> acc.Add(k, v)
+                | Some(Filtered cs) -> acc.Add(k, Filtered(cs @ [ None, v ]))
+                | Some _ -> acc)
+            first
+
+    /// Which tensors of the output a slice cell covers.
+    type private Part =
+        | Pre
+        | OutLayer of int
+        | Post
+
+    /// The cells of a slices configuration: mergekit's plan (mergekit/plan.py): output layer j of slice s
+    /// merges layer first + (j − start of s) of each source with t = index in the slice / (length − 1)
+    /// (1 for a one-layer slice); embeddings use the first slice's sources, the other tensors outside the
+    /// layers (final norm, lm_head) the last slice's, both at t = 0.
+    let private sliceCells (spec: MethodSpec) (config: MergekitConfig) (filters: string list) termOf =
+        let subsets = filters |> List.fold (fun acc f -> acc @ (acc |> List.map (Set.add f))) [ Set.empty ]
+        let slices = config.Slices
+        let expertIndex (path: string) = config.Models |> List.findIndex ((=) path)
+        let isBase (src: SliceSource) = Some src.Source.Path = config.Base
+        let termFor (s: SliceDef) (sources: SliceSource list) (outStart: int option) (cell: Cell) =
+            let others = sources |> List.filter (isBase >> not)
+            let sliceConfig =
+                MergekitConfig(
+                    config.File, config.Method, config.Base,
+                    others |> List.map (fun src -> { src.Source with Parameters = overlay src.Source.Parameters s.Parameters }),
+                    overlay s.Parameters config.Globals, config.OutDType, [], (config.Tokenizer, config.ChatTemplate))
+            let offset (src: SliceSource) = match outStart with Some o -> src.First - o | None -> 0
+            let reference = sources |> List.tryFind isBase |> Option.defaultValue sources.Head
+            let shift d x = if d = 0 then x else TShift(d, x)
+            let items = others |> List.map (fun src -> shift (offset src - offset reference) (TPick(expertIndex src.Source.Path, TExperts)))
+            let allExperts = [ for i in 0 .. config.Models.Length - 1 -> TPick(i, TExperts) ]
+            let experts = if items = allExperts then TExperts else TStackOf items
+            let length = (sources.Head.Last - sources.Head.First)
+            shift (offset reference) (substitute experts (termOf spec sliceConfig length cell))
+        let first, last = slices.Head, List.last slices
+        [ for filtersIn in subsets do
+              let pre = termFor first first.Sources None { Layer = None; Filters = filtersIn }
+              // mergekit pairs the last slice's sources with as many entries as the first slice has.
+              let post = termFor last (List.truncate first.Sources.Length last.Sources) None { Layer = None; Filters = filtersIn }
+              yield Pre, filtersIn, pre
+              yield Post, filtersIn, post
+              let mutable start = 0
+              for s in slices do
+                  let length = s.Sources.Head.Last - s.Sources.Head.First
+                  for i in 0 .. length - 1 do
+                      yield OutLayer(start + i), filtersIn, termFor s s.Sources (Some start) { Layer = Some i; Filters = filtersIn }
+                  start <- start + length ]
+
+    let private partPattern (filters: string list) (part: Part) (inFilters: Set<string>) =
+        let lookaheads =
+            filters
+            |> List.map (fun f -> if inFilters.Contains f then $"(?=.*{Regex.Escape f})" else $"(?!.*{Regex.Escape f})")
+            |> String.concat ""
+        let body =
+            match part with
+            | Pre -> @"(?=.*embed)(?!.*\.\d+\.).*"
+            | Post -> @"(?!.*embed)(?!.*\.\d+\.).*"
+            | OutLayer i -> $@"(?:(?!\.\d+\.).)*\.{i}\..*"
+        lookaheads + body
+
     /// Every cell with its term, grouped by equal terms; the most common term becomes the fallback.
     let private build (layerCount: int) (config: MergekitConfig) =
         let spec = methods |> List.find (fun m -> m.Name = config.Method)
         let filters = filtersOf config
         if filters.Length > 8 then raise (ConfigError $"{config.File}: more than 8 distinct filters")
+        if not config.Slices.IsEmpty then
+            let cells = sliceCells spec config filters (termOf config.File)
+            let groups = cells |> List.groupBy (fun (_, _, term) -> term)
+            let fallback, _ = groups |> List.maxBy (fun (_, cs) -> cs.Length)
+            let rules =
+                groups
+                |> List.filter (fun (term, _) -> term <> fallback)
+                |> List.map (fun (term, cs) ->
+                    let ps = cs |> List.map (fun (part, fs, _) -> partPattern filters part fs)
+                    "re:" + (if ps.Length = 1 then ps.Head else "(?:" + String.Join("|", ps) + ")"), term)
+            spec, fallback, rules
+        else
         if config.UsesLayers && layerCount < 1 then raise (ConfigError $"{config.File}: gradients need the number of layers (found none)")
         let layers = if config.UsesLayers then None :: [ for i in 0 .. layerCount - 1 -> Some i ] else [ None ]
         let subsets =
@@ -707,6 +990,7 @@ module MergekitConfig =
     let private parametersOf (config: MergekitConfig) (layerCount: int) =
         [ "config", Path.GetFileName config.File; "semantics", "mergekit" ]
         @ (if config.UsesLayers then [ "layers", string layerCount ] else [])
+        @ (match config.OutputLayers with Some n -> [ "output_layers", string n ] | None -> [])
 
     let toRecipe (layerCount: int) (config: MergekitConfig) =
         try
@@ -715,6 +999,7 @@ module MergekitConfig =
                 match rules with
                 | [] -> Recipe.ofTensor (tensor fallback)
                 | _ -> Recipe.select [ for p, t in rules -> Recipe.rule p (tensor t) ] (tensor fallback)
+            let recipe = match config.OutputLayers with Some n -> Recipe.withLayers n recipe | None -> recipe
             Ok(recipe |> Recipe.named config.Method (parametersOf config layerCount))
         with
         | ConfigError msg -> Error msg
@@ -750,6 +1035,7 @@ module MergekitConfig =
                   ""
                   "let recipe =" ]
                 @ body
+                @ (match config.OutputLayers with Some n -> [ $"    |> Recipe.withLayers {n}" ] | None -> [])
                 @ [
                   $"""    |> Recipe.named {quote config.Method} [ {String.Join("; ", ps)} ]""" ]
             Ok(String.Join("\n", text) + "\n")

@@ -2,6 +2,29 @@ namespace MergeDsl
 
 open MergeDsl.Core.Ir
 
+/// Where the output's tokenizer comes from (mergekit's `tokenizer_source` / `tokenizer.source`).
+type MergekitTokenizerSource =
+    /// The base model's vocabulary; other models' embedding rows are realigned to it by token.
+    | BaseTokenizer
+    /// The union of every model's vocabulary (the base's first).
+    | UnionTokenizer
+    /// This model folder's (full path) tokenizer.
+    | ModelTokenizer of path: string
+
+/// The output tokenizer a configuration asks for.
+type MergekitTokenizer =
+    { /// Which vocabulary.
+      Source: MergekitTokenizerSource
+      /// Round the embedding rows up to a multiple of this (`tokenizer.pad_to_multiple_of`).
+      PadToMultipleOf: int option }
+
+/// One source of a `slices` entry: layers First … Last − 1 of a model folder (full path); Line is its line in the YAML.
+type MergekitLayerRange =
+    { Model: string
+      First: int
+      Last: int
+      Line: int }
+
 /// A mergekit merge configuration (`mergekit-yaml` YAML), parsed and checked: every key, method,
 /// parameter name, value and model folder, before any model file is opened. It translates into an
 /// ordinary MergeDsl recipe (the same IR) that follows mergekit's rules (see docs/mergekit.md).
@@ -17,6 +40,14 @@ type MergekitConfig =
     member Models: string list
     /// Output dtype: `out_dtype`, else `dtype` ("f32", "f16" or "bf16"); None keeps the inputs' dtype.
     member OutDType: string option
+    /// The output tokenizer (`tokenizer_source` or `tokenizer`), if the configuration names one.
+    member Tokenizer: MergekitTokenizer option
+    /// `chat_template`: "auto" (the most common template among the models) or the template text.
+    member ChatTemplate: string option
+    /// The layer ranges of every `slices` source, in order (empty for a `models` configuration).
+    member LayerRanges: MergekitLayerRange list
+    /// The output's number of layers for a `slices` configuration (the sum of the slices' lengths), else None.
+    member OutputLayers: int option
     /// True when some parameter is a gradient, so the recipe depends on the number of layers.
     member UsesLayers: bool
 

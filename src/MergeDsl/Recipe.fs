@@ -129,6 +129,11 @@ module Recipe =
     let addTo (origin: Tensor) (x: Tensor) = mkTensor (Add(origin.Ir, x.Ir))
     let addToBase (x: Tensor) = addTo baseModel x
     let passthrough (source: Tensor) = mkTensor (Passthrough source.Ir)
+    let shiftLayers (offset: int) (value: Value<'Kind>) = Value<'Kind>(ShiftLayers(value.Ir, offset))
+    let layers (first: int) (last: int) =
+        if first < 0 || last <= first then invalidArg "last" $"layers {first} {last}: expected 0 <= first < last"
+        let alternatives = String.concat "|" [ for i in first .. last - 1 -> string i ]
+        $@"re:(?:(?!\.\d+\.).)*\.(?:{alternatives})\..*"
 
     let rule (pattern: string) (expr: Tensor) = Rule(RecipeRule(NamePattern.Parse pattern, expr.Ir))
     let select (rules: Rule list) (fallback: Tensor) = MergeRecipe([| for r in rules -> r.Ir |], fallback.Ir)
@@ -136,4 +141,5 @@ module Recipe =
     let onExperts (labels: string list) (recipe: MergeRecipe) = recipe.WithExperts(Array.ofList labels)
     let named (name: string) (parameters: (string * string) list) (recipe: MergeRecipe) =
         recipe.WithName(name, readOnlyDict parameters)
+    let withLayers (count: int) (recipe: MergeRecipe) = recipe.WithOutputLayers(System.Nullable count)
     let describe (recipe: MergeRecipe) = recipe.Describe()

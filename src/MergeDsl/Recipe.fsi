@@ -202,6 +202,17 @@ module Recipe =
     /// Copy a tensor unchanged (its own dtype).
     val passthrough: source: Tensor -> Tensor
 
+    // ---- layers ----
+    /// The value read `offset` layers further on: every input inside reads the tensor whose layer index
+    /// (the first `.N.` of the name) is the parameter's plus `offset`; nested shifts add up. With
+    /// `withLayers` it stacks and renumbers layers (a frankenmerge):
+    /// select [ rule (layers 2 4) (model "B" |> shiftLayers -1 |> passthrough) ] (model "A" |> passthrough) |> withLayers 4
+    /// (A's layers 0-1, then B's layers 1-2 as layers 2-3).
+    val shiftLayers: offset: int -> value: Value<'Kind> -> Value<'Kind>
+    /// A regex rule pattern ("re:…") for the parameters of layers first … last − 1 (the first `.N.` of the name),
+    /// e.g. `layers 2 4` for model.layers.2.* and model.layers.3.*.
+    val layers: first: int -> last: int -> string
+
     // ---- whole recipes ----
     /// A rule: parameters whose name matches (glob, or "re:" regex) use the expression.
     val rule: pattern: string -> expr: Tensor -> Rule
@@ -213,5 +224,9 @@ module Recipe =
     val onExperts: labels: string list -> recipe: MergeRecipe -> MergeRecipe
     /// Name the recipe and record its parameters (stored in the output metadata).
     val named: name: string -> parameters: (string * string) list -> recipe: MergeRecipe -> MergeRecipe
+    /// The output has `count` layers, 0 … count − 1: the reference model's (base, else first expert's) tensors
+    /// outside the layers and its layer-0 tensors renumbered for each output layer; the inputs may have other
+    /// depths (pair it with `shiftLayers` rules; every tensor read must exist, checked from the headers).
+    val withLayers: count: int -> recipe: MergeRecipe -> MergeRecipe
     /// Canonical text of a recipe.
     val describe: recipe: MergeRecipe -> string

@@ -338,8 +338,8 @@ let tests =
                 expectError "merge_method: ram\nmodels:\n  - model: a\n" [ ":1:"; "not supported yet" ]
                 expectError "merge_method: ties\nmodels:\n  - model: a\n" [ "needs base_model" ]
                 expectError "merge_method: slerp\nbase_model: base\nmodels:\n  - model: a\n  - model: b\nparameters:\n  t: 0.5\n" [ "exactly one other model" ]
-                expectError "merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n" [ ":2:"; "slices are not supported yet" ]
-                expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\ntokenizer_source: union\n" [ ":5:"; "tokenizer_source"; "not supported yet" ]
+                expectError "merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n" [ ":4:"; "slices[0].sources[0]: 'layer_range' is missing" ]
+                expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\nembed_slerp: true\n" [ ":5:"; "embed_slerp"; "not supported" ]
                 expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: org/some-model\n" [ ":4:"; "org/some-model: not in the Hugging Face cache" ]
                 expectError "merge_method: ties\nbase_model: base\nmodels:\n  - model: a+lora\n" [ ":4:"; "a+lora: lora: no such adapter folder or file"; "not in the Hugging Face cache" ]
             }

@@ -21,10 +21,10 @@ let private loadConfig (path: string) =
     | Ok c -> c
     | Error msg -> raise (UsageError msg)
 
-/// Layers of the first model the recipe reads (the base when there is one), counted from its
-/// tensor names as the compiler counts them (1 + the largest first `.N.` index); headers only.
-let private layerCount (config: MergekitConfig) =
-    let path = (config.Base |> Option.defaultWith (fun () -> List.head config.Models)) |> MergeDsl.Cli.Jobs.JobInputs.modelFolder "base_model"
+/// Layers of a model folder, counted from its tensor names as the compiler counts them (1 + the
+/// largest first `.N.` index); headers only.
+let private layersOf (reference: string) =
+    let path = reference |> MergeDsl.Cli.Jobs.JobInputs.modelFolder "model"
     use c =
         try Checkpoint.Open path
         with
@@ -32,10 +32,39 @@ let private layerCount (config: MergekitConfig) =
         | :? IO.IOException as e -> raise (UsageError $"{path}: not a checkpoint ({e.Message})")
     1 + (c.Tensors |> Seq.map (fun t -> ScaleResolver.LayerIndex t.Name |> Option.ofNullable |> Option.defaultValue -1) |> Seq.fold max -1)
 
+/// Layers of the first model the recipe reads (the base when there is one).
+let private layerCount (config: MergekitConfig) =
+    layersOf (config.Base |> Option.defaultWith (fun () -> List.head config.Models))
+
+/// Every `slices` source's layer_range lies inside its model (headers only, before anything is merged).
+let private checkLayerRanges (config: MergekitConfig) =
+    let depth = Collections.Generic.Dictionary<string, int>()
+    for r in config.LayerRanges do
+        if not (depth.ContainsKey r.Model) then depth[r.Model] <- layersOf r.Model
+        let n = depth[r.Model]
+        if r.Last > n then
+            raise (UsageError $"{config.File}:{r.Line}: layer_range [{r.First}, {r.Last}] is outside '{r.Model}', which has {n} layers (0 … {n - 1}; the end is exclusive)")
+
 let private layersFor (config: MergekitConfig) (given: int option) =
     match given with
     | Some n -> n
     | None -> if config.UsesLayers then layerCount config else 0
+
+/// The output tokenizer the configuration asks for (None: the base's files are copied as for any merge).
+let private tokenizerOf (config: MergekitConfig) : OutputTokenizer.Request option =
+    let kind, model =
+        match config.Tokenizer |> Option.map (fun t -> t.Source) with
+        | None -> None, None
+        | Some BaseTokenizer -> Some MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerSourceKind.Base, None
+        | Some UnionTokenizer -> Some MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerSourceKind.Union, None
+        | Some(ModelTokenizer p) -> Some MergeDsl.Core.Models.Decoder.Tokenizers.TokenizerSourceKind.Model, Some p
+    if kind.IsNone && config.ChatTemplate.IsNone then None
+    else
+        Some
+            { Source = kind
+              SourceModel = model
+              PadToMultipleOf = config.Tokenizer |> Option.bind (fun t -> t.PadToMultipleOf)
+              ChatTemplate = config.ChatTemplate }
 
 /// The request for a mergekit configuration: its recipe, models and dtype replace the command line's.
 let apply (req: MergeJob.Request) (path: string) : MergeJob.Request =
@@ -44,6 +73,7 @@ let apply (req: MergeJob.Request) (path: string) : MergeJob.Request =
     if not req.Settings.IsEmpty then
         raise (UsageError $"--set {fst req.Settings.Head}: a mergekit configuration takes its parameters from the YAML")
     let config = loadConfig path
+    checkLayerRanges config
     let recipe =
         match MergekitConfig.toRecipe (layersFor config None) config with
         | Ok r -> r
@@ -52,7 +82,8 @@ let apply (req: MergeJob.Request) (path: string) : MergeJob.Request =
         Recipe = JobInputs.Given(recipe, path)
         Base = config.Base
         Models = config.Models
-        DType = (match req.DType with Some d -> Some d | None -> config.OutDType) }
+        DType = (match req.DType with Some d -> Some d | None -> config.OutDType)
+        Tokenizer = tokenizerOf config }
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Config of config: string
@@ -71,6 +102,7 @@ let run (args: ParseResults<Args>) : int =
     let path = args.GetResult Config
     if not (isConfig path) then raise (UsageError $"{path}: expected a .yml or .yaml mergekit configuration")
     let config = loadConfig path
+    checkLayerRanges config
     match args.TryGetResult Layers with
     | Some n when n < 1 -> raise (UsageError $"--layers: {n} is not a positive number of layers")
     | _ -> ()

@@ -45,12 +45,15 @@ type Request =
       /// --resume: continue the verified shards of a killed run of the same merge.
       Resume: bool
       /// --max-memory: a cap on the executor's budgets, checked against the plan.
-      MaxMemory: string option }
+      MaxMemory: string option
+      /// The output tokenizer a mergekit configuration asks for (vocabulary alignment, chat template).
+      Tokenizer: OutputTokenizer.Request option }
+
 
     static member Default =
         { Recipe = JobInputs.BuiltIn "average"; Base = None; Models = []; Out = None; Settings = []; Device = "auto"
           DType = None; ShardSize = None; Seed = None; AllowNonFinite = false; MissingFromBase = false; Force = false; Quiet = false
-          CommandLine = ""; Share = Whole; Resume = false; MaxMemory = None }
+          CommandLine = ""; Share = Whole; Resume = false; MaxMemory = None; Tokenizer = None }
 
 /// What a finished merge reports (also the --json summary).
 type Summary =
@@ -139,12 +142,16 @@ let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) 
     let device = DeviceChoice.Resolve deviceChoice
     let opened = JobInputs.openAll { Base = req.Base; Models = req.Models; Out = req.Out; Force = req.Force }
     try
-        let plan = Compiler.Compile(resolved.Recipe, labels opened req, CompileOptions(OutputDType = Option.toNullable dtype, TakeMissingFromBase = req.MissingFromBase))
+        let tokenizer = OutputTokenizer.prepare req.Tokenizer (labels opened req)
+        let plan = Compiler.Compile(resolved.Recipe, tokenizer.Inputs, CompileOptions(OutputDType = Option.toNullable dtype, TakeMissingFromBase = req.MissingFromBase))
         let options = MergeOptions(Device = device, Seed = defaultArg resolved.Seed 0L, AllowNonFinite = req.AllowNonFinite)
         // Checked here, so `plan` reports a cap too small for the largest tensor before anything is read.
         let options = match req.MaxMemory with Some m -> MemoryCap.Apply(plan, options, parseMemory m) | None -> options
         let writerOptions =
-            CheckpointWriterOptions(MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes))
+            CheckpointWriterOptions(
+                MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes),
+                CopyFilesFrom = Option.toObj tokenizer.CopyFrom,
+                ExtraFiles = readOnlyDict (Map.toList tokenizer.Files))
         { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions
           Output = output }
     with _ ->
@@ -209,7 +216,9 @@ let private writerOptionsWith (p: Prepared) (output: OutputFolder) (identity: st
     let prov = provenance p
     CheckpointWriterOptions(
         Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = readOnlyDict (ModelCard.metadata prov),
-        ExtraFiles = readOnlyDict [ "README.md", ModelCard.render prov ], Resume = p.Request.Resume, RunIdentity = identity,
+        CopyFilesFrom = p.WriterOptions.CopyFilesFrom,
+        ExtraFiles = readOnlyDict ([ for kv in p.WriterOptions.ExtraFiles -> kv.Key, kv.Value ] @ [ "README.md", ModelCard.render prov ]),
+        Resume = p.Request.Resume, RunIdentity = identity,
         ShardCompleted = (holdAfterShards () |> Option.map (fun f -> Action<ShardRecord> f) |> Option.toObj))
 
 /// The writer options of a prepared merge with its run identity.

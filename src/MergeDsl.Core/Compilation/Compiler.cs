@@ -30,14 +30,17 @@ public static class Compiler
 
         var ctx = new Context(recipe, models, inputs.Base is not null, experts.Count, options);
         var reference = models[0];
-        CheckTensorSets(ctx);
+        var outputs = OutputTensors(recipe, reference);
+        // Restacked layers read other layers of models of other depths: each read checks its own tensor instead.
+        if (recipe.OutputLayers is null) CheckTensorSets(ctx);
 
+        var outputNames = outputs.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var rule in recipe.Rules.Where(r => r.Pattern.IsLiteral))
-            if (!reference.Source.TryGetInfo(rule.Pattern.Text, out _))
-                throw new RecipeException(rule.Pattern.Text, $"unknown parameter: rule '{rule.Pattern.Text}' names no tensor of {Role(ctx, 0)} '{reference.Label}'");
+            if (!outputNames.Contains(rule.Pattern.Text))
+                throw new RecipeException(rule.Pattern.Text, $"unknown parameter: rule '{rule.Pattern.Text}' names no tensor of {(recipe.OutputLayers is null ? $"{Role(ctx, 0)} '{reference.Label}'" : "the output")}");
 
         var tensors = new List<TensorPlan>();
-        foreach (var info in reference.Source.Tensors)
+        foreach (var info in outputs)
             tensors.Add(CompileTensor(ctx, info, tensors.Count));
 
         var groups = ctx.Groups.Select((g, i) => new GlobalGroup(i, g.Key, g.Density, g.Members)
@@ -46,6 +49,29 @@ public static class Compiler
             DependsOn = g.DependsOn.Order().ToList(),
         }).ToList();
         return new MergePlan(recipe, models, inputs.Base is not null, tensors, groups);
+    }
+
+    /// <summary>
+    /// The output's tensors in write order, each with the shape and dtype it is checked against: the reference
+    /// model's tensors, or with <see cref="MergeRecipe.OutputLayers"/> its tensors outside the layers (names with
+    /// "embed" first, the others last, as mergekit writes embeddings, layers, final norm and head) around its
+    /// layer-0 tensors renumbered for every output layer. Headers only.
+    /// </summary>
+    public static IReadOnlyList<TensorInfo> OutputTensors(MergeRecipe recipe, NamedSource reference)
+    {
+        var all = reference.Source.Tensors;
+        if (recipe.OutputLayers is not { } n) return all;
+        if (n < 1) throw new RecipeException($"output layers: {n} is not a positive number of layers");
+        var layer0 = all.Where(t => ScaleResolver.LayerIndex(t.Name) == 0).ToList();
+        if (layer0.Count == 0)
+            throw new RecipeException($"output layers: '{reference.Label}' has no layer 0 (no tensor named like 'model.layers.0.…') to repeat");
+        var outside = all.Where(t => ScaleResolver.LayerIndex(t.Name) is null).ToList();
+        bool IsEmbedding(TensorInfo t) => t.Name.Contains("embed", StringComparison.Ordinal);
+        var result = outside.Where(IsEmbedding).ToList();
+        for (int layer = 0; layer < n; layer++)
+            result.AddRange(layer0.Select(t => t with { Name = ScaleResolver.ShiftLayer(t.Name, layer)! }));
+        result.AddRange(outside.Where(t => !IsEmbedding(t)));
+        return result;
     }
 
     /// <summary>
@@ -114,7 +140,7 @@ public static class Compiler
         /// <summary>Tensors copied from the base because an expert lacks them, with the reason shown as their rule.</summary>
         public Dictionary<string, string> FromBase { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, int> GroupByKey { get; } = [];
-        public int LayerCount { get; } = 1 + models[0].Source.Tensors.Select(t => ScaleResolver.LayerIndex(t.Name) ?? -1).DefaultIfEmpty(-1).Max();
+        public int LayerCount { get; } = recipe.OutputLayers ?? 1 + models[0].Source.Tensors.Select(t => ScaleResolver.LayerIndex(t.Name) ?? -1).DefaultIfEmpty(-1).Max();
     }
 
     static TensorPlan CompileTensor(Context ctx, TensorInfo refInfo, int tensorIndex)
@@ -145,15 +171,15 @@ public static class Compiler
         {
             if (expr.Kind != ValueKind.Tensor)
                 throw new RecipeException(refInfo.Name, $"rule '{ruleText}' yields a stack, but a parameter needs a tensor (reduce it with sum, mean, ...): {expr}");
-            output = expr is Passthrough top ? b.PassthroughNode(top) : b.Lower(expr);
+            output = b.Top(expr);
             var outNode = b.Nodes[output];
             outDType = outNode.Op == OpKind.Load
-                ? (IsMergeable(b.LoadedDType(outNode.Model)) ? ctx.Options.OutputDType ?? b.LoadedDType(outNode.Model) : b.LoadedDType(outNode.Model))
+                ? (IsMergeable(b.LoadedDType(outNode)) ? ctx.Options.OutputDType ?? b.LoadedDType(outNode) : b.LoadedDType(outNode))
                 : ctx.Options.OutputDType ?? refInfo.DType;
         }
         var nodes = b.Nodes.ToList();
         nodes = Prune(nodes, output, out output, b.GlobalNodes, ctx, tensorIndex);
-        long inputBytes = nodes.Where(n => n.Op == OpKind.Load).Sum(n => b.LoadBytes(n.Model));
+        long inputBytes = nodes.Where(n => n.Op == OpKind.Load).Sum(b.LoadBytes);
         return new TensorPlan(refInfo.Name, refInfo.Shape, outDType, nodes, output, ruleText) { InputBytes = inputBytes, InputDType = refInfo.DType };
     }
 
@@ -191,8 +217,10 @@ public static class Compiler
         public List<(int Node, int Group)> GlobalNodes { get; } = [];
         string Name => refInfo.Name;
         int TensorIndex => tensorIndex;
+        /// <summary>The tensor inputs are read from: the parameter's own name, unless inside <see cref="ShiftLayers"/>.</summary>
+        string readName = refInfo.Name;
 
-        RecipeException Error(string problem) => new(Name, problem);
+        RecipeException Error(string problem) => new(Name, readName == Name ? problem : $"{problem} (reading {readName})");
 
         int Add(OpKind op, ValueKind kind, int[] inputs, string extra, Func<PlanNode, PlanNode>? init = null)
         {
@@ -205,24 +233,27 @@ public static class Compiler
             return node.Id;
         }
 
-        TensorInfo InfoOf(int model)
+        TensorInfo InfoOf(int model, string? name = null)
         {
             var m = ctx.Models[model];
-            if (!m.Source.TryGetInfo(Name, out var info))
+            if (!m.Source.TryGetInfo(name ?? readName, out var info))
                 throw Error($"missing from {Role(ctx, model)} '{m.Label}'");
             return info;
         }
 
-        public DType LoadedDType(int model) => InfoOf(model).DType;
-        public long LoadBytes(int model) => InfoOf(model).ByteLength;
+        /// <summary>The stored dtype a load node reads.</summary>
+        public DType LoadedDType(PlanNode load) => InfoOf(load.Model, load.Source ?? Name).DType;
+        /// <summary>The bytes a load node reads.</summary>
+        public long LoadBytes(PlanNode load) => InfoOf(load.Model, load.Source ?? Name).ByteLength;
 
         /// <summary>The raw tensor (raw: true) or its compute-dtype cast.</summary>
         public int Load(int model, bool raw = false)
         {
             var info = InfoOf(model);
             if (!info.Shape.SequenceEqual(refInfo.Shape))
-                throw Error($"shape {info.ShapeText} in {Role(ctx, model)} '{ctx.Models[model].Label}' differs from {refInfo.ShapeText} in {Role(ctx, 0)} '{ctx.Models[0].Label}'");
-            int load = Add(OpKind.Load, ValueKind.Tensor, [], model.ToString(CultureInfo.InvariantCulture), n => n with { Model = model });
+                throw Error($"shape {info.ShapeText} in {Role(ctx, model)} '{ctx.Models[model].Label}' differs from {refInfo.ShapeText} in {Role(ctx, 0)} '{ctx.Models[0].Label}'{(ctx.Recipe.OutputLayers is null ? "" : " (its layer 0: every output layer has that shape)")}");
+            string? source = readName == Name ? null : readName;
+            int load = Add(OpKind.Load, ValueKind.Tensor, [], $"{model.ToString(CultureInfo.InvariantCulture)}@{readName}", n => n with { Model = model, Source = source });
             if (raw) return load;
             if (!IsMergeable(info.DType))
                 throw Error($"dtype {DTypes.ToSafetensorsName(info.DType)} in {Role(ctx, model)} '{ctx.Models[model].Label}' cannot be merged (only F64, F32, F16, BF16)");
@@ -284,8 +315,22 @@ public static class Compiler
             RescaleL1 r => RescaleL1Node(r),
             ModelStock m => ModelStockNode(m),
             Passthrough p => ExpectTensor(p.Source, "passthrough"),
+            ShiftLayers s => Shifted(s, () => Lower(s.Value)),
             _ => throw Error($"unknown expression {e.GetType().Name}"),
         };
+
+        /// <summary>Lowers with inputs read <see cref="ShiftLayers.Offset"/> layers further on.</summary>
+        int Shifted(ShiftLayers s, Func<int> lower)
+        {
+            string? shifted = ScaleResolver.ShiftLayer(readName, s.Offset);
+            if (shifted is null) throw Error($"shiftLayers {s.Offset}: the parameter is outside the layers (no '.N.' in its name)");
+            if (ScaleResolver.LayerIndex(shifted) < 0)
+                throw Error($"shiftLayers {s.Offset}: layer {ScaleResolver.LayerIndex(readName)} {s.Offset:+0;-0} is before layer 0");
+            string saved = readName;
+            readName = shifted;
+            try { return lower(); }
+            finally { readName = saved; }
+        }
 
         int ModelIndex(string label)
         {
@@ -512,12 +557,21 @@ public static class Compiler
             return Add(OpKind.ModelStock, ValueKind.Tensor, [st, b], "");
         }
 
+        /// <summary>The output expression: a passthrough at the top (under layer shifts only) copies the stored tensor.</summary>
+        public int Top(Expr e) => e switch
+        {
+            Passthrough p => PassthroughNode(p),
+            ShiftLayers s => Shifted(s, () => Top(s.Value)),
+            _ => Lower(e),
+        };
+
         /// <summary>A top-level passthrough copies the stored tensor; anything else is just its source.</summary>
-        public int PassthroughNode(Passthrough p) => p.Source switch
+        int PassthroughNode(Passthrough p) => p.Source switch
         {
             BaseModel => Load(BaseIndex(), raw: true),
             ModelTensor m => Load(ModelIndex(m.Model), raw: true),
             Pick { Stack: Experts } pk when pk.Index >= 0 && pk.Index < ctx.ExpertCount => Load((ctx.HasBase ? 1 : 0) + pk.Index, raw: true),
+            ShiftLayers s => Shifted(s, () => PassthroughNode(new Passthrough(s.Value))),
             _ => ExpectTensor(p.Source, "passthrough"),
         };
     }

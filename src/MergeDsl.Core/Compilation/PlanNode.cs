@@ -62,6 +62,8 @@ public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<i
 {
     /// <summary>Model index for <see cref="OpKind.Load"/> (0 = base when there is one, then the experts).</summary>
     public int Model { get; init; } = -1;
+    /// <summary>The tensor a <see cref="OpKind.Load"/> reads when it is not the plan's own name (restacked layers).</summary>
+    public string? Source { get; init; }
     /// <summary>Stack entry for <see cref="OpKind.Pick"/>; stack position (seeding, global thresholds) for sparsifiers.</summary>
     public int Index { get; init; }
     /// <summary>Scale factor or interpolation t.</summary>
@@ -87,7 +89,7 @@ public sealed record PlanNode(int Id, OpKind Op, ValueKind Kind, IReadOnlyList<i
         string args = string.Join(" ", Inputs.Select(i => $"%{i}"));
         string extra = Op switch
         {
-            OpKind.Load => $"model#{Model}",
+            OpKind.Load => Source is null ? $"model#{Model}" : $"model#{Model} {Source}",
             OpKind.Pick => $"[{Index}]",
             OpKind.Scale => ExprText.Num(Scalar),
             OpKind.Lerp or OpKind.Slerp => $"t={ExprText.Num(Scalar)}",

@@ -16,6 +16,15 @@ public static partial class ScaleResolver
         return m.Success && int.TryParse(m.Groups[1].Value, out int i) ? i : null;
     }
 
+    /// <summary>The name with its layer index (the first <c>.N.</c>) plus <paramref name="offset"/>, or null outside the layers.</summary>
+    public static string? ShiftLayer(string name, int offset)
+    {
+        var m = LayerIndexRegex().Match(name);
+        if (!m.Success || !int.TryParse(m.Groups[1].Value, out int i)) return null;
+        var g = m.Groups[1];
+        return string.Concat(name.AsSpan(0, g.Index), (i + offset).ToString(System.Globalization.CultureInfo.InvariantCulture), name.AsSpan(g.Index + g.Length));
+    }
+
     /// <summary>The factor's value for a parameter of a model with <paramref name="layerCount"/> layers.</summary>
     public static double Resolve(ScaleFactor factor, string name, int layerCount) => factor switch
     {

@@ -184,8 +184,9 @@ internal static class GlobalStatistics
             foreach (var n in t.Nodes.Where(n => n.Op == OpKind.Load && needed.Contains(n.Id)))
             {
                 var model = plan.Models[n.Model];
-                loads[n.Id] = Executor.LoadOnDevice(model.Source, t.Name, options);
-                if (!options.AllowNonFinite) FiniteCheck.Input(loads[n.Id], t.Name, model.Label);
+                string name = n.Source ?? t.Name;
+                loads[n.Id] = Executor.LoadOnDevice(model.Source, name, options);
+                if (!options.AllowNonFinite) FiniteCheck.Input(loads[n.Id], name, model.Label);
             }
         }
         catch

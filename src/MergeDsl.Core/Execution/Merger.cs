@@ -73,7 +73,8 @@ public static class Merger
         foreach (var (k, v) in Metadata(plan, options)) metadata[k] = v;
         string? copyFrom = writerOptions.CopyFilesFrom
             ?? plan.Models.Select(m => FolderOf(m.Source)).FirstOrDefault(f => f is not null);
-        return writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom };
+        var extraFiles = WithRewrittenConfig(plan, copyFrom, writerOptions.ExtraFiles);
+        return writerOptions with { Metadata = metadata, CopyFilesFrom = copyFrom, ExtraFiles = extraFiles };
     }
 
     static string? FolderOf(ITensorSource source) => source switch
@@ -82,6 +83,21 @@ public static class Merger
         ICheckpointBacked b => b.Checkpoints[0].Folder,
         _ => null,
     };
+
+    /// <summary>
+    /// The extra files plus the copied folder's config.json rewritten for the written weights (layer count, vocabulary
+    /// size, dtype: <see cref="ConfigRewrite"/>) when it needs a change; extra files are written over copied ones.
+    /// </summary>
+    static IReadOnlyDictionary<string, string> WithRewrittenConfig(MergePlan plan, string? copyFrom, IReadOnlyDictionary<string, string> extra)
+    {
+        if (copyFrom is null || extra.ContainsKey(ConfigRewrite.FileName)) return extra;
+        string path = Path.Combine(copyFrom, ConfigRewrite.FileName);
+        if (!File.Exists(path)) return extra;
+        // A config.json that is not JSON fails the merge with a one-line FormatException naming it.
+        string? text = ConfigRewrite.Rewrite(ModelFiles.ReadText(path, copyFrom), path, plan.Layout, plan.Recipe.OutputLayers);
+        if (text is null) return extra;
+        return new Dictionary<string, string>(extra) { [ConfigRewrite.FileName] = text };
+    }
 }
 
 /// <summary>What <see cref="Merger.Write"/> did.</summary>

@@ -256,3 +256,17 @@ public sealed record RescaleL1(Expr Value, Expr Reference) : Expr
     /// <inheritdoc />
     public override IReadOnlyList<Expr> Children => [Value, Reference];
 }
+
+/// <summary>
+/// The value of the same parameter <paramref name="Offset"/> layers further on: every input read inside
+/// <paramref name="Value"/> reads the tensor whose layer index (the first <c>.N.</c> of the name) is this
+/// parameter's plus <paramref name="Offset"/> (nested shifts add up). With <see cref="MergeRecipe.OutputLayers"/>
+/// this stacks and renumbers layers (frankenmerges, mergekit's slices). A parameter outside the layers cannot be shifted.
+/// </summary>
+public sealed record ShiftLayers(Expr Value, int Offset) : Expr
+{
+    /// <inheritdoc />
+    public override ValueKind Kind => Value.Kind;
+    /// <inheritdoc />
+    public override IReadOnlyList<Expr> Children => [Value];
+}

@@ -33,6 +33,7 @@ public static class ExprText
         RescaleL1 r => $"rescaleL1({Render(r.Value)}, {Render(r.Reference)})",
         ModelStock m => $"modelStock({Render(m.Experts)}, {Render(m.Base)})",
         Passthrough p => $"passthrough({Render(p.Source)})",
+        ShiftLayers s => $"shiftLayers({Render(s.Value)}, {s.Offset.ToString(CultureInfo.InvariantCulture)})",
         _ => throw new ArgumentException($"unknown expression node {e.GetType().Name}"),
     };
 

@@ -22,6 +22,17 @@ public sealed record MergeRecipe(IReadOnlyList<RecipeRule> Rules, Expr Fallback)
     /// </summary>
     public IReadOnlyList<string>? ExpertLabels { get; init; }
 
+    /// <summary>
+    /// The output's number of layers, when it differs from the inputs' (stacked or dropped layers): the output
+    /// holds the reference model's tensors outside the layers and, for each layer 0 … n − 1, the tensors of the
+    /// reference's layer 0 renumbered; inputs may have other layer counts (every tensor an output reads, through
+    /// <see cref="ShiftLayers"/>, must exist). Null: the output has the reference model's tensors.
+    /// </summary>
+    public int? OutputLayers { get; init; }
+
+    /// <summary>A copy whose output has <paramref name="layers"/> layers (see <see cref="OutputLayers"/>).</summary>
+    public MergeRecipe WithOutputLayers(int? layers) => this with { OutputLayers = layers };
+
     /// <summary>A short name of the method (stored in the output's metadata), e.g. <c>ties</c>.</summary>
     public string Name { get; init; } = "custom";
 
@@ -50,6 +61,7 @@ public sealed record MergeRecipe(IReadOnlyList<RecipeRule> Rules, Expr Fallback)
         foreach (var r in Rules) lines.Add($"{r.Pattern.Text} -> {r.Expr}");
         lines.Add($"* (fallback) -> {Fallback}");
         if (ExpertLabels is not null) lines.Add($"experts: {string.Join(", ", ExpertLabels)}");
+        if (OutputLayers is { } n) lines.Add($"output layers: {n}");
         return string.Join("\n", lines);
     }
 }
