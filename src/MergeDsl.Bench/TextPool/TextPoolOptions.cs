@@ -67,7 +67,7 @@ public sealed record TextPoolOptions
                 Width = 32, Layers = 2, Heads = 2, Context = 64, PretrainSteps = 80, PretrainBatch = 8, FineTuneSteps = 40, FineTuneBatch = 8,
                 Sizes = new TextSplitSizes { TrainBytes = 32_768, ValidationBytes = 2_048, TestBytes = 2_048 },
             },
-            TaLambdas = [0.3, 1.0], TiesLambdas = [1.0], TiesDensities = [0.2, 0.5], DareDensities = [0.5],
+            TaLambdas = [0.3, 1.0], TiesLambdas = [0.3, 1.0], TiesDensities = [0.2], DareDensities = [0.5],
         };
     }
 }
