@@ -125,10 +125,7 @@ public static class BenchmarkReports
         foreach (var m in r.Methods)
             sb.AppendLine($"| {m.Method} | {string.Join(" | ", m.Accuracy.Select(F))} | **{F(m.Average)}** | {m.Seconds:F1} |");
         sb.AppendLine();
-        sb.AppendLine("| Stage | seconds |");
-        sb.AppendLine("|---|---:|");
-        foreach (var (s, sec) in r.Stages) sb.AppendLine($"| {s} | {sec:F1} |");
-        sb.AppendLine($"| **total** | **{r.TotalSeconds:F1}** |");
+        sb.Append(StageTable(r.Stages));
         sb.AppendLine();
         var t = Targets(r);
         sb.AppendLine($"- WEMoE recovers {t.GapRecovered * 100:F1}% of the gap between Task Arithmetic and Individual.");
@@ -142,6 +139,17 @@ public static class BenchmarkReports
             sb.AppendLine();
             foreach (var m in notes) sb.AppendLine($"- {m.Method}: {m.Notes}.");
         }
+        return sb.ToString();
+    }
+
+    /// <summary>A Markdown table of stage wall times with their total.</summary>
+    public static string StageTable(IReadOnlyList<(string Stage, double Seconds)> stages)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("| Stage | seconds |");
+        sb.AppendLine("|---|---:|");
+        foreach (var (s, sec) in stages) sb.AppendLine(FormattableString.Invariant($"| {s} | {sec:F1} |"));
+        sb.AppendLine(FormattableString.Invariant($"| **total** | **{stages.Sum(s => s.Seconds):F1}** |"));
         return sb.ToString();
     }
 

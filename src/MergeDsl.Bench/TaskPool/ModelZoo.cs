@@ -96,18 +96,6 @@ public static class ZooBuilder
         };
     }
 
-    static double CosineLr(double peak, int step, int total, int warmup)
-    {
-        if (step < warmup) return peak * (step + 1) / warmup;
-        double p = (double)(step - warmup) / Math.Max(1, total - warmup);
-        return peak * 0.5 * (1 + Math.Cos(Math.PI * p));
-    }
-
-    static void SetLr(OptimizerHelper opt, double lr)
-    {
-        foreach (var g in opt.ParamGroups) g.LearningRate = lr;
-    }
-
     /// <summary>A core CLIP model with CLIP's init (N(0, 0.02) weights, zero biases, unit LayerNorms) from a seeded generator.</summary>
     static ClipVisionModel NewModel(ZooSettings s, Generator gen)
     {
@@ -138,7 +126,7 @@ public static class ZooBuilder
         for (int step = 0; step < s.PretrainSteps; step++)
         {
             using var scope = NewDisposeScope();
-            SetLr(opt, CosineLr(s.PretrainLr, step, s.PretrainSteps, Math.Max(1, s.PretrainSteps / 20)));
+            TrainingSchedule.SetLr(opt, TrainingSchedule.CosineLr(s.PretrainLr, step, s.PretrainSteps, Math.Max(1, s.PretrainSteps / 20)));
             var (xd, yd) = digits.TrainBatch(rng, half);
             var (xf, yf) = fashion.TrainBatch(rng, s.PretrainBatch - half);
             var x = cat([xd, xf], 0);
@@ -213,7 +201,7 @@ public static class ZooBuilder
         for (int step = 0; step < s.FineTuneSteps; step++)
         {
             using var scope = NewDisposeScope();
-            SetLr(opt, s.FineTuneLr * Math.Min(1.0, (step + 1) / 20.0));
+            TrainingSchedule.SetLr(opt, s.FineTuneLr * Math.Min(1.0, (step + 1) / 20.0));
             var (x, y) = task.TrainBatch(rng, s.FineTuneBatch);
             var loss = nn.functional.cross_entropy(h.forward(model.forward(x)), y);
             opt.zero_grad();

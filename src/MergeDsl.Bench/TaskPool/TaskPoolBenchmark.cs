@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using MergeDsl.Core.Adaptation;
@@ -177,9 +176,8 @@ public static class TaskPoolBenchmark
     public static BenchmarkResult Run(BenchmarkOptions o)
     {
         var log = o.Log ?? (_ => { });
-        var stages = new List<(string, double)>();
-        var sw = Stopwatch.StartNew();
-        void Stage(string name) { stages.Add((name, sw.Elapsed.TotalSeconds)); log($"[{name}] {sw.Elapsed.TotalSeconds:F1} s"); sw.Restart(); }
+        var clock = new StageClock(log);
+        var Stage = clock.Stage;
 
         // Data
         var store = new DataStore(o.DataRoot);
@@ -217,7 +215,7 @@ public static class TaskPoolBenchmark
                 ["zoo_train_seconds"] = JsonSerializer.Serialize(zoo.TrainSeconds),
             };
             var ordered = MethodOrder.SelectMany(m => rows.Methods.Where(r => r.Method == m)).ToList();
-            return new BenchmarkResult(specs.Select(t => t.Name).ToList(), ordered, stages, MachineDescription(), o.Quick,
+            return new BenchmarkResult(specs.Select(t => t.Name).ToList(), ordered, clock.Stages, MachineDescription(), o.Quick,
                 zoo.Folder, zoo.FromCache, settings);
         }
         finally

@@ -53,6 +53,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None); Hidden>] Stream_Step of ParseResults<StepArgs>
     | [<CliPrefix(CliPrefix.None)>] Taskpool of ParseResults<Taskpool.Args>
     | [<CliPrefix(CliPrefix.None)>] Decoder of ParseResults<BenchDecoder.Args>
+    | [<CliPrefix(CliPrefix.None)>] Textpool of ParseResults<Textpool.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -61,6 +62,7 @@ type Args =
             | Stream_Step _ -> "(internal) one measured step, run in a child process."
             | Decoder _ -> "decoder LLM runtime: scoring and KV-cache generation tokens/s, peak memory (tiny and ~100M Llama)."
             | Taskpool _ -> "merge-method benchmark on real data (MNIST/Fashion tasks, tiny CLIP): table, JSON, Markdown, PNG."
+            | Textpool _ -> "merge-method benchmark on real text (Debian fortunes, KJV, C headers, man pages; tiny byte-level Llama): bits per byte."
 
 /// One measured step, as the child reports it on its last stdout line.
 type StepResult =
@@ -206,6 +208,7 @@ let run (args: ParseResults<Args>) : int =
     | _, Some s, _ -> streamStep s
     | _, _, Some t -> Taskpool.run t
     | None, None, None ->
-        match args.TryGetResult Decoder with
-        | Some d -> BenchDecoder.run d
-        | None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool or decoder")
+        match args.TryGetResult Decoder, args.TryGetResult Textpool with
+        | Some d, _ -> BenchDecoder.run d
+        | _, Some t -> Textpool.run t
+        | None, None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool or decoder")

@@ -68,37 +68,15 @@ let printTable (r: BenchmarkResult) =
 
 /// Grouped bars: per method, one bar per task and a dark bar for the average.
 let writePlot (r: BenchmarkResult) (path: string) =
-    use plot = new ScottPlot.Plot()
-    let palette = ScottPlot.Palettes.Category10()
-    let groupWidth = float r.Tasks.Count + 2.0
-    let bars = Collections.Generic.List<ScottPlot.Bar>()
-    r.Methods
-    |> Seq.iteri (fun mi m ->
-        let x0 = float mi * groupWidth
-        m.Accuracy
-        |> Seq.iteri (fun ti a ->
-            bars.Add(ScottPlot.Bar(Position = x0 + float ti, Value = a, FillColor = palette.GetColor ti)))
-        bars.Add(ScottPlot.Bar(Position = x0 + float r.Tasks.Count, Value = m.Average, FillColor = ScottPlot.Colors.Black)))
-    plot.Add.Bars(bars) |> ignore
-    r.Tasks
-    |> Seq.iteri (fun ti t ->
-        let legend = ScottPlot.LegendItem(LabelText = t, FillColor = palette.GetColor ti)
-        plot.Legend.ManualItems.Add legend)
-    plot.Legend.ManualItems.Add(ScottPlot.LegendItem(LabelText = "average", FillColor = ScottPlot.Colors.Black))
-    plot.Legend.Alignment <- ScottPlot.Alignment.UpperCenter
-    plot.Legend.Orientation <- ScottPlot.Orientation.Horizontal
-    let ticks =
-        r.Methods
-        |> Seq.mapi (fun mi m -> ScottPlot.Tick(float mi * groupWidth + float r.Tasks.Count / 2.0, m.Method))
-        |> Seq.toArray
-    plot.Axes.Bottom.TickGenerator <- ScottPlot.TickGenerators.NumericManual(ticks)
-    plot.Axes.Bottom.TickLabelStyle.Rotation <- 30.0f
-    plot.Axes.Bottom.TickLabelStyle.Alignment <- ScottPlot.Alignment.MiddleLeft
-    plot.Axes.Bottom.MinimumSize <- 140.0f
-    plot.Axes.SetLimitsY(0.0, 115.0)
-    plot.YLabel "top-1 accuracy (%)"
-    plot.Title(sprintf "Task pool: %d tasks, tiny CLIP ViT%s" r.Tasks.Count (if r.Quick then " (--quick)" else ""))
-    plot.SavePng(path, 1400, 700) |> ignore
+    Plots.groupedBars
+        [ for m in r.Methods -> m.Method ]
+        [ for t in r.Tasks -> t, None
+          yield "average", Some ScottPlot.Colors.Black ]
+        [ for m in r.Methods -> [| yield! m.Accuracy; yield m.Average |] ]
+        "top-1 accuracy (%)"
+        (sprintf "Task pool: %d tasks, tiny CLIP ViT%s" r.Tasks.Count (if r.Quick then " (--quick)" else ""))
+        (0.0, 115.0)
+        path
 
 /// Runs the benchmark and writes the reports; returns the result.
 let executeWith (dataRoot: string) (outDir: string) (quick: bool) (seed: int) (log: string -> unit) (overrides: BenchmarkOverrides) =
