@@ -446,8 +446,9 @@ module MergekitConfig =
     let private slicesConfig file (spec: MethodSpec) (baseModel: string option) globals outDType (slices: SliceDef list) extras =
         let usesBase =
             match spec.Family with
-            | Linear | PassthroughMethod -> false
-            | Gta _ | ModelStockMethod | SlerpMethod -> true
+            | Linear | PassthroughMethod | KarcherMethod -> false
+            | Gta _ | ModelStockMethod | SlerpMethod | SceMethod | NearSwapMethod | ArceeFusionMethod -> true
+            | NuSlerpMethod | MultiSlerpMethod -> baseModel.IsSome
         if usesBase && baseModel.IsNone then raise (ConfigError $"{file}: {spec.Name} needs base_model")
         let baseUsed = if usesBase then baseModel else None
         for i, s in List.indexed slices do
@@ -456,9 +457,11 @@ module MergekitConfig =
             if usesBase && others.Length = s.Sources.Length then need "needs base_model among the sources of every slice"
             match spec.Family, others.Length with
             | PassthroughMethod, n when n <> 1 -> need $"takes exactly one source per slice ({n} given)"
-            | SlerpMethod, n when n <> 1 -> need $"takes the base model and exactly one other source ({n} others given)"
+            | (SlerpMethod | NearSwapMethod | ArceeFusionMethod), n when n <> 1 -> need $"takes the base model and exactly one other source ({n} others given)"
+            | NuSlerpMethod, n when n <> 2 -> need $"takes exactly two sources besides an optional base ({n} given)"
+            | KarcherMethod, n when n < 2 -> need $"needs at least two sources ({n} given)"
             | ModelStockMethod, n when n < 2 -> need $"needs at least two sources besides the base ({n} given)"
-            | Gta _, 0 -> need "needs at least one source besides the base"
+            | (Gta _ | SceMethod | MultiSlerpMethod), 0 -> need "needs at least one source besides the base"
             | _ -> ()
         let experts =
             slices
