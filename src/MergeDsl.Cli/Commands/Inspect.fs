@@ -109,7 +109,11 @@ let writeJson (writer: TextWriter) (cp: Checkpoint) =
 
 /// Runs the command; malformed checkpoints raise CheckpointFormatException, which `guard` prints as one line.
 let run (args: ParseResults<InspectArgs>) : int =
-    let path = MergeDsl.Cli.Jobs.JobInputs.modelFolder "inspect" (args.GetResult Path)
+    let given = args.GetResult Path
+    // Only what is not on disk and reads as a repo id goes to the cache; a missing path stays a runtime error (exit 1).
+    let path =
+        if File.Exists given || Directory.Exists given || Path.IsPathRooted given || not (HubCache.LooksLikeRepoId given) then given
+        else MergeDsl.Cli.Jobs.JobInputs.modelFolder "inspect" given
     use cp = Checkpoint.Open(path)
     if args.Contains Json then writeJson Console.Out cp else printTable (console ()) cp
     0
