@@ -72,22 +72,28 @@ let private logJson (options: AdaptOptions) (r: AdaptResult) (extra: (string * J
     for k, v in extra do o[k] <- v
     o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
-/// The distillation objective's teachers: one plain model folder per task (`--teacher TASK=DIR`), scored with the
-/// task's head; None for the other objectives. The caller disposes them.
-let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: Collections.Generic.IReadOnlyList<TaskData>)
-                     (heads: Collections.Generic.IReadOnlyDictionary<string, ClassificationHead>) =
+/// `--teacher TASK=DIR` by task, when the objective is distillation (None otherwise; --teacher is then refused).
+let private teacherFolders (args: ParseResults<Args>) (options: AdaptOptions) =
     let specs = args.GetResults Teacher
     if options.Objective <> AdaptObjective.Distillation then
         if not specs.IsEmpty then raise (UsageError "--teacher is only read by --objective distillation")
         None
     else
-        let byTask =
-            specs
-            |> List.map (fun s ->
-                match s.Split('=', 2) with
-                | [| task; dir |] when task.Trim() <> "" && dir.Trim() <> "" -> task.Trim(), dir.Trim()
-                | _ -> raise (UsageError $"--teacher: expected TASK=DIR, got '{s}'"))
-            |> dict
+        specs
+        |> List.map (fun s ->
+            match s.Split('=', 2) with
+            | [| task; dir |] when task.Trim() <> "" && dir.Trim() <> "" -> task.Trim(), dir.Trim()
+            | _ -> raise (UsageError $"--teacher: expected TASK=DIR, got '{s}'"))
+        |> dict
+        |> Some
+
+/// The distillation objective's teachers: one plain model folder per task (`--teacher TASK=DIR`), scored with the
+/// task's head; None for the other objectives. The caller disposes them.
+let private teachers (args: ParseResults<Args>) (options: AdaptOptions) (data: Collections.Generic.IReadOnlyList<TaskData>)
+                     (heads: Collections.Generic.IReadOnlyDictionary<string, ClassificationHead>) =
+    match teacherFolders args options with
+    | None -> None
+    | Some byTask ->
         let models =
             [ for d in data ->
                 match byTask.TryGetValue d.Task with
@@ -142,18 +148,9 @@ let private loadText (dir: string) (tokenizer: MergeDsl.Core.Models.Decoder.Toke
 
 /// Distillation teachers for text: `--teacher TASK=DIR`, each a plain decoder folder (the task's expert).
 let private decoderTeachers (args: ParseResults<Args>) (options: AdaptOptions) (data: Collections.Generic.IReadOnlyList<TextTaskData>) =
-    let specs = args.GetResults Teacher
-    if options.Objective <> AdaptObjective.Distillation then
-        if not specs.IsEmpty then raise (UsageError "--teacher is only read by --objective distillation")
-        None
-    else
-        let byTask =
-            specs
-            |> List.map (fun s ->
-                match s.Split('=', 2) with
-                | [| task; dir |] when task.Trim() <> "" && dir.Trim() <> "" -> task.Trim(), dir.Trim()
-                | _ -> raise (UsageError $"--teacher: expected TASK=DIR, got '{s}'"))
-            |> dict
+    match teacherFolders args options with
+    | None -> None
+    | Some byTask ->
         let dirs =
             [ for d in data ->
                 match byTask.TryGetValue d.Task with

@@ -42,62 +42,17 @@ public static class DecoderAdaMerging
                 baseModel.Load, baseModel.Label);
             model.to(device);
             var own = model.ParametersByName();
-            var names = own.Keys.ToList();
-            int n = experts.Count;
-            var theta0 = new Dictionary<string, Tensor>();
-            var taus = new Dictionary<string, Tensor>();
-            using (no_grad())
-            {
-                foreach (var name in names)
-                {
-                    var p = own[name];
-                    var b = p.detach().clone();
-                    theta0[name] = b;
-                    var stack = experts.Select(e =>
-                    {
-                        if (!e.TryGetInfo(name, out var info)) throw new ModelWeightsException(e.Label, [name], []);
-                        if (!info.Shape.SequenceEqual(p.shape))
-                            throw new ModelWeightsException(e.Label, [], [$"{name} [{string.Join(",", info.Shape)}] (model expects [{string.Join(",", p.shape)}])"]);
-                        using var x = e.Load(name);
-                        return (x.to(ScalarType.Float32).to(device) - b).reshape(-1);
-                    }).ToArray();
-                    taus[name] = torch.stack(stack, 0);   // [N, numel]
-                    foreach (var s in stack) s.Dispose();
-                }
-            }
-            foreach (var p in model.parameters()) p.requires_grad = false;
-            long rows = ada.Granularity == AdaMergingGranularity.TaskWise ? 1 : names.Count;
-            var lambdas = new Parameter(ScalarArgs.Full([rows, n], ada.InitLambda, ScalarType.Float32, device), true);
-
-            Dictionary<string, Tensor> Merge()
-            {
-                var lam = ada.Clamp ? lambdas.ClampTo(0.0, 1.0) : (Tensor)lambdas;
-                var merged = new Dictionary<string, Tensor>(names.Count);
-                for (int i = 0; i < names.Count; i++)
-                {
-                    var row = lam[ada.Granularity == AdaMergingGranularity.TaskWise ? 0 : i].unsqueeze(0);   // [1, N]
-                    var b = theta0[names[i]];
-                    merged[names[i]] = b.Plus(row.matmul(taus[names[i]]).view(b.shape));
-                }
-                return merged;
-            }
+            using var coefficients = new MergingCoefficients(own, experts, ada, device);
+            var names = coefficients.Names;
 
             IReadOnlyList<Tensor> Logits(IReadOnlyList<Tensor> batches)
             {
-                using (FunctionalParameters.Use(Merge())) return DecoderLm.PerTask(model, batches);
+                using (FunctionalParameters.Use(coefficients.Merge())) return DecoderLm.PerTask(model, batches);
             }
 
-            var adapt = AdaptationLoop.RunBatches([lambdas], ["lambdas"], data.Select(d => d.Task).ToList(), windows.Next, Logits,
+            var adapt = AdaptationLoop.RunBatches([coefficients.Lambdas], ["lambdas"], data.Select(d => d.Task).ToList(), windows.Next, Logits,
                 options, 1e-3, onStep, monitor, teacher);
-            Tensor final;
-            using (no_grad())
-            {
-                using var scope = NewDisposeScope();
-                foreach (var (name, t) in Merge()) own[name].copy_(t);
-                final = (ada.Clamp ? lambdas.ClampTo(0.0, 1.0) : lambdas).detach().cpu().clone().MoveToOuterDisposeScope();
-            }
-            foreach (var t in theta0.Values.Concat(taus.Values)) t.Dispose();
-            lambdas.Dispose();
+            var final = coefficients.CopyInto(own);
             return new DecoderAdaMergingResult(model, final, names, adapt);
         }
         catch

@@ -41,19 +41,8 @@ public static class DecoderUpscaleJob
             var moe = DecoderUpscaler.Upscale(cfg, baseSource, sources, spec, rest);
             using var model = moe.Model;
             DecoderMoeFolder.Save(output, moe, baseFolder, overwrite,
-                new Dictionary<string, string>
-                {
-                    ["mergedsl_moe"] = moe.Spec.ToJson(moe.NumExperts).ToJsonString(),
-                    ["mergedsl_base"] = Path.GetFullPath(baseFolder),
-                    ["mergedsl_experts"] = string.Join(";", expertFolders.Select(Path.GetFullPath)),
-                }, reserved);
-            var routerNames = moe.RouterParameterNames().ToHashSet();
-            long total = 0, routers = 0;
-            foreach (var (name, p) in model.named_parameters())
-            {
-                total += p.numel();
-                if (routerNames.Contains(name)) routers += p.numel();
-            }
+                UpscaleJob.Provenance(moe.Spec, moe.NumExperts, baseFolder, expertFolders), reserved);
+            var (total, routers) = UpscaleJob.CountParameters(model, moe.RouterParameterNames());
             return new UpscaleSummary(output, moe.Sites.Keys.ToList(), total, routers, [], clock.Elapsed.TotalSeconds);
         }
         finally

@@ -57,19 +57,8 @@ public static class UpscaleJob
             var moe = Upscaler.Upscale(cfg, baseSource, sources, spec, rest);
             using var model = moe.Model;
             MoeModelFolder.Save(output, model, moe, heads, ClipModelFolder.ReadPreprocess(baseJson), overwrite,
-                new Dictionary<string, string>
-                {
-                    ["mergedsl_moe"] = moe.Spec.ToJson(moe.NumExperts).ToJsonString(),
-                    ["mergedsl_base"] = Path.GetFullPath(baseFolder),
-                    ["mergedsl_experts"] = string.Join(";", expertFolders.Select(Path.GetFullPath)),
-                }, reserved);
-            var routerNames = moe.RouterParameterNames().ToHashSet();
-            long total = 0, routers = 0;
-            foreach (var (name, p) in model.named_parameters())
-            {
-                total += p.numel();
-                if (routerNames.Contains(name)) routers += p.numel();
-            }
+                UpscaleJob.Provenance(moe.Spec, moe.NumExperts, baseFolder, expertFolders), reserved);
+            var (total, routers) = UpscaleJob.CountParameters(model, moe.RouterParameterNames());
             return new UpscaleSummary(output, moe.Sites.Keys.ToList(), total, routers, heads.Keys.ToList(), clock.Elapsed.TotalSeconds);
         }
         finally
@@ -77,5 +66,27 @@ public static class UpscaleJob
             foreach (var s in sources) s.Dispose();
             foreach (var h in heads.Values) h.Dispose();
         }
+    }
+
+    /// <summary>The config.json entries that record how an upscaled folder was made (spec, base, experts).</summary>
+    internal static Dictionary<string, string> Provenance(UpscaleSpec spec, int numExperts, string baseFolder, IEnumerable<string> expertFolders) =>
+        new()
+        {
+            ["mergedsl_moe"] = spec.ToJson(numExperts).ToJsonString(),
+            ["mergedsl_base"] = Path.GetFullPath(baseFolder),
+            ["mergedsl_experts"] = string.Join(";", expertFolders.Select(Path.GetFullPath)),
+        };
+
+    /// <summary>Parameters of <paramref name="model"/> in all, and those of its routers.</summary>
+    internal static (long Total, long Routers) CountParameters(TorchSharp.torch.nn.Module model, IEnumerable<string> routerNames)
+    {
+        var routers = routerNames.ToHashSet();
+        long total = 0, routed = 0;
+        foreach (var (name, p) in model.named_parameters())
+        {
+            total += p.numel();
+            if (routers.Contains(name)) routed += p.numel();
+        }
+        return (total, routed);
     }
 }
