@@ -166,7 +166,7 @@ let tests =
                   "chat_template: chatml\n", "chat_template: 'chatml' is not supported"
                   "tokenizer:\n  source: union\n  tokens:\n    <tool>: {source: a}\n", "tokenizer.tokens: per-token embedding settings are not supported yet"
                   "tokenizer_source: union\ntokenizer:\n  source: base\n", "give either tokenizer_source or tokenizer"
-                  "tokenizer_source: nowhere\n", "'nowhere' is not a local model folder" ] do
+                  "tokenizer_source: nowhere\n", "tokenizer_source: nowhere: no such model folder or file" ] do
                 let path = dir.File "config.yml"
                 File.WriteAllText(path, linear + extra)
                 let out = dir.File "out-bad"
