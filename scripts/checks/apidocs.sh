@@ -21,7 +21,15 @@ step "fsdocs build -> $out"
 rm -rf "$out"
 mkdir -p artifacts
 # --strict: a page or an API doc fsdocs cannot generate fails the build.
-dotnet fsdocs build --strict --clean --input docs --output "$out" \
+# The site is built from a copy of docs/ without the notebooks: fsdocs 22.2.0 rejects dotnet-repl's image-only
+# outputs ("unknown output") and cannot type-check the notebooks' first cell (its FSharp.Core resolver); the
+# executed notebooks are read on GitHub (docs/notebooks/), which renders their outputs.
+input="$repo/artifacts/docs-input/docs"
+rm -rf "$repo/artifacts/docs-input" && mkdir -p "$repo/artifacts/docs-input" && cp -r docs "$input"
+rm -f "$input"/notebooks/*.ipynb
+# Literate scripts in docs/ reference the build by relative paths (../src/...): the copy sees the same tree.
+for d in src recipes scripts tests; do ln -s "$repo/$d" "$repo/artifacts/docs-input/$d"; done
+dotnet fsdocs build --strict --clean --input "$input" --output "$out" \
   --projects "$repo/src/MergeDsl.Core/MergeDsl.Core.csproj" "$repo/src/MergeDsl/MergeDsl.fsproj" \
   --properties Configuration=Release \
   --parameters root / fsdocs-collection-name MergeDsl fsdocs-logo-src img/logo.png fsdocs-favicon-src img/logo.png \

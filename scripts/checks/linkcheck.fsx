@@ -25,14 +25,13 @@ let split (t: string) =
     | i -> t.Substring(0, i), Some(Uri.UnescapeDataString(t.Substring(i + 1)))
 
 // ---- Markdown, as GitHub renders it
-let withoutCode (text: string) =
-    let fenced = Regex.Replace(text, "(?ms)^\\s*```.*?^\\s*```[^\\n]*$", "")
-    Regex.Replace(fenced, "`[^`\\n]*`", "")
+let withoutFences (text: string) = Regex.Replace(text, "(?ms)^\\s*```.*?^\\s*```[^\\n]*$", "")
+let withoutCode (text: string) = Regex.Replace(withoutFences text, "`[^`\\n]*`", "")
 
 // GitHub's heading ids: lower case, punctuation other than '-' and '_' dropped, spaces to '-', repeats numbered.
 let slugs (markdown: string) =
     let seen = Collections.Generic.Dictionary<string, int>()
-    [ for m in Regex.Matches(withoutCode markdown, "(?m)^#{1,6}\\s+(.+?)\\s*#*\\s*$") do
+    [ for m in Regex.Matches(withoutFences markdown, "(?m)^#{1,6}\\s+(.+?)\\s*#*\\s*$") do
         let text = Regex.Replace(m.Groups.[1].Value, "\\[([^\\]]*)\\]\\([^)]*\\)", "$1")
         let s = Regex.Replace(text.ToLowerInvariant(), "[^\\p{L}\\p{N}\\s_-]", "").Replace(' ', '-')
         let n = match seen.TryGetValue s with | true, k -> k | _ -> 0
@@ -90,7 +89,13 @@ let siteProblems =
                     else Path.GetFullPath(Path.Combine(Path.GetDirectoryName file, Uri.UnescapeDataString path))
                 let target = if Directory.Exists target then Path.Combine(target, "index.html") else target
                 let rel = Path.GetRelativePath(site, file)
-                if not (File.Exists target) then yield $"site {rel}: link to missing {t}"
+                // A page's link to a repository file that is not a page (a script in deploy/, a notebook, a report
+                // folder) is kept as written: it resolves against the page's source folder under docs/, as on GitHub.
+                let inRepo =
+                    not (path = "" || path.StartsWith "/")
+                    && (let source = Path.GetFullPath(Path.Combine(repo, "docs", Path.GetDirectoryName rel, Uri.UnescapeDataString path))
+                        File.Exists source || Directory.Exists source)
+                if not (File.Exists target) && not inRepo then yield $"site {rel}: link to missing {t}"
                 else
                     match frag with
                     | Some f when f <> "" && target.EndsWith ".html" && not (Set.contains f (anchorsOf target)) ->

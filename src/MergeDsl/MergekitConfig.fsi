@@ -20,9 +20,13 @@ type MergekitTokenizer =
 
 /// One source of a `slices` entry: layers First … Last − 1 of a model folder (full path); Line is its line in the YAML.
 type MergekitLayerRange =
-    { Model: string
+    { /// The model folder (or reference) whose layers the slice reads.
+      Model: string
+      /// The first layer read.
       First: int
+      /// The end of the range (exclusive, as mergekit's `layer_range`).
       Last: int
+      /// The YAML line of the source, for error messages.
       Line: int }
 
 /// A mergekit merge configuration (`mergekit-yaml` YAML), parsed and checked: every key, method,

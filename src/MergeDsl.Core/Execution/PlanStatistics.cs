@@ -4,9 +4,20 @@ using MergeDsl.Core.Compilation;
 namespace MergeDsl.Core.Execution;
 
 /// <summary>One global top-k threshold: group, stack position and the <see cref="GlobalThreshold"/> fields.</summary>
+/// <param name="Group">The group.</param>
+/// <param name="Position">The position.</param>
+/// <param name="Bits">The bits.</param>
+/// <param name="TieQuota">The tie quota.</param>
+/// <param name="Kept">The kept.</param>
+/// <param name="Total">The total.</param>
+/// <param name="Equal">The equal.</param>
 public sealed record ThresholdEntry(int Group, int Position, long Bits, long TieQuota, long Kept, long Total, long Equal);
 
 /// <summary>The tie quota of one (group, position) left when a run in plan order reaches <paramref name="Tensor"/>.</summary>
+/// <param name="Tensor">The tensor.</param>
+/// <param name="Group">The group.</param>
+/// <param name="Position">The position.</param>
+/// <param name="Quota">The quota.</param>
 public sealed record TieStart(string Tensor, int Group, int Position, long Quota);
 
 /// <summary>
@@ -15,6 +26,9 @@ public sealed record TieStart(string Tensor, int Group, int Position, long Quota
 /// numbers per group and position plus one tie quota per member tensor. <paramref name="Identity"/> names the run
 /// (recipe, inputs, options) it belongs to; a part refuses statistics of another.
 /// </summary>
+/// <param name="Identity">The identity.</param>
+/// <param name="Thresholds">The thresholds.</param>
+/// <param name="TieStarts">The tie starts.</param>
 public sealed record PlanStatistics(string Identity, IReadOnlyList<ThresholdEntry> Thresholds, IReadOnlyList<TieStart> TieStarts)
 {
     /// <summary>Input bytes read to compute these (statistics passes plus the tie pass).</summary>

@@ -31,6 +31,10 @@ public abstract record Combiner
 /// dimension, or along dimension 0 with <paramref name="RowWise"/> (mergekit's naming); lerp where
 /// |sin θ| &lt; 1e-8. Feed it task vectors and add the base for mergekit's base-model form.
 /// </summary>
+/// <param name="FirstWeight">The first weight.</param>
+/// <param name="SecondWeight">The second weight.</param>
+/// <param name="RowWise">The row wise.</param>
+/// <param name="Flatten">The flatten.</param>
 public sealed record NuSlerp(ScaleFactor FirstWeight, ScaleFactor SecondWeight, bool RowWise = false, bool Flatten = true) : Combiner
 {
     /// <inheritdoc />
@@ -47,6 +51,9 @@ public sealed record NuSlerp(ScaleFactor FirstWeight, ScaleFactor SecondWeight, 
 /// the given weights (normalised to sum 1 with <paramref name="NormalizeWeights"/>; no weights: 1 each),
 /// see docs/semantics.md.
 /// </summary>
+/// <param name="Weights">The weights.</param>
+/// <param name="NormalizeWeights">The normalize weights.</param>
+/// <param name="Eps">The eps.</param>
 public sealed record MultiSlerp(IReadOnlyList<ScaleFactor> Weights, bool NormalizeWeights = true, double Eps = 1e-8) : Combiner
 {
     /// <inheritdoc />
@@ -63,6 +70,8 @@ public sealed record MultiSlerp(IReadOnlyList<ScaleFactor> Weights, bool Normali
 /// weights), found by at most <paramref name="MaxIterations"/> fixed-point steps until the tangent
 /// norm is below <paramref name="Tolerance"/>, scaled by the mean of their norms.
 /// </summary>
+/// <param name="MaxIterations">The max iterations.</param>
+/// <param name="Tolerance">The tolerance.</param>
 public sealed record Karcher(int MaxIterations = 10, double Tolerance = 1e-5) : Combiner
 {
     /// <inheritdoc />
@@ -78,6 +87,7 @@ public sealed record Karcher(int MaxIterations = 10, double Tolerance = 1e-5) : 
 /// elements of largest variance across the models, Calculate weights wᵢ = mean(τᵢ²)/Σⱼ mean(τⱼ²),
 /// Erase entries against the elected sign (a zero vote elects +1) and return Σ wᵢmᵢτᵢ / max(Σ wᵢmᵢ, 1e-6).
 /// </summary>
+/// <param name="SelectTopK">The select top k.</param>
 public sealed record Sce(ScaleFactor SelectTopK) : Combiner
 {
     /// <inheritdoc />
@@ -92,6 +102,7 @@ public sealed record Sce(ScaleFactor SelectTopK) : Combiner
 /// NearSwap of [a, b] (a: the base): w = clamp(t / max(|a − b|, 1e-6), 0, 1) per element;
 /// result w·b + (1 − w)·a: entries where the models are within t of each other take b.
 /// </summary>
+/// <param name="T">The t.</param>
 public sealed record NearSwap(ScaleFactor T) : Combiner
 {
     /// <inheritdoc />

@@ -237,6 +237,8 @@ public sealed record Passthrough(Expr Source) : Expr
 }
 
 /// <summary>Combines a stack into one tensor with a whole-tensor method (see <see cref="Combiner"/>).</summary>
+/// <param name="Stack">The stack.</param>
+/// <param name="Method">The method.</param>
 public sealed record Combine(Expr Stack, Combiner Method) : Expr
 {
     /// <inheritdoc />
@@ -249,6 +251,8 @@ public sealed record Combine(Expr Stack, Combiner Method) : Expr
 /// mergekit's L1 rescale of a sparsified tensor: Value·‖Reference‖₁/‖Value‖₁ per tensor (entry by entry
 /// for stacks of equal size), Value unchanged when either norm is below 1e-7.
 /// </summary>
+/// <param name="Value">The value.</param>
+/// <param name="Reference">The reference.</param>
 public sealed record RescaleL1(Expr Value, Expr Reference) : Expr
 {
     /// <inheritdoc />
@@ -263,6 +267,8 @@ public sealed record RescaleL1(Expr Value, Expr Reference) : Expr
 /// parameter's plus <paramref name="Offset"/> (nested shifts add up). With <see cref="MergeRecipe.OutputLayers"/>
 /// this stacks and renumbers layers (frankenmerges, mergekit's slices). A parameter outside the layers cannot be shifted.
 /// </summary>
+/// <param name="Value">The value.</param>
+/// <param name="Offset">The offset.</param>
 public sealed record ShiftLayers(Expr Value, int Offset) : Expr
 {
     /// <inheritdoc />

@@ -37,4 +37,6 @@ public sealed record ByNameFactor(IReadOnlyList<NamedFactor> Rules, ScaleFactor 
 /// Part <paramref name="Index"/> of <paramref name="Parts"/> divided by their sum, each resolved for the
 /// parameter: normalised weights that vary by layer or name (a sum of 0 is a compile error).
 /// </summary>
+/// <param name="Parts">The parts.</param>
+/// <param name="Index">The index.</param>
 public sealed record ShareFactor(IReadOnlyList<ScaleFactor> Parts, int Index) : ScaleFactor;

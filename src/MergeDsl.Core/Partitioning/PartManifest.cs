@@ -3,9 +3,16 @@ using System.Text.Json;
 namespace MergeDsl.Core.Partitioning;
 
 /// <summary>A tensor of a shard: name and data bytes (what the index needs).</summary>
+/// <param name="Name">The name.</param>
+/// <param name="Bytes">The bytes.</param>
 public sealed record ManifestTensor(string Name, long Bytes);
 
 /// <summary>A shard a part wrote: index in the layout, file, length, SHA-256 and its tensors.</summary>
+/// <param name="Index">The index.</param>
+/// <param name="File">The file.</param>
+/// <param name="Bytes">The bytes.</param>
+/// <param name="Sha256">The sha256.</param>
+/// <param name="Tensors">The tensors.</param>
 public sealed record ManifestShard(int Index, string File, long Bytes, string Sha256, IReadOnlyList<ManifestTensor> Tensors);
 
 /// <summary>
@@ -14,6 +21,18 @@ public sealed record ManifestShard(int Index, string File, long Bytes, string Sh
 /// layout), the recipe's canonical text and the inputs' header hashes (for people), the shards with their hashes and
 /// tensors, the total shard count, the copy-through source and the model card's text.
 /// </summary>
+/// <param name="Identity">The identity.</param>
+/// <param name="Part">The part.</param>
+/// <param name="Parts">The parts.</param>
+/// <param name="ShardCount">The shard count.</param>
+/// <param name="Recipe">The recipe.</param>
+/// <param name="Inputs">The inputs.</param>
+/// <param name="Shards">The shards.</param>
+/// <param name="BytesRead">The bytes read.</param>
+/// <param name="BytesWritten">The bytes written.</param>
+/// <param name="Seconds">The seconds.</param>
+/// <param name="CopyFilesFrom">The copy files from.</param>
+/// <param name="ExtraFiles">The extra files.</param>
 public sealed record PartManifest(
     string Identity, int Part, int Parts, int ShardCount, string Recipe, IReadOnlyList<InputHash> Inputs,
     IReadOnlyList<ManifestShard> Shards, long BytesRead, long BytesWritten, double Seconds,
