@@ -4,20 +4,20 @@ using MergeDsl.Core.Compilation;
 namespace MergeDsl.Core.Execution;
 
 /// <summary>One global top-k threshold: group, stack position and the <see cref="GlobalThreshold"/> fields.</summary>
-/// <param name="Group">The group.</param>
-/// <param name="Position">The position.</param>
-/// <param name="Bits">The bits.</param>
-/// <param name="TieQuota">The tie quota.</param>
-/// <param name="Kept">The kept.</param>
-/// <param name="Total">The total.</param>
-/// <param name="Equal">The equal.</param>
+/// <param name="Group">Id of the global top-k group (the plan's <c>GlobalGroup.Id</c>).</param>
+/// <param name="Position">Stack position (which expert's task vector) inside the group.</param>
+/// <param name="Bits">The threshold magnitude as float32 bits.</param>
+/// <param name="TieQuota">How many entries equal to the threshold the whole group keeps.</param>
+/// <param name="Kept">Entries the group keeps at this position, ties included.</param>
+/// <param name="Total">Entries of the group at this position.</param>
+/// <param name="Equal">Entries whose magnitude equals the threshold (ties compete for <paramref name="TieQuota"/>).</param>
 public sealed record ThresholdEntry(int Group, int Position, long Bits, long TieQuota, long Kept, long Total, long Equal);
 
 /// <summary>The tie quota of one (group, position) left when a run in plan order reaches <paramref name="Tensor"/>.</summary>
-/// <param name="Tensor">The tensor.</param>
-/// <param name="Group">The group.</param>
-/// <param name="Position">The position.</param>
-/// <param name="Quota">The quota.</param>
+/// <param name="Tensor">Name of the member tensor (an input tensor name of the group).</param>
+/// <param name="Group">Id of the global top-k group.</param>
+/// <param name="Position">Stack position inside the group.</param>
+/// <param name="Quota">Ties at the threshold still to keep when a plan-order run reaches this tensor.</param>
 public sealed record TieStart(string Tensor, int Group, int Position, long Quota);
 
 /// <summary>
@@ -26,9 +26,9 @@ public sealed record TieStart(string Tensor, int Group, int Position, long Quota
 /// numbers per group and position plus one tie quota per member tensor. <paramref name="Identity"/> names the run
 /// (recipe, inputs, options) it belongs to; a part refuses statistics of another.
 /// </summary>
-/// <param name="Identity">The identity.</param>
-/// <param name="Thresholds">The thresholds.</param>
-/// <param name="TieStarts">The tie starts.</param>
+/// <param name="Identity">Hash of the run (recipe, input headers, options) these statistics belong to.</param>
+/// <param name="Thresholds">One threshold per group and stack position.</param>
+/// <param name="TieStarts">One tie quota per member tensor, group and position.</param>
 public sealed record PlanStatistics(string Identity, IReadOnlyList<ThresholdEntry> Thresholds, IReadOnlyList<TieStart> TieStarts)
 {
     /// <summary>Input bytes read to compute these (statistics passes plus the tie pass).</summary>

@@ -31,10 +31,10 @@ public abstract record Combiner
 /// dimension, or along dimension 0 with <paramref name="RowWise"/> (mergekit's naming); lerp where
 /// |sin θ| &lt; 1e-8. Feed it task vectors and add the base for mergekit's base-model form.
 /// </summary>
-/// <param name="FirstWeight">The first weight.</param>
-/// <param name="SecondWeight">The second weight.</param>
-/// <param name="RowWise">The row wise.</param>
-/// <param name="Flatten">The flatten.</param>
+/// <param name="FirstWeight">w₀, the weight of the first tensor of the pair (may vary by layer or name).</param>
+/// <param name="SecondWeight">w₁, the weight of the second tensor; t = w₁/(w₀ + w₁).</param>
+/// <param name="RowWise">Slerp vectors along dimension 0 instead of the last one (mergekit's <c>nuslerp_row_wise</c>).</param>
+/// <param name="Flatten">Slerp the whole flattened tensors as one vector each (mergekit's <c>nuslerp_flatten</c>).</param>
 public sealed record NuSlerp(ScaleFactor FirstWeight, ScaleFactor SecondWeight, bool RowWise = false, bool Flatten = true) : Combiner
 {
     /// <inheritdoc />
@@ -51,9 +51,9 @@ public sealed record NuSlerp(ScaleFactor FirstWeight, ScaleFactor SecondWeight, 
 /// the given weights (normalised to sum 1 with <paramref name="NormalizeWeights"/>; no weights: 1 each),
 /// see docs/semantics.md.
 /// </summary>
-/// <param name="Weights">The weights.</param>
-/// <param name="NormalizeWeights">The normalize weights.</param>
-/// <param name="Eps">The eps.</param>
+/// <param name="Weights">One weight per stack entry, in stack order (empty: 1 each).</param>
+/// <param name="NormalizeWeights">Divide the weights by their sum first (mergekit's <c>normalize_weights</c>).</param>
+/// <param name="Eps">Norms below this count as zero (mergekit's <c>eps</c>).</param>
 public sealed record MultiSlerp(IReadOnlyList<ScaleFactor> Weights, bool NormalizeWeights = true, double Eps = 1e-8) : Combiner
 {
     /// <inheritdoc />
@@ -70,8 +70,8 @@ public sealed record MultiSlerp(IReadOnlyList<ScaleFactor> Weights, bool Normali
 /// weights), found by at most <paramref name="MaxIterations"/> fixed-point steps until the tangent
 /// norm is below <paramref name="Tolerance"/>, scaled by the mean of their norms.
 /// </summary>
-/// <param name="MaxIterations">The max iterations.</param>
-/// <param name="Tolerance">The tolerance.</param>
+/// <param name="MaxIterations">Most fixed-point steps (mergekit's <c>max_iter</c>).</param>
+/// <param name="Tolerance">Stop when the tangent step's norm is below this (mergekit's <c>tol</c>).</param>
 public sealed record Karcher(int MaxIterations = 10, double Tolerance = 1e-5) : Combiner
 {
     /// <inheritdoc />
@@ -87,7 +87,7 @@ public sealed record Karcher(int MaxIterations = 10, double Tolerance = 1e-5) : 
 /// elements of largest variance across the models, Calculate weights wᵢ = mean(τᵢ²)/Σⱼ mean(τⱼ²),
 /// Erase entries against the elected sign (a zero vote elects +1) and return Σ wᵢmᵢτᵢ / max(Σ wᵢmᵢ, 1e-6).
 /// </summary>
-/// <param name="SelectTopK">The select top k.</param>
+/// <param name="SelectTopK">Fraction of the nonzero entries, by variance across models, that are kept (mergekit's <c>select_topk</c>).</param>
 public sealed record Sce(ScaleFactor SelectTopK) : Combiner
 {
     /// <inheritdoc />
@@ -102,7 +102,7 @@ public sealed record Sce(ScaleFactor SelectTopK) : Combiner
 /// NearSwap of [a, b] (a: the base): w = clamp(t / max(|a − b|, 1e-6), 0, 1) per element;
 /// result w·b + (1 − w)·a: entries where the models are within t of each other take b.
 /// </summary>
-/// <param name="T">The t.</param>
+/// <param name="T">Distance below which an entry takes the second model's value (mergekit's <c>t</c>).</param>
 public sealed record NearSwap(ScaleFactor T) : Combiner
 {
     /// <inheritdoc />

@@ -237,8 +237,8 @@ public sealed record Passthrough(Expr Source) : Expr
 }
 
 /// <summary>Combines a stack into one tensor with a whole-tensor method (see <see cref="Combiner"/>).</summary>
-/// <param name="Stack">The stack.</param>
-/// <param name="Method">The method.</param>
+/// <param name="Stack">The tensors to combine, in stack order (the order matters for pairwise methods).</param>
+/// <param name="Method">The whole-tensor method and its settings.</param>
 public sealed record Combine(Expr Stack, Combiner Method) : Expr
 {
     /// <inheritdoc />
@@ -251,8 +251,8 @@ public sealed record Combine(Expr Stack, Combiner Method) : Expr
 /// mergekit's L1 rescale of a sparsified tensor: Value·‖Reference‖₁/‖Value‖₁ per tensor (entry by entry
 /// for stacks of equal size), Value unchanged when either norm is below 1e-7.
 /// </summary>
-/// <param name="Value">The value.</param>
-/// <param name="Reference">The reference.</param>
+/// <param name="Value">The sparsified tensor or stack to rescale.</param>
+/// <param name="Reference">The same value before sparsification, whose L1 norm is restored.</param>
 public sealed record RescaleL1(Expr Value, Expr Reference) : Expr
 {
     /// <inheritdoc />
@@ -267,8 +267,8 @@ public sealed record RescaleL1(Expr Value, Expr Reference) : Expr
 /// parameter's plus <paramref name="Offset"/> (nested shifts add up). With <see cref="MergeRecipe.OutputLayers"/>
 /// this stacks and renumbers layers (frankenmerges, mergekit's slices). A parameter outside the layers cannot be shifted.
 /// </summary>
-/// <param name="Value">The value.</param>
-/// <param name="Offset">The offset.</param>
+/// <param name="Value">The expression evaluated for the shifted layer.</param>
+/// <param name="Offset">Layers to add to the parameter's layer index when reading inputs (negative reads earlier layers).</param>
 public sealed record ShiftLayers(Expr Value, int Offset) : Expr
 {
     /// <inheritdoc />

@@ -37,6 +37,6 @@ public sealed record ByNameFactor(IReadOnlyList<NamedFactor> Rules, ScaleFactor 
 /// Part <paramref name="Index"/> of <paramref name="Parts"/> divided by their sum, each resolved for the
 /// parameter: normalised weights that vary by layer or name (a sum of 0 is a compile error).
 /// </summary>
-/// <param name="Parts">The parts.</param>
-/// <param name="Index">The index.</param>
+/// <param name="Parts">The unnormalised weights, each resolved per parameter.</param>
+/// <param name="Index">Which of <paramref name="Parts"/> this factor is the share of (0-based).</param>
 public sealed record ShareFactor(IReadOnlyList<ScaleFactor> Parts, int Index) : ScaleFactor;

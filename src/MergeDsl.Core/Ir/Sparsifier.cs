@@ -108,9 +108,9 @@ public sealed record Della(double Density, double Epsilon = 0.1, bool Rescale = 
 /// Parameter-dependent numbers of a sparsifier (layer gradients, name rules): each one given replaces
 /// the sparsifier's own number for every parameter, resolved at compile time.
 /// </summary>
-/// <param name="Density">The density.</param>
-/// <param name="Epsilon">The epsilon.</param>
-/// <param name="Gamma">The gamma.</param>
+/// <param name="Density">Replaces the sparsifier's density (fraction kept), or null to keep its own.</param>
+/// <param name="Epsilon">Replaces DELLA's epsilon (half-spread of keep probabilities), or null.</param>
+/// <param name="Gamma">Replaces breadcrumbs' gamma (fraction of largest magnitudes dropped), or null.</param>
 public sealed record SparsifierFactors(ScaleFactor? Density, ScaleFactor? Epsilon = null, ScaleFactor? Gamma = null)
 {
     /// <summary>A canonical one-line rendering.</summary>

@@ -3,16 +3,16 @@ using System.Text.Json;
 namespace MergeDsl.Core.Partitioning;
 
 /// <summary>A tensor of a shard: name and data bytes (what the index needs).</summary>
-/// <param name="Name">The name.</param>
-/// <param name="Bytes">The bytes.</param>
+/// <param name="Name">The tensor's name in the output.</param>
+/// <param name="Bytes">Length of its data in the shard, in bytes.</param>
 public sealed record ManifestTensor(string Name, long Bytes);
 
 /// <summary>A shard a part wrote: index in the layout, file, length, SHA-256 and its tensors.</summary>
-/// <param name="Index">The index.</param>
-/// <param name="File">The file.</param>
-/// <param name="Bytes">The bytes.</param>
-/// <param name="Sha256">The sha256.</param>
-/// <param name="Tensors">The tensors.</param>
+/// <param name="Index">The shard's 0-based position in the single-run layout.</param>
+/// <param name="File">The shard's file name (as a single run names it).</param>
+/// <param name="Bytes">The file's length in bytes.</param>
+/// <param name="Sha256">SHA-256 of the file, hex; finalize checks it.</param>
+/// <param name="Tensors">The tensors it holds, in file order.</param>
 public sealed record ManifestShard(int Index, string File, long Bytes, string Sha256, IReadOnlyList<ManifestTensor> Tensors);
 
 /// <summary>
@@ -21,18 +21,18 @@ public sealed record ManifestShard(int Index, string File, long Bytes, string Sh
 /// layout), the recipe's canonical text and the inputs' header hashes (for people), the shards with their hashes and
 /// tensors, the total shard count, the copy-through source and the model card's text.
 /// </summary>
-/// <param name="Identity">The identity.</param>
-/// <param name="Part">The part.</param>
-/// <param name="Parts">The parts.</param>
-/// <param name="ShardCount">The shard count.</param>
-/// <param name="Recipe">The recipe.</param>
-/// <param name="Inputs">The inputs.</param>
-/// <param name="Shards">The shards.</param>
-/// <param name="BytesRead">The bytes read.</param>
-/// <param name="BytesWritten">The bytes written.</param>
-/// <param name="Seconds">The seconds.</param>
-/// <param name="CopyFilesFrom">The copy files from.</param>
-/// <param name="ExtraFiles">The extra files.</param>
+/// <param name="Identity">The run identity's hash; every part of one merge has the same.</param>
+/// <param name="Part">This part's 0-based index.</param>
+/// <param name="Parts">How many parts the merge was split into.</param>
+/// <param name="ShardCount">Shards of the whole output (all parts together).</param>
+/// <param name="Recipe">The recipe's canonical text.</param>
+/// <param name="Inputs">Each input's label and header hash.</param>
+/// <param name="Shards">The shards this part wrote.</param>
+/// <param name="BytesRead">Input bytes this part read.</param>
+/// <param name="BytesWritten">Shard bytes this part wrote.</param>
+/// <param name="Seconds">Wall time of the part, in seconds.</param>
+/// <param name="CopyFilesFrom">The model folder whose config and tokenizer files finalize copies through, if any.</param>
+/// <param name="ExtraFiles">Further files finalize writes into the output, by file name (e.g. the model card).</param>
 public sealed record PartManifest(
     string Identity, int Part, int Parts, int ShardCount, string Recipe, IReadOnlyList<InputHash> Inputs,
     IReadOnlyList<ManifestShard> Shards, long BytesRead, long BytesWritten, double Seconds,

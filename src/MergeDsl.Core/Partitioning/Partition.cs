@@ -17,12 +17,12 @@ public sealed record PartitionShard(int Index, string FileName, IReadOnlyList<st
 }
 
 /// <summary>One part: the shards it writes and their totals.</summary>
-/// <param name="Index">The index.</param>
-/// <param name="Shards">The shards.</param>
-/// <param name="Tensors">The tensors.</param>
-/// <param name="BytesRead">The bytes read.</param>
-/// <param name="BytesComputed">The bytes computed.</param>
-/// <param name="BytesWritten">The bytes written.</param>
+/// <param name="Index">The part's 0-based index.</param>
+/// <param name="Shards">Indices of the shards it writes, ascending.</param>
+/// <param name="Tensors">Output tensors in those shards.</param>
+/// <param name="BytesRead">Input bytes its shards read.</param>
+/// <param name="BytesComputed">Float32 intermediate bytes its shards compute.</param>
+/// <param name="BytesWritten">Bytes of its shards' tensor data.</param>
 public sealed record PartitionPart(int Index, IReadOnlyList<int> Shards, int Tensors, long BytesRead, long BytesComputed, long BytesWritten)
 {
     /// <summary>The balancing weight: bytes read plus bytes computed.</summary>
@@ -36,8 +36,8 @@ public sealed record PartitionPart(int Index, IReadOnlyList<int> Shards, int Ten
 /// index. Shards go to parts by longest-processing-time-first on bytes read plus bytes computed: the costliest
 /// remaining shard to the least loaded part (ties: lower index), which keeps every part within one shard of the mean.
 /// </summary>
-/// <param name="Shards">The shards.</param>
-/// <param name="Parts">The parts.</param>
+/// <param name="Shards">Every shard of the single-run layout, in order.</param>
+/// <param name="Parts">The parts, in index order; together they cover every shard once.</param>
 public sealed record Partition(IReadOnlyList<PartitionShard> Shards, IReadOnlyList<PartitionPart> Parts)
 {
     /// <summary>Partitions <paramref name="plan"/>'s output (shards of at most <paramref name="maxShardBytes"/>) into <paramref name="parts"/> parts.</summary>

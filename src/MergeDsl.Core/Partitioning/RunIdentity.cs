@@ -17,9 +17,9 @@ public sealed record InputHash(string Label, string Sha256);
 /// and shard size, the shards' metadata, the model card and copy-through source, the seed, compute dtype and device
 /// kind. Runs (a resumed one, the parts of one merge) are joined only when their identities agree.
 /// </summary>
-/// <param name="Hash">The hash.</param>
-/// <param name="Recipe">The recipe.</param>
-/// <param name="Inputs">The inputs.</param>
+/// <param name="Hash">SHA-256 over everything listed above, hex.</param>
+/// <param name="Recipe">The recipe's canonical text.</param>
+/// <param name="Inputs">Each input's label and header hash.</param>
 public sealed record RunIdentity(string Hash, string Recipe, IReadOnlyList<InputHash> Inputs)
 {
     /// <summary>The identity of writing <paramref name="plan"/> with these options (resolved as <see cref="Merger.Resolve"/> does).</summary>
