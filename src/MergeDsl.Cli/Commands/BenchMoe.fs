@@ -18,7 +18,7 @@ type Args =
         member this.Usage =
             match this with
             | Size _ -> "textpool, mixtral-200m, both (default) or smoke (a 1-layer check)."
-            | Runs _ -> "timed runs per variant for the block (median reported; default 5; the whole model runs min(2, this))."
+            | Runs _ -> "timed runs per variant for the block (the fastest is reported; default 7; the whole model runs min(3, this))."
             | Threads _ -> "libtorch intra-op threads (default: libtorch's choice, one per core)."
             | Json -> "print JSON results."
 
@@ -31,7 +31,7 @@ let run (args: ParseResults<Args>) : int =
         | "both" -> [ MoeBenchShape.TextPool; MoeBenchShape.Mixtral200M ]
         | "smoke" -> [ MoeBenchShape.Smoke ]
         | other -> raise (UsageError $"bench moe: --size '{other}' is not textpool, mixtral-200m, both or smoke")
-    let runs = args.GetResult(Runs, defaultValue = 5)
+    let runs = args.GetResult(Runs, defaultValue = 7)
     if runs < 1 then raise (UsageError $"bench moe: --runs {runs} must be at least 1")
     match args.TryGetResult Threads with
     | Some n when n < 1 -> raise (UsageError $"bench moe: --threads {n} must be at least 1")
@@ -41,7 +41,7 @@ let run (args: ParseResults<Args>) : int =
     let json = args.Contains Json
     let log (s: string) = if not json then printfn "%s" s
     log $"libtorch intra-op threads: {threads}"
-    let results = [ for shape in shapes -> MoeBenchmark.Run(shape, runs, min 2 runs, Action<string>(log)) ]
+    let results = [ for shape in shapes -> MoeBenchmark.Run(shape, runs, min 3 runs, Action<string>(log)) ]
     if json then
         let rows =
             results
