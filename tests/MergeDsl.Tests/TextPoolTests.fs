@@ -95,7 +95,10 @@ let quickPool =
             for f in [ "results.json"; "results.md"; "results.png" ] do
                 Expect.isGreaterThan (FileInfo(Path.Combine(out, f)).Length) 100L (f + " written")
             Expect.equal (File.ReadAllBytes(Path.Combine(out, "results.png"))[1..3]) "PNG"B "PNG signature"
-            Expect.equal (List.ofSeq r.Methods) [ "Pretrained"; "Individual"; "Simple Average"; "Task Arithmetic"; "TIES-Merging"; "DARE-TIES" ] "rows"
+            Expect.equal (List.ofSeq r.Methods)
+                [ "Pretrained"; "Individual"; "Simple Average"; "Task Arithmetic"; "TIES-Merging"; "DARE-TIES"
+                  "AdaMerging (task-wise)"; "AdaMerging (layer-wise)"; "WEMoE"; "WEMoE (expert distillation, ours)"; "E-WEMoE"; "SMILE"; "Oracle routing" ]
+                "rows"
             let run = r.Runs[0]
             let domains = List.ofSeq r.Domains
             Expect.equal (domains |> List.filter (fun d -> not d.HeldOut) |> List.length) 7 "seven held-in domains"
@@ -114,6 +117,13 @@ let quickPool =
             Expect.equal ta.Validation.Count 2 "both λ tried on validation"
             let best = ta.Validation |> Seq.minBy (fun kv -> kv.Value)
             Expect.equal best.Key ("lambda=" + ta.Chosen["lambda"]) "chosen = lowest validation bits per byte"
+            // The dynamic rows choose on validation too (SMILE's rank, in the quick grid) and report what they fixed.
+            let smile = run.Find "SMILE"
+            Expect.equal smile.Validation.Count 2 "both SMILE ranks tried on validation"
+            let bestSmile = smile.Validation |> Seq.minBy (fun kv -> kv.Value)
+            Expect.stringContains bestSmile.Key ("rank=" + smile.Chosen["rank"]) "SMILE: chosen = lowest validation bits per byte"
+            Expect.equal ((run.Find "WEMoE").Chosen["objective"]) "entropy" "the headline WEMoE row is the paper's label-free objective"
+            Expect.equal ((run.Find "WEMoE (expert distillation, ours)").Chosen["objective"]) "distillation" "ours, labelled"
             let json = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
             let report = (json["methods"]).["Individual"].["report"]
             let field (col: string) (name: string) = (report.[col]).[name]

@@ -33,4 +33,10 @@ public interface ITextRowProducer
 
     /// <summary>Builds the model for one setting; the caller disposes it.</summary>
     DecoderModel Build(TextRowInputs inputs, IReadOnlyDictionary<string, string> setting);
+
+    /// <summary>
+    /// Called before <paramref name="model"/> (built by this producer) is scored on <paramref name="domain"/>'s text,
+    /// validation or test. Rows whose model depends on the domain (oracle routing) set it up here; the default does nothing.
+    /// </summary>
+    void ForDomain(DecoderModel model, TextRowInputs inputs, string domain) { }
 }

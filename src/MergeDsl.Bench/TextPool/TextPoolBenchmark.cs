@@ -85,38 +85,68 @@ public static class TextPoolBenchmark
         void Log(TextRowResult r) => log(FormattableString.Invariant(
             $"{r.Method}: held-in {r.Scores.Take(heldIn.Count).Average(s => s.BitsPerByte):F3} bpb, held-out {r.Scores.Skip(heldIn.Count).DefaultIfEmpty(new TextScore(double.NaN, double.NaN, 0)).Average(s => s.BitsPerByte):F3} bpb ({r.Seconds:F1} s)"));
 
-        // Pretrained and each row: every setting scored on held-in validation text, the best one on test text.
+        // Pretrained and each row: every setting scored on held-in validation text, the best one on test text. The
+        // best setting's model is kept rather than built again: a dynamic row's build is a whole adaptation.
         void AddRow(ITextRowProducer p)
         {
             var sw = Stopwatch.StartNew();
             var validation = new Dictionary<string, double>();
             IReadOnlyDictionary<string, string>? best = null;
+            DecoderModel? bestModel = null;
             double bestBpb = double.PositiveInfinity;
             if (p.Grid.Count == 0) throw new ArgumentException($"row {p.Method}: an empty hyper-parameter grid");
-            foreach (var setting in p.Grid)
+            try
             {
-                if (p.Grid.Count == 1) { best = setting; break; }
-                using var m = p.Build(inputs, setting);
-                double v = heldIn.Average(d => Valid(m, d).BitsPerByte);
-                validation[Describe(setting)] = v;
-                if (v < bestBpb) { bestBpb = v; best = setting; }
+                foreach (var setting in p.Grid)
+                {
+                    var m = p.Build(inputs, setting);
+                    if (p.Grid.Count == 1) { best = setting; bestModel = m; break; }
+                    double v;
+                    try
+                    {
+                        v = heldIn.Average(d =>
+                        {
+                            p.ForDomain(m, inputs, d.Name);
+                            return Valid(m, d).BitsPerByte;
+                        });
+                    }
+                    catch
+                    {
+                        m.Dispose();
+                        throw;
+                    }
+                    validation[Describe(setting)] = v;
+                    log(FormattableString.Invariant($"  {p.Method} {Describe(setting)}: validation {v:F4} bpb ({sw.Elapsed.TotalSeconds:F0} s)"));
+                    if (v < bestBpb)
+                    {
+                        bestModel?.Dispose();
+                        bestBpb = v; best = setting; bestModel = m;
+                    }
+                    else m.Dispose();
+                }
+                var model = bestModel!;
+                var scores = domains.Select(d =>
+                {
+                    p.ForDomain(model, inputs, d.Name);
+                    return Test(model, d);
+                }).ToList();
+                var chosen = new Dictionary<string, string>(p.Fixed);
+                foreach (var (k, v) in best!) chosen[k] = v;
+                var r = new TextRowResult(p.Method, scores, sw.Elapsed.TotalSeconds, chosen, validation,
+                    validation.Count > 0 ? $"chosen on validation: {Describe(best!)}" : "");
+                rows.Add(r);
+                Log(r);
+                clock.Stage(p.Method.ToLowerInvariant());
             }
-            using var model = p.Build(inputs, best!);
-            var scores = domains.Select(d => Test(model, d)).ToList();
-            var chosen = new Dictionary<string, string>(p.Fixed);
-            foreach (var (k, v) in best!) chosen[k] = v;
-            var r = new TextRowResult(p.Method, scores, sw.Elapsed.TotalSeconds, chosen, validation,
-                validation.Count > 0 ? $"chosen on validation: {Describe(best!)}" : "");
-            rows.Add(r);
-            Log(r);
-            clock.Stage(p.Method.ToLowerInvariant());
+            finally { bestModel?.Dispose(); }
         }
 
         AddRow(new PretrainedRow());
         rows.Add(IndividualRow(zoo, domains, Test, Valid, log, out var matrix));
         Log(rows[^1]);
         clock.Stage("individual");
-        foreach (var p in Rows(o)) AddRow(p);
+        foreach (var p in Rows(o))
+            if (o.Methods is null || o.Methods.Contains(p.Method)) AddRow(p);
         return new TextPoolRun(o.Zoo.Seed, domains, rows, clock.Stages, zoo.Folder, zoo.FromCache, zoo.TrainSeconds, matrix);
     }
 

@@ -16,7 +16,7 @@ public sealed record TextPoolOptions
     /// <summary>Held-out domains (never merged, never trained on).</summary>
     public IReadOnlyList<string> HeldOut { get; init; } = TextDomains.All.Where(d => d.HeldOut).Select(d => d.Name).ToList();
     /// <summary>Task arithmetic λ grid.</summary>
-    public IReadOnlyList<double> TaLambdas { get; init; } = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0];
+    public IReadOnlyList<double> TaLambdas { get; init; } = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0];
     /// <summary>TIES and DARE-TIES λ grid.</summary>
     public IReadOnlyList<double> TiesLambdas { get; init; } = [0.3, 0.6, 1.0];
     /// <summary>TIES density grid (fraction of each task vector kept).</summary>
@@ -25,6 +25,8 @@ public sealed record TextPoolOptions
     public IReadOnlyList<double> DareDensities { get; init; } = [0.3, 0.6];
     /// <summary>Rows beyond the registry's static merges (e.g. dynamic merges), each added after them.</summary>
     public IReadOnlyList<ITextRowProducer> ExtraRows { get; init; } = [];
+    /// <summary>Rows to run after Pretrained and Individual (names as in the table); null runs every row.</summary>
+    public IReadOnlySet<string>? Methods { get; init; }
     /// <summary>Windows per scoring pass.</summary>
     public int EvalBatch { get; init; } = 32;
     /// <summary>Progress lines.</summary>
@@ -53,12 +55,15 @@ public sealed record TextPoolOptions
         return o with { Zoo = zoo };
     }
 
+    /// <summary>These options running only the rows named in <paramref name="methods"/> (after Pretrained and Individual).</summary>
+    public TextPoolOptions WithMethods(IReadOnlySet<string> methods) => this with { Methods = methods };
+
     static TextPoolOptions CreateDefault(string dataRoot, bool quick, IReadOnlyList<int> seeds, Action<string>? log)
     {
         if (seeds.Count == 0) throw new ArgumentException("--seeds: at least one seed");
         if (seeds.Distinct().Count() != seeds.Count) throw new ArgumentException($"--seeds: repeated seed in {string.Join(",", seeds)}");
         if (!quick)
-            return new TextPoolOptions { DataRoot = dataRoot, Zoo = new TextZooSettings(), Seeds = seeds, Log = log };
+            return new TextPoolOptions { DataRoot = dataRoot, Zoo = new TextZooSettings(), Seeds = seeds, Log = log, ExtraRows = DynamicTextRows.Full() };
         return new TextPoolOptions
         {
             DataRoot = dataRoot, Quick = true, Seeds = seeds, Log = log,
@@ -68,6 +73,7 @@ public sealed record TextPoolOptions
                 Sizes = new TextSplitSizes { TrainBytes = 32_768, ValidationBytes = 2_048, TestBytes = 2_048 },
             },
             TaLambdas = [0.3, 1.0], TiesLambdas = [0.3, 1.0], TiesDensities = [0.2], DareDensities = [0.5],
+            ExtraRows = DynamicTextRows.Quick(),
         };
     }
 }

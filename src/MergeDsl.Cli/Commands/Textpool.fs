@@ -24,6 +24,7 @@ type Args =
     | Experts of domains: string
     | Pretrain_Steps of steps: int
     | Finetune_Steps of steps: int
+    | Methods of names: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -38,6 +39,7 @@ type Args =
             | Experts _ -> "comma-separated held-in domains, one expert each (default en,de,it,es,kjv,c,man)."
             | Pretrain_Steps _ -> "generic pretraining steps (default 500, --quick 80): a weaker or stronger base."
             | Finetune_Steps _ -> "fine-tuning steps per expert (default 120, --quick 40)."
+            | Methods _ -> "comma-separated rows to run after Pretrained and Individual (names as in the table, e.g. \"WEMoE,SMILE\"); default all."
 
 /// Parses "42,43,44".
 let parseSeeds (text: string) =
@@ -115,10 +117,20 @@ let optionsOf (args: ParseResults<Args>) (dataRoot: string) (log: string -> unit
                 (args.TryGetResult Experts
                  |> Option.map (fun s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) :> Collections.Generic.IReadOnlyList<string>)
                  |> Option.toObj))
-    try
-        TextPoolOptions.Create(dataRoot, args.Contains Quick, seeds, Action<string> log, overrides)
-    with :? ArgumentException as e ->
-        raise (UsageError e.Message)
+    let options =
+        try
+            TextPoolOptions.Create(dataRoot, args.Contains Quick, seeds, Action<string> log, overrides)
+        with :? ArgumentException as e ->
+            raise (UsageError e.Message)
+    match args.TryGetResult Methods with
+    | None -> options
+    | Some text ->
+        let names = text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+        let known = TextPoolBenchmark.Rows options |> Seq.map (fun p -> p.Method) |> Set.ofSeq
+        for n in names do
+            if not (known.Contains n) then
+                raise (UsageError(sprintf "--methods: unknown row '%s' (rows: %s)" n (String.Join(", ", known))))
+        options.WithMethods(Collections.Generic.HashSet<string>(names))
 
 let run (args: ParseResults<Args>) =
     let dataRoot = args.TryGetResult Data |> Option.defaultWith DataStore.DefaultRoot
