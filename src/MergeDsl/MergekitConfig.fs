@@ -39,9 +39,21 @@ type MergekitTokenizerSource =
     | UnionTokenizer
     | ModelTokenizer of path: string
 
+type MergekitTokenSource =
+    | TokenOfModel of model: string
+    | TokenIdOfModel of model: string * id: int
+    | OtherTokenOfModel of model: string * token: string
+    | ZeroRow
+
+type MergekitTokenSetting =
+    { Token: string
+      Source: MergekitTokenSource
+      Force: bool }
+
 type MergekitTokenizer =
     { Source: MergekitTokenizerSource
-      PadToMultipleOf: int option }
+      PadToMultipleOf: int option
+      Tokens: MergekitTokenSetting list }
 
 type MergekitLayerRange =
     { Model: string
@@ -354,8 +366,55 @@ module MergekitConfig =
         | :? YamlMappingNode as m -> m
         | n -> fail file n "expected a mapping (merge_method, models, parameters, ...)"
 
-    /// `tokenizer_source: base | union | <model>`, or the `tokenizer:` block (source, pad_to_multiple_of; per-token
-    /// `tokens` settings are refused), never both (as mergekit).
+    /// One `tokenizer.tokens` entry: `source` (a model, `{kind: zero}` or `{kind: model_token, model, token_id | token}`)
+    /// and `force` (mergekit's TokenEmbeddingConfig; mergekit fails on an entry without a source, so it is required).
+    let private tokenSetting file (key: YamlNode) (node: YamlNode) =
+        let token = scalarText file "tokenizer.tokens" key
+        let what = $"tokenizer.tokens.{token}"
+        let modelSource (m: YamlMappingNode) =
+            let mutable kind = None
+            let mutable model = None
+            let mutable id = None
+            let mutable other = None
+            for k, v in entries m do
+                match keyText file k with
+                | "kind" -> kind <- Some(scalarText file $"{what}.source.kind" v)
+                | "model" -> model <- Some(resolvePath file v $"{what}.source.model" (scalarText file $"{what}.source.model" v))
+                | "token_id" ->
+                    let x = parseNumber file $"{what}.source.token_id" v
+                    if x <> Math.Floor x || x < 0.0 || x > 1e9 then fail file v $"{what}.source.token_id: {num x} is not a token id"
+                    id <- Some(int x)
+                | "token" -> other <- Some(scalarText file $"{what}.source.token" v)
+                | o -> fail file k $"{what}.source: unknown key '{o}' (expected kind, model, token_id, token)"
+            match kind, model, id, other with
+            | Some "zero", None, None, None -> ZeroRow
+            | Some "zero", _, _, _ -> fail file m $"{what}.source: kind zero takes no model, token_id or token"
+            | Some "model_token", Some p, Some i, None -> TokenIdOfModel(p, i)
+            | Some "model_token", Some p, None, Some t -> OtherTokenOfModel(p, t)
+            | Some "model_token", None, _, _ -> fail file m $"{what}.source: kind model_token needs model"
+            | Some "model_token", _, _, _ -> fail file m $"{what}.source: kind model_token takes exactly one of token_id and token"
+            | Some k, _, _, _ -> fail file m $"{what}.source: unknown kind '{k}' (expected zero or model_token)"
+            | None, _, _, _ -> fail file m $"{what}.source: 'kind' is missing (zero or model_token; a model alone is written source: <model>)"
+        match node with
+        | :? YamlMappingNode as m ->
+            let mutable source = None
+            let mutable force = false
+            for k, v in entries m do
+                match keyText file k with
+                | "source" ->
+                    source <-
+                        match v with
+                        | :? YamlMappingNode as sm -> Some(modelSource sm)
+                        | _ -> Some(TokenOfModel(resolvePath file v $"{what}.source" (scalarText file $"{what}.source" v)))
+                | "force" -> force <- parseBool file $"{what}.force" v
+                | o -> fail file k $"{what}: unknown key '{o}' (expected source, force)"
+            match source with
+            | Some s -> { Token = token; Source = s; Force = force }
+            | None -> fail file node $"{what}: 'source' is missing (mergekit fails on a token setting without one)"
+        | _ -> fail file node $"{what}: expected a mapping with source (and force)"
+
+    /// `tokenizer_source: base | union | <model>`, or the `tokenizer:` block (source, pad_to_multiple_of, tokens),
+    /// never both (as mergekit).
     let private parseTokenizer file (simple: (YamlNode * YamlNode) option) (block: (YamlNode * YamlNode) option) =
         let source what (v: YamlNode) =
             match scalarText file what v with
@@ -364,10 +423,11 @@ module MergekitConfig =
             | text -> ModelTokenizer(resolvePath file v what text)
         match simple, block with
         | Some _, Some(k, _) -> fail file k "tokenizer: give either tokenizer_source or tokenizer, not both"
-        | Some(_, v), None -> Some { Source = source "tokenizer_source" v; PadToMultipleOf = None }
+        | Some(_, v), None -> Some { Source = source "tokenizer_source" v; PadToMultipleOf = None; Tokens = [] }
         | None, Some(_, (:? YamlMappingNode as m)) ->
             let mutable src = UnionTokenizer
             let mutable pad = None
+            let mutable tokens = []
             for k, v in entries m do
                 match keyText file k with
                 | "source" -> src <- source "tokenizer.source" v
@@ -375,10 +435,13 @@ module MergekitConfig =
                     let x = parseNumber file "tokenizer.pad_to_multiple_of" v
                     if x <> Math.Floor x || x < 1.0 || x > 1e6 then fail file v $"tokenizer.pad_to_multiple_of: {num x} is not a positive integer"
                     pad <- Some(int x)
-                | "tokens" -> fail file k "tokenizer.tokens: per-token embedding settings are not supported yet"
-                | other -> fail file k $"tokenizer: unknown key '{other}' (expected source, pad_to_multiple_of)"
-            Some { Source = src; PadToMultipleOf = pad }
-        | None, Some(_, v) -> fail file v "tokenizer: expected a mapping (source, pad_to_multiple_of)"
+                | "tokens" ->
+                    match v with
+                    | :? YamlMappingNode as tm -> tokens <- [ for tk, tv in entries tm -> tokenSetting file tk tv ]
+                    | _ -> fail file v "tokenizer.tokens: expected a mapping of tokens to {source, force}"
+                | other -> fail file k $"tokenizer: unknown key '{other}' (expected source, pad_to_multiple_of, tokens)"
+            Some { Source = src; PadToMultipleOf = pad; Tokens = tokens }
+        | None, Some(_, v) -> fail file v "tokenizer: expected a mapping (source, pad_to_multiple_of, tokens)"
         | None, None -> None
 
     let private layerRange file what (node: YamlNode) =
