@@ -32,16 +32,30 @@ type internal SliceSource =
 type internal SliceDef =
     { Line: int
       Sources: SliceSource list
-      Parameters: Map<string, Setting> }
+      Parameters: Map<string, Setting>
+      /// The slice's own `base_model` (full path), which replaces the top-level one for its tensors (mergekit's ConfigReader).
+      BaseModel: string option }
 
 type MergekitTokenizerSource =
     | BaseTokenizer
     | UnionTokenizer
     | ModelTokenizer of path: string
 
+type MergekitTokenSource =
+    | TokenOfModel of model: string
+    | TokenIdOfModel of model: string * id: int
+    | OtherTokenOfModel of model: string * token: string
+    | ZeroRow
+
+type MergekitTokenSetting =
+    { Token: string
+      Source: MergekitTokenSource
+      Force: bool }
+
 type MergekitTokenizer =
     { Source: MergekitTokenizerSource
-      PadToMultipleOf: int option }
+      PadToMultipleOf: int option
+      Tokens: MergekitTokenSetting list }
 
 type MergekitLayerRange =
     { Model: string
@@ -163,6 +177,10 @@ type private Term =
     | TCombine of Comb * Term
     /// Inputs read `offset` layers further on (slices).
     | TShift of int * Term
+    /// Task vectors against another origin than the base (a slice's own base_model).
+    | TTaskVectorsFrom of origin: Term * Term
+    /// x added to another origin than the base (a slice's own base_model).
+    | TAddTo of origin: Term * Term
 
 and private Spars =
     | STopK of float
@@ -354,8 +372,55 @@ module MergekitConfig =
         | :? YamlMappingNode as m -> m
         | n -> fail file n "expected a mapping (merge_method, models, parameters, ...)"
 
-    /// `tokenizer_source: base | union | <model>`, or the `tokenizer:` block (source, pad_to_multiple_of; per-token
-    /// `tokens` settings are refused), never both (as mergekit).
+    /// One `tokenizer.tokens` entry: `source` (a model, `{kind: zero}` or `{kind: model_token, model, token_id | token}`)
+    /// and `force` (mergekit's TokenEmbeddingConfig; mergekit fails on an entry without a source, so it is required).
+    let private tokenSetting file (key: YamlNode) (node: YamlNode) =
+        let token = scalarText file "tokenizer.tokens" key
+        let what = $"tokenizer.tokens.{token}"
+        let modelSource (m: YamlMappingNode) =
+            let mutable kind = None
+            let mutable model = None
+            let mutable id = None
+            let mutable other = None
+            for k, v in entries m do
+                match keyText file k with
+                | "kind" -> kind <- Some(scalarText file $"{what}.source.kind" v)
+                | "model" -> model <- Some(resolvePath file v $"{what}.source.model" (scalarText file $"{what}.source.model" v))
+                | "token_id" ->
+                    let x = parseNumber file $"{what}.source.token_id" v
+                    if x <> Math.Floor x || x < 0.0 || x > 1e9 then fail file v $"{what}.source.token_id: {num x} is not a token id"
+                    id <- Some(int x)
+                | "token" -> other <- Some(scalarText file $"{what}.source.token" v)
+                | o -> fail file k $"{what}.source: unknown key '{o}' (expected kind, model, token_id, token)"
+            match kind, model, id, other with
+            | Some "zero", None, None, None -> ZeroRow
+            | Some "zero", _, _, _ -> fail file m $"{what}.source: kind zero takes no model, token_id or token"
+            | Some "model_token", Some p, Some i, None -> TokenIdOfModel(p, i)
+            | Some "model_token", Some p, None, Some t -> OtherTokenOfModel(p, t)
+            | Some "model_token", None, _, _ -> fail file m $"{what}.source: kind model_token needs model"
+            | Some "model_token", _, _, _ -> fail file m $"{what}.source: kind model_token takes exactly one of token_id and token"
+            | Some k, _, _, _ -> fail file m $"{what}.source: unknown kind '{k}' (expected zero or model_token)"
+            | None, _, _, _ -> fail file m $"{what}.source: 'kind' is missing (zero or model_token; a model alone is written source: <model>)"
+        match node with
+        | :? YamlMappingNode as m ->
+            let mutable source = None
+            let mutable force = false
+            for k, v in entries m do
+                match keyText file k with
+                | "source" ->
+                    source <-
+                        match v with
+                        | :? YamlMappingNode as sm -> Some(modelSource sm)
+                        | _ -> Some(TokenOfModel(resolvePath file v $"{what}.source" (scalarText file $"{what}.source" v)))
+                | "force" -> force <- parseBool file $"{what}.force" v
+                | o -> fail file k $"{what}: unknown key '{o}' (expected source, force)"
+            match source with
+            | Some s -> { Token = token; Source = s; Force = force }
+            | None -> fail file node $"{what}: 'source' is missing (mergekit fails on a token setting without one)"
+        | _ -> fail file node $"{what}: expected a mapping with source (and force)"
+
+    /// `tokenizer_source: base | union | <model>`, or the `tokenizer:` block (source, pad_to_multiple_of, tokens),
+    /// never both (as mergekit).
     let private parseTokenizer file (simple: (YamlNode * YamlNode) option) (block: (YamlNode * YamlNode) option) =
         let source what (v: YamlNode) =
             match scalarText file what v with
@@ -364,10 +429,11 @@ module MergekitConfig =
             | text -> ModelTokenizer(resolvePath file v what text)
         match simple, block with
         | Some _, Some(k, _) -> fail file k "tokenizer: give either tokenizer_source or tokenizer, not both"
-        | Some(_, v), None -> Some { Source = source "tokenizer_source" v; PadToMultipleOf = None }
+        | Some(_, v), None -> Some { Source = source "tokenizer_source" v; PadToMultipleOf = None; Tokens = [] }
         | None, Some(_, (:? YamlMappingNode as m)) ->
             let mutable src = UnionTokenizer
             let mutable pad = None
+            let mutable tokens = []
             for k, v in entries m do
                 match keyText file k with
                 | "source" -> src <- source "tokenizer.source" v
@@ -375,10 +441,13 @@ module MergekitConfig =
                     let x = parseNumber file "tokenizer.pad_to_multiple_of" v
                     if x <> Math.Floor x || x < 1.0 || x > 1e6 then fail file v $"tokenizer.pad_to_multiple_of: {num x} is not a positive integer"
                     pad <- Some(int x)
-                | "tokens" -> fail file k "tokenizer.tokens: per-token embedding settings are not supported yet"
-                | other -> fail file k $"tokenizer: unknown key '{other}' (expected source, pad_to_multiple_of)"
-            Some { Source = src; PadToMultipleOf = pad }
-        | None, Some(_, v) -> fail file v "tokenizer: expected a mapping (source, pad_to_multiple_of)"
+                | "tokens" ->
+                    match v with
+                    | :? YamlMappingNode as tm -> tokens <- [ for tk, tv in entries tm -> tokenSetting file tk tv ]
+                    | _ -> fail file v "tokenizer.tokens: expected a mapping of tokens to {source, force}"
+                | other -> fail file k $"tokenizer: unknown key '{other}' (expected source, pad_to_multiple_of, tokens)"
+            Some { Source = src; PadToMultipleOf = pad; Tokens = tokens }
+        | None, Some(_, v) -> fail file v "tokenizer: expected a mapping (source, pad_to_multiple_of, tokens)"
         | None, None -> None
 
     let private layerRange file what (node: YamlNode) =
@@ -399,6 +468,7 @@ module MergekitConfig =
         | :? YamlMappingNode as m ->
             let mutable sources = None
             let mutable ps = Map.empty
+            let mutable sliceBase = None
             for k, v in entries m do
                 match keyText file k with
                 | "sources" ->
@@ -426,8 +496,10 @@ module MergekitConfig =
                                       | _ -> fail file src $"{w}: expected a mapping with 'model' and 'layer_range'" ]
                     | _ -> fail file v $"{where}.sources: expected a list of sources"
                 | "parameters" -> ps <- parameters file $"{where}.parameters" (spec.Global @ spec.PerModel) [] v
-                | "base_model" | "residual_weight" as key -> fail file k $"{where}: '{key}' in a slice is not supported yet (set base_model at the top level)"
-                | other -> fail file k $"{where}: unknown key '{other}' (expected sources, parameters)"
+                | "base_model" -> sliceBase <- Some(resolvePath file v $"{where}.base_model" (scalarText file $"{where}.base_model" v))
+                | "residual_weight" ->
+                    fail file k $"{where}.residual_weight: mergekit declares this key but never reads it (no effect on its merges); remove it"
+                | other -> fail file k $"{where}: unknown key '{other}' (expected sources, base_model, parameters)"
             match sources with
             | None -> fail file item $"{where}: 'sources' is missing"
             | Some srcs ->
@@ -438,23 +510,41 @@ module MergekitConfig =
                 match srcs |> List.countBy (fun s -> s.Source.Path) |> List.tryFind (fun (_, n) -> n > 1) with
                 | Some(p, _) -> fail file item $"{where}: model '{p}' is a source twice"
                 | None -> ()
-                { Line = int item.Start.Line; Sources = srcs; Parameters = ps }
+                { Line = int item.Start.Line; Sources = srcs; Parameters = ps; BaseModel = sliceBase }
         | _ -> fail file item $"{where}: expected a mapping with 'sources'"
+
+    /// A setting looked up first in `first`, then (where it is absent or its filters all miss) in `fallback`,
+    /// as mergekit's ConfigReader does: source parameters, then the slice's, then the top level.
+    let private overlay (first: Map<string, Setting>) (fallback: Map<string, Setting>) =
+        fallback
+        |> Map.fold
+            (fun (acc: Map<string, Setting>) k v ->
+                match acc.TryFind k with
+                | None -> acc.Add(k, v)
+                | Some(Filtered cs) -> acc.Add(k, Filtered(cs @ [ None, v ]))
+                | Some _ -> acc)
+            first
 
     /// A slices configuration: the base (methods that use one) must be a source of every slice; the
     /// experts are the other sources' models, in order of first appearance.
     let private slicesConfig file (spec: MethodSpec) (baseModel: string option) globals outDType (slices: SliceDef list) extras =
-        let usesBase =
+        // A slice's own base_model replaces the top-level one for its tensors (mergekit's ConfigReader.base_model).
+        let sliceBase (s: SliceDef) = match s.BaseModel with Some b -> Some b | None -> baseModel
+        let usesBase (s: SliceDef) =
             match spec.Family with
             | Linear | PassthroughMethod | KarcherMethod -> false
             | Gta _ | ModelStockMethod | SlerpMethod | SceMethod | NearSwapMethod | ArceeFusionMethod -> true
-            | NuSlerpMethod | MultiSlerpMethod -> baseModel.IsSome
-        if usesBase && baseModel.IsNone then raise (ConfigError $"{file}: {spec.Name} needs base_model")
-        let baseUsed = if usesBase then baseModel else None
+            | NuSlerpMethod | MultiSlerpMethod -> (sliceBase s).IsSome
+        let anyBase = slices |> List.exists usesBase
+        let baseUsed = if anyBase then baseModel else None
         for i, s in List.indexed slices do
             let need what = raise (ConfigError $"{file}:{s.Line}: slices[{i}]: {spec.Name} {what}")
-            let others = s.Sources |> List.filter (fun src -> Some src.Source.Path <> baseUsed)
-            if usesBase && others.Length = s.Sources.Length then need "needs base_model among the sources of every slice"
+            let effective = if usesBase s then sliceBase s else None
+            if usesBase s && effective.IsNone then need "needs base_model (at the top level or in the slice)"
+            let others = s.Sources |> List.filter (fun src -> Some src.Source.Path <> effective)
+            if usesBase s && others.Length = s.Sources.Length then need "needs its base_model among the sources of the slice"
+            if spec.Family = ModelStockMethod && effective <> baseUsed then
+                need "with a slice base_model other than the top-level one is not supported (Model Stock reads the top-level base)"
             match spec.Family, others.Length with
             | PassthroughMethod, n when n <> 1 -> need $"takes exactly one source per slice ({n} given)"
             | (SlerpMethod | NearSwapMethod | ArceeFusionMethod), n when n <> 1 -> need $"takes the base model and exactly one other source ({n} others given)"
@@ -463,6 +553,26 @@ module MergekitConfig =
             | ModelStockMethod, n when n < 2 -> need $"needs at least two sources besides the base ({n} given)"
             | (Gta _ | SceMethod | MultiSlerpMethod), 0 -> need "needs at least one source besides the base"
             | _ -> ()
+        // mergekit evaluates per-model parameters against each source's input tensor name and method-wide ones against
+        // the output name (plan.py's plan_tensor); MergeDsl's cells see output names. The two names differ only in the
+        // layer number, so only a filter with a digit can tell them apart: refused where a source's layers are shifted.
+        let rec filtersIn (st: Setting) =
+            match st with
+            | Filtered cs -> cs |> List.collect (fun (f, v) -> Option.toList f @ filtersIn v)
+            | _ -> []
+        let digitFilters (m: Map<string, Setting>) =
+            spec.PerModel
+            |> List.collect (fun p -> m.TryFind p.Name |> Option.map filtersIn |> Option.defaultValue [])
+            |> List.filter (Seq.exists Char.IsDigit)
+        let mutable start = 0
+        for i, s in List.indexed slices do
+            for src in s.Sources do
+                if src.First <> start then
+                    match digitFilters src.Source.Parameters @ digitFilters s.Parameters @ digitFilters globals with
+                    | f :: _ ->
+                        raise (ConfigError $"{file}:{src.Source.Line}: slices[{i}]: filter '{f}' of a per-model parameter has a digit: mergekit matches it against the input names (layer {src.First} on), MergeDsl against the output names (layer {start} on), which differ here; use a filter without a layer number")
+                    | [] -> ()
+            start <- start + (s.Sources.Head.Last - s.Sources.Head.First)
         let experts =
             slices
             |> List.collect (fun s -> s.Sources |> List.map (fun src -> src.Source))
@@ -477,13 +587,37 @@ module MergekitConfig =
         for name, (k, v) in all do
             match name with
             | "merge_method" | "base_model" | "models" | "slices" | "parameters" | "dtype" | "out_dtype" -> ()
-            | "tokenizer_source" | "tokenizer" | "chat_template" -> ()
+            | "tokenizer_source" | "tokenizer" | "chat_template" | "modules" -> ()
             | "embed_slerp" ->
                 fail file k "embed_slerp: not supported: current mergekit has no such key (embeddings are merged by the merge_method on rows aligned to the output vocabulary)"
-            | "modules" -> fail file k "modules are not supported yet (use models)"
             | other ->
                 fail file k $"unknown key '{other}' (expected merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source, tokenizer, chat_template)"
         let find name = all |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
+        // mergekit's `modules`: a single-module architecture (every decoder-only LLM) has one module, 'default', whose
+        // slices or models and parameters mean what they mean at the top level (its parameters come between a slice's
+        // and the top level's). Multi-module architectures (vision-language models, T5, Whisper) are refused.
+        let moduleBody =
+            match find "modules" with
+            | None -> None
+            | Some(k, (:? YamlMappingNode as m)) ->
+                if (find "models").IsSome || (find "slices").IsSome then fail file k "modules: give exactly one of models, slices and modules"
+                match entries m with
+                | [ name, (:? YamlMappingNode as body) ] when keyText file name = "default" ->
+                    let inner = entries body |> List.map (fun (k, v) -> keyText file k, (k, v))
+                    for n, (bk, _) in inner do
+                        if n <> "models" && n <> "slices" && n <> "parameters" then
+                            fail file bk $"modules.default: unknown key '{n}' (expected models, slices, parameters)"
+                    Some inner
+                | [ name, body ] when keyText file name = "default" -> fail file body "modules.default: expected a mapping (models or slices, parameters)"
+                | (name, _) :: _ when keyText file name <> "default" ->
+                    let n = keyText file name
+                    fail file name $"modules: '{n}': multi-module architectures (vision-language models, T5, Whisper) are not supported; a single-module model's only module is 'default'"
+                | _ -> fail file k "modules: a single-module model has exactly one module, 'default'"
+            | Some(_, v) -> fail file v "modules: expected a mapping with the module 'default'"
+        let findBody name =
+            match moduleBody with
+            | Some inner -> inner |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
+            | None -> find name
         let spec =
             match find "merge_method" with
             | None -> raise (ConfigError $"{file}: merge_method is missing")
@@ -498,9 +632,13 @@ module MergekitConfig =
             match find "parameters" with
             | None -> Map.empty
             | Some(_, v) -> parameters file "parameters" (spec.Global @ spec.PerModel) [] v
+        let globals =
+            match moduleBody |> Option.bind (List.tryFind (fun (n, _) -> n = "parameters")) with
+            | Some(_, (_, v)) -> overlay (parameters file "modules.default.parameters" (spec.Global @ spec.PerModel) [] v) globals
+            | None -> globals
         let baseModel = find "base_model" |> Option.map (fun (_, v) -> resolvePath file v "base_model" (scalarText file "base_model" v))
         let models =
-            match find "models", find "slices" with
+            match findBody "models", findBody "slices" with
             | None, None -> raise (ConfigError $"{file}: models (or slices) is missing")
             | Some _, Some(k, _) -> fail file k "slices: give either models or slices, not both"
             | None, Some _ -> []
@@ -522,7 +660,7 @@ module MergekitConfig =
                       | _ -> fail file item $"{where}: expected a mapping with 'model' and 'parameters'" ]
             | Some(_, v), None -> fail file v "models: expected a list of models"
         let slices =
-            match find "slices" with
+            match findBody "slices" with
             | None -> []
             | Some(_, (:? YamlSequenceNode as s)) when s.Children.Count > 0 ->
                 [ for i, item in Seq.indexed s.Children -> parseSlice file spec i item ]
@@ -783,6 +921,7 @@ module MergekitConfig =
         | TRescaleL1(x, r) -> tensor x |> Recipe.rescaleL1 (tensor r)
         | TCombine(c, s) -> stack s |> combinerOf c
         | TShift(d, x) -> tensor x |> Recipe.shiftLayers d
+        | TAddTo(o, x) -> tensor x |> Recipe.addTo (tensor o)
         | _ -> invalidOp $"not a tensor term: {t}"
 
     and private stack (t: Term) : Stack =
@@ -796,6 +935,7 @@ module MergekitConfig =
         | TScale(f, x) -> stack x |> Recipe.scale f
         | TRescaleL1(x, r) -> stack x |> Recipe.rescaleL1 (stack r)
         | TShift(d, x) -> stack x |> Recipe.shiftLayers d
+        | TTaskVectorsFrom(o, x) -> stack x |> Recipe.taskVectorsFrom (tensor o)
         | _ -> invalidOp $"not a stack term: {t}"
 
     let private fnum (x: float) =
@@ -847,6 +987,8 @@ module MergekitConfig =
         | TRescaleL1(x, r) -> step x ("Recipe.rescaleL1 (" + String.Join(" ", lines r) + ")")
         | TCombine(c, x) -> step x (combText c)
         | TShift(d, x) -> step x (if d < 0 then $"Recipe.shiftLayers ({d})" else $"Recipe.shiftLayers {d}")
+        | TTaskVectorsFrom(o, x) -> step x ("Recipe.taskVectorsFrom (" + String.Join(" ", lines o) + ")")
+        | TAddTo(o, x) -> step x ("Recipe.addTo (" + String.Join(" ", lines o) + ")")
 
     /// The regex (without "re:") of the names in a cell: the first `.N.` of the name is the layer,
     /// as the compiler's layer index reads it; filters are substrings, as in mergekit.
@@ -863,42 +1005,38 @@ module MergekitConfig =
                 | Some i -> $@"(?:(?!\.\d+\.).)*\.{i}\..*"
         lookaheads + layer
 
-    /// The term with the method's experts replaced by a slice's sources (a pick of a listed stack is its item).
-    let rec private substitute (experts: Term) (t: Term) : Term =
-        let sub = substitute experts
+    /// The term with the method's base and experts replaced by a slice's (a pick of a listed stack is its item);
+    /// `origin` is TBase unless the slice has its own base_model, which is then one of the experts.
+    let rec private substitute (origin: Term) (experts: Term) (t: Term) : Term =
+        let sub = substitute origin experts
+        let own = origin <> TBase
         match t with
         | TExperts -> experts
         | TPick(i, TExperts) -> (match experts with TStackOf items -> items[i] | e -> TPick(i, e))
-        | TBase -> TBase
-        | TTaskVectors x -> TTaskVectors(sub x)
+        | TBase -> origin
+        | TTaskVectors x -> if own then TTaskVectorsFrom(origin, sub x) else TTaskVectors(sub x)
+        | TTaskVectorsFrom(o, x) -> TTaskVectorsFrom(sub o, sub x)
         | TPick(i, x) -> TPick(i, sub x)
         | TStackOf xs -> TStackOf(List.map sub xs)
-        | TWithBase x -> TWithBase(sub x)
+        | TWithBase x ->
+            match sub x with
+            | TStackOf items when own -> TStackOf(origin :: items)
+            | _ when own -> invalidOp "a slice base_model with every expert as a source"
+            | x' -> TWithBase x'
         | TSparsify(sp, x) -> TSparsify(sp, sub x)
         | TElect x -> TElect(sub x)
         | TScale(f, x) -> TScale(f, sub x)
         | TSum x -> TSum(sub x)
         | TWeighted(ws, x) -> TWeighted(ws, sub x)
         | TDisjointWeighted(ws, x) -> TDisjointWeighted(ws, sub x)
-        | TAddToBase x -> TAddToBase(sub x)
+        | TAddToBase x -> if own then TAddTo(origin, sub x) else TAddToBase(sub x)
+        | TAddTo(o, x) -> TAddTo(sub o, sub x)
         | TSlerp(v, x) -> TSlerp(v, sub x)
         | TModelStock x -> TModelStock(sub x)
         | TPassthrough x -> TPassthrough(sub x)
         | TShift(d, x) -> TShift(d, sub x)
         | TRescaleL1(x, r) -> TRescaleL1(sub x, sub r)
         | TCombine(c, x) -> TCombine(c, sub x)
-
-    /// A setting looked up first in `first`, then (where it is absent or its filters all miss) in `fallback`,
-    /// as mergekit's ConfigReader does: source parameters, then the slice's, then the top level.
-    let private overlay (first: Map<string, Setting>) (fallback: Map<string, Setting>) =
-        fallback
-        |> Map.fold
-            (fun (acc: Map<string, Setting>) k v ->
-                match acc.TryFind k with
-                | None -> acc.Add(k, v)
-                | Some(Filtered cs) -> acc.Add(k, Filtered(cs @ [ None, v ]))
-                | Some _ -> acc)
-            first
 
     /// Which tensors of the output a slice cell covers.
     type private Part =
@@ -914,22 +1052,28 @@ module MergekitConfig =
         let subsets = filters |> List.fold (fun acc f -> acc @ (acc |> List.map (Set.add f))) [ Set.empty ]
         let slices = config.Slices
         let expertIndex (path: string) = config.Models |> List.findIndex ((=) path)
-        let isBase (src: SliceSource) = Some src.Source.Path = config.Base
+        let usesBase = match spec.Family with Linear | PassthroughMethod | KarcherMethod -> false | _ -> true
+        let baseOf (s: SliceDef) = if not usesBase then None else match s.BaseModel with Some b -> Some b | None -> config.Base
         let termFor (s: SliceDef) (sources: SliceSource list) (outStart: int option) (cell: Cell) =
+            let sliceBase = baseOf s
+            let isBase (src: SliceSource) = Some src.Source.Path = sliceBase
             let others = sources |> List.filter (isBase >> not)
             let sliceConfig =
                 MergekitConfig(
-                    config.File, config.Method, config.Base,
+                    config.File, config.Method, sliceBase,
                     others |> List.map (fun src -> { src.Source with Parameters = overlay src.Source.Parameters s.Parameters }),
                     overlay s.Parameters config.Globals, config.OutDType, [], (config.Tokenizer, config.ChatTemplate))
             let offset (src: SliceSource) = match outStart with Some o -> src.First - o | None -> 0
             let reference = sources |> List.tryFind isBase |> Option.defaultValue sources.Head
             let shift d x = if d = 0 then x else TShift(d, x)
-            let items = others |> List.map (fun src -> shift (offset src - offset reference) (TPick(expertIndex src.Source.Path, TExperts)))
+            // The top-level base is an ordinary source of a slice that has a base_model of its own.
+            let inputOf path = if Some path = config.Base then TBase else TPick(expertIndex path, TExperts)
+            let items = others |> List.map (fun src -> shift (offset src - offset reference) (inputOf src.Source.Path))
             let allExperts = [ for i in 0 .. config.Models.Length - 1 -> TPick(i, TExperts) ]
             let experts = if items = allExperts then TExperts else TStackOf items
+            let origin = match sliceBase with Some b when sliceBase <> config.Base -> inputOf b | _ -> TBase
             let length = (sources.Head.Last - sources.Head.First)
-            shift (offset reference) (substitute experts (termOf spec sliceConfig length cell))
+            shift (offset reference) (substitute origin experts (termOf spec sliceConfig length cell))
         let first, last = slices.Head, List.last slices
         [ for filtersIn in subsets do
               let pre = termFor first first.Sources None { Layer = None; Filters = filtersIn }

@@ -11,12 +11,34 @@ type MergekitTokenizerSource =
     /// This model folder's (full path) tokenizer.
     | ModelTokenizer of path: string
 
+/// Where one token's embedding row comes from (mergekit's `tokenizer.tokens.<token>.source`).
+type MergekitTokenSource =
+    /// That model's own row of the token (`source: <model>`; a model folder, full path).
+    | TokenOfModel of model: string
+    /// Row `id` of that model's matrices (`source: {kind: model_token, model: <model>, token_id: id}`).
+    | TokenIdOfModel of model: string * id: int
+    /// The row of another token of that model (`source: {kind: model_token, model: <model>, token: <text>}`).
+    | OtherTokenOfModel of model: string * token: string
+    /// Zeros (`source: {kind: zero}`).
+    | ZeroRow
+
+/// One per-token embedding setting (`tokenizer.tokens`).
+type MergekitTokenSetting =
+    { /// The token (added to the output vocabulary when it lacks it, as mergekit does).
+      Token: string
+      /// Where its row comes from.
+      Source: MergekitTokenSource
+      /// Every model takes the row, also models that have the token (`force`).
+      Force: bool }
+
 /// The output tokenizer a configuration asks for.
 type MergekitTokenizer =
     { /// Which vocabulary.
       Source: MergekitTokenizerSource
       /// Round the embedding rows up to a multiple of this (`tokenizer.pad_to_multiple_of`).
-      PadToMultipleOf: int option }
+      PadToMultipleOf: int option
+      /// Per-token settings (`tokenizer.tokens`), in the order written.
+      Tokens: MergekitTokenSetting list }
 
 /// One source of a `slices` entry: layers First … Last − 1 of a model folder (full path); Line is its line in the YAML.
 type MergekitLayerRange =

@@ -233,7 +233,63 @@ slices:
             expectBad
                 dir
                 "merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: b\n        layer_range: [0, 2]\n        parameters: {weight: 1}\n"
-                [ "slices[0]: ties needs base_model among the sources of every slice" ]
+                [ "slices[0]: ties needs its base_model among the sources of the slice" ]
+        }
+
+        test "a slice's own base_model: task vectors against it for its layers (and the last slice's norm and head); hand-checked" {
+            use dir = new TempDir()
+            let bas = model dir "base" (llama 3 16 false) 13L
+            let b = model dir "b" (llama 3 16 false) 14L
+            let yaml =
+                """merge_method: task_arithmetic
+base_model: base
+slices:
+  - sources:
+      - model: base
+        layer_range: [0, 2]
+      - model: b
+        layer_range: [0, 2]
+        parameters: {weight: 0.5}
+  - base_model: b
+    sources:
+      - model: b
+        layer_range: [2, 3]
+      - model: base
+        layer_range: [2, 3]
+        parameters: {weight: 0.25}
+"""
+            let got = run (writeYaml dir yaml) (dir.File "out")
+            let f (t: torch.Tensor) = t.to_type(torch.ScalarType.Float64)
+            let ta (o: torch.Tensor) (x: torch.Tensor) (w: float) = f(o).add(f(x).sub(f o).mul(torch.tensor w))
+            for s in layerSuffixes do
+                for j in 0 .. 1 do
+                    close got[layer j s] (ta bas[layer j s] b[layer j s] 0.5) $"layer {j} {s} = base + 0.5·(B − base)"
+                close got[layer 2 s] (ta b[layer 2 s] bas[layer 2 s] 0.25) $"layer 2 {s} = B + 0.25·(base − B): the slice's base is B"
+            let e, n = "model.embed_tokens.weight", "model.norm.weight"
+            close got[e] (ta bas[e] b[e] 0.5) "embeddings: the first slice (base)"
+            close got[n] (ta b[n] bas[n] 0.25) "final norm: the last slice (base_model B)"
+            let script = importMatches dir (dir.File "config.yml") [ "--base"; dir.File "base"; "--model"; dir.File "b" ]
+            Expect.stringContains script "Recipe.taskVectorsFrom" "task vectors against the slice's base"
+        }
+
+        test "modules: {default: ...} is the top level's slices; residual_weight, other modules, digit filters on shifted sources refused" {
+            use dir = new TempDir()
+            model dir "a" (llama 3 16 false) 15L |> ignore
+            model dir "b" (llama 3 16 false) 16L |> ignore
+            let plain = run (writeYaml dir frankenYaml) (dir.File "out-plain")
+            let indented = frankenYaml.Replace("merge_method: passthrough\n", "").Replace("dtype: float32\n", "").Split('\n') |> Array.map (fun l -> if l = "" then l else "    " + l)
+            let moduleYaml = "merge_method: passthrough\ndtype: float32\nmodules:\n  default:\n" + String.Join("\n", indented)
+            let viaModule = run (writeYaml dir moduleYaml) (dir.File "out-module")
+            for KeyValue(n, t) in plain do
+                same viaModule[n] t $"{n}: modules.default gives the same bytes"
+            expectBad dir (moduleYaml.Replace("  default:", "  text_decoder:")) [ "modules: 'text_decoder': multi-module architectures"; "'default'" ]
+            expectBad dir (moduleYaml + "models:\n  - model: a\n") [ "give exactly one of models, slices and modules" ]
+            expectBad dir (frankenYaml.Replace("  - sources:\n      - model: b", "  - residual_weight: 0.5\n    sources:\n      - model: b"))
+                [ "config.yml:5:"; "slices[1].residual_weight: mergekit declares this key but never reads it" ]
+            let linear (filter: string) =
+                $"merge_method: linear\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n        parameters: {{weight: 1}}\n      - model: b\n        layer_range: [1, 3]\n        parameters:\n          weight:\n            - filter: {filter}\n              value: 2\n            - value: 1\n"
+            expectBad dir (linear "layers.1.") [ "filter 'layers.1.' of a per-model parameter has a digit"; "input names (layer 1 on)"; "output names (layer 0 on)" ]
+            run (writeYaml dir (linear "self_attn")) (dir.File "out-filter") |> ignore
         }
 
         test "tied embeddings: merges keep the single matrix and tie_word_embeddings, frankenmerges too, and the runtime loads them" {

@@ -157,6 +157,75 @@ let tests =
             Expect.isTrue loaded.Config.TieWordEmbeddings "loads tied"
         }
 
+        test "per-token settings: configured rows where a model lacks the token, forced rows everywhere, added tokens (by hand)" {
+            use dir = new TempDir()
+            let write name vocab addedTokens =
+                Directory.CreateDirectory(dir.File name) |> ignore
+                File.WriteAllText(Path.Combine(dir.File name, "tokenizer.json"), tokenizerJson vocab addedTokens)
+                TokenizerVocabulary.Load(dir.File name)
+            let baseV = write "base" [ "a", 0; "b", 1; "y", 2 ] []
+            let v1 = write "m1" [ "a", 0; "x", 1; "y", 2 ] []
+            let settings =
+                [| TokenEmbeddingSetting("x", TokenEmbeddingKind.Zero)
+                   TokenEmbeddingSetting("a", TokenEmbeddingKind.ModelToken, 1, SourceToken = "x", Force = true)
+                   TokenEmbeddingSetting("new", TokenEmbeddingKind.ModelToken, 0, SourceTokenId = Nullable 1)
+                   TokenEmbeddingSetting("y", TokenEmbeddingKind.Model, 1) |]
+            let union = VocabularyUnion.Build([| baseV; v1 |], Nullable 0, TokenizerSourceKind.Union, tokens = settings)
+            Expect.sequenceEqual union.Tokens [ "a"; "b"; "y"; "x"; "new" ] "base's tokens, m1's x, then the configured new token"
+            Expect.isTrue union.AddsTokens "the vocabulary grew"
+            // Row r of model m holds 100·m + r (one column).
+            let mat m n = torch.tensor([| for r in 0 .. n - 1 -> float32 (100 * m + r) |]).reshape(int64 n, 1L)
+            let mats = [| mat 0 3; mat 1 3 |]
+            let aligned m = (union.Align(m, mats)).flatten().data<float32>().ToArray()
+            // a: forced to m1's row of x (101) in both; b: m1 lacks it, the only holder is the base (1);
+            // y: both have it, their own rows (not forced); x: the base lacks it, zero (configured), m1 keeps 101;
+            // new: nobody has it, the base's row 1.
+            Expect.sequenceEqual (aligned 0) [| 101.0f; 1.0f; 2.0f; 0.0f; 1.0f |] "base"
+            Expect.sequenceEqual (aligned 1) [| 101.0f; 1.0f; 102.0f; 101.0f; 1.0f |] "m1"
+            let files = union.OutputFiles(null, null)
+            let addedOut = (JsonNode.Parse(files["tokenizer.json"]).["added_tokens"]).AsArray() |> Seq.map (fun e -> e["content"].GetValue<string>(), e["special"].GetValue<bool>()) |> List.ofSeq
+            Expect.equal addedOut [ "x", false; "new", false ] "x and the configured token are added, not special"
+            let fails (s: TokenEmbeddingSetting) fragment =
+                try
+                    VocabularyUnion.Build([| baseV; v1 |], Nullable 0, TokenizerSourceKind.Base, tokens = [| s |]) |> ignore
+                    failtest "accepted"
+                with :? FormatException as e -> Expect.stringContains e.Message fragment "names the fault"
+            fails (TokenEmbeddingSetting("b", TokenEmbeddingKind.Model, 1)) "tokenizer.tokens 'b': source model"
+            fails (TokenEmbeddingSetting("b", TokenEmbeddingKind.ModelToken, 1, SourceToken = "zz")) "has no token 'zz'"
+            // Base vocabulary: only the configured token is added.
+            let b = VocabularyUnion.Build([| baseV; v1 |], Nullable 0, TokenizerSourceKind.Base, tokens = [| TokenEmbeddingSetting("x", TokenEmbeddingKind.Model, 1, Force = true) |])
+            Expect.sequenceEqual b.Tokens [ "a"; "b"; "y"; "x" ] "base + x"
+            Expect.sequenceEqual ((b.Align(0, mats)).flatten().data<float32>().ToArray()) [| 0.0f; 1.0f; 2.0f; 101.0f |] "x from m1 in the base"
+        }
+
+        test "tokenizer.tokens from YAML end to end; slow tokenizer files: dropped by a union, kept for base, taken from a named model" {
+            use dir = new TempDir()
+            let a = model dir "a" false 9L vocabA None
+            let b = model dir "b" false 10L vocabB None
+            File.WriteAllBytes(dir.File "a/tokenizer.model", [| 1uy; 2uy; 3uy |])
+            File.WriteAllBytes(dir.File "b/tokenizer.model", [| 7uy; 8uy |])
+            let tokens =
+                "tokenizer:\n  source: union\n  tokens:\n    <tool>:\n      source: {kind: zero}\n    d:\n      source: {kind: model_token, model: a, token: ab}\n      force: true\n    <new>:\n      source: {kind: model_token, model: b, token_id: 2}\n"
+            let out = dir.File "out-tokens"
+            let got = run dir (linear + tokens) out
+            Expect.isFalse (File.Exists(Path.Combine(out, "tokenizer.model"))) "a union writes no stale tokenizer.model (as mergekit)"
+            let e, ea, eb = got["model.embed_tokens.weight"], a["model.embed_tokens.weight"], b["model.embed_tokens.weight"]
+            Expect.sequenceEqual e.shape [| 9L; 8L |] "8 union tokens + <new>"
+            let mix (x: torch.Tensor) (y: torch.Tensor) = x.mul(torch.tensor 0.25).add(y.mul(torch.tensor 0.75))
+            close (row e 6) (row ea 3) "d: forced to A's row of ab in both models"
+            // <tool> (id 7): B has it and keeps its row; A lacks it and gets zeros (configured).
+            close (row e 7) (row eb 5 |> fun r -> r.mul(torch.tensor 0.75)) "<tool>: ¼·0 + ¾·B's row"
+            close (row e 8) (row eb 2) "<new>: B's row 2 in both"
+            close (row e 3) (row ea 3) "ab unchanged"
+            close (row e 0) (mix (row ea 0) (row eb 0)) "a unchanged"
+            let baseOut = dir.File "out-base"
+            run dir (linear + "tokenizer_source: base\n") baseOut |> ignore
+            Expect.sequenceEqual (File.ReadAllBytes(Path.Combine(baseOut, "tokenizer.model"))) [| 1uy; 2uy; 3uy |] "base: its tokenizer.model is kept"
+            let bOut = dir.File "out-b"
+            run dir (linear + "tokenizer_source: b\n") bOut |> ignore
+            Expect.sequenceEqual (File.ReadAllBytes(Path.Combine(bOut, "tokenizer.model"))) [| 7uy; 8uy |] "a named model: its tokenizer.model"
+        }
+
         test "refused tokenizer keys are one-line errors before any tensor is read" {
             use dir = new TempDir()
             model dir "a" false 7L vocabA None |> ignore
@@ -164,7 +233,10 @@ let tests =
             for extra, fragment in
                 [ "embed_slerp: true\n", "embed_slerp: not supported"
                   "chat_template: chatml\n", "chat_template: 'chatml' is not supported"
-                  "tokenizer:\n  source: union\n  tokens:\n    <tool>: {source: a}\n", "tokenizer.tokens: per-token embedding settings are not supported yet"
+                  "tokenizer:\n  source: union\n  tokens:\n    <tool>: {force: true}\n", "tokenizer.tokens.<tool>: 'source' is missing"
+                  "tokenizer:\n  source: union\n  tokens:\n    <tool>: {source: {kind: copy}}\n", "unknown kind 'copy'"
+                  "tokenizer:\n  source: union\n  tokens:\n    <tool>: {source: {kind: model_token, model: a}}\n", "exactly one of token_id and token"
+                  "tokenizer:\n  source: union\n  tokens:\n    <tool>: {source: a}\n", "tokenizer.tokens '<tool>': source model"
                   "tokenizer_source: union\ntokenizer:\n  source: base\n", "give either tokenizer_source or tokenizer"
                   "tokenizer_source: nowhere\n", "tokenizer_source: nowhere: no such model folder or file" ] do
                 let path = dir.File "config.yml"

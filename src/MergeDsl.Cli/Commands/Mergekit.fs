@@ -64,6 +64,7 @@ let private tokenizerOf (config: MergekitConfig) : OutputTokenizer.Request optio
             { Source = kind
               SourceModel = model
               PadToMultipleOf = config.Tokenizer |> Option.bind (fun t -> t.PadToMultipleOf)
+              Tokens = config.Tokenizer |> Option.map (fun t -> t.Tokens) |> Option.defaultValue []
               ChatTemplate = config.ChatTemplate }
 
 /// The request for a mergekit configuration: its recipe, models and dtype replace the command line's.

@@ -151,7 +151,9 @@ let private prepareReserved (req: Request) (resolved: JobInputs.ResolvedRecipe) 
             CheckpointWriterOptions(
                 MaxShardBytes = defaultArg shard (CheckpointWriterOptions().MaxShardBytes),
                 CopyFilesFrom = Option.toObj tokenizer.CopyFrom,
-                ExtraFiles = readOnlyDict (Map.toList tokenizer.Files))
+                ExtraFiles = readOnlyDict (Map.toList tokenizer.Files),
+                SkipCopiedFiles = Collections.Generic.HashSet<string>(tokenizer.Skip),
+                CopyFilesAlso = (tokenizer.AlsoCopy |> List.map (fun (f, n) -> struct (f, n)) |> Array.ofList))
         { Request = req; Resolved = resolved; Opened = opened; Plan = plan; Options = options; WriterOptions = writerOptions
           Output = output }
     with _ ->
@@ -217,6 +219,8 @@ let private writerOptionsWith (p: Prepared) (output: OutputFolder) (identity: st
     CheckpointWriterOptions(
         Output = output, MaxShardBytes = p.WriterOptions.MaxShardBytes, Metadata = readOnlyDict (ModelCard.metadata prov),
         CopyFilesFrom = p.WriterOptions.CopyFilesFrom,
+        SkipCopiedFiles = p.WriterOptions.SkipCopiedFiles,
+        CopyFilesAlso = p.WriterOptions.CopyFilesAlso,
         ExtraFiles = readOnlyDict ([ for kv in p.WriterOptions.ExtraFiles -> kv.Key, kv.Value ] @ [ "README.md", ModelCard.render prov ]),
         Resume = p.Request.Resume, RunIdentity = identity,
         ShardCompleted = (holdAfterShards () |> Option.map (fun f -> Action<ShardRecord> f) |> Option.toObj))

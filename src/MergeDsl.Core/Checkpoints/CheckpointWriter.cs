@@ -54,7 +54,12 @@ public sealed unsafe class CheckpointWriter : IDisposable
             throw new ArgumentException($"a part's shards must lie in 0..{shardContents.Count - 1}", nameof(options));
         _remaining = shardContents.Select(c => c.Count).ToArray();
         // Chosen (and refused) before anything is written, so a bad tokenizer link fails the run before the merge.
-        _copyThrough = options.CopyFilesFrom is { } copyFrom ? HfFiles.CopyThroughFiles(copyFrom) : [];
+        var replaced = new HashSet<string>(options.SkipCopiedFiles.Concat(options.CopyFilesAlso.Select(f => f.Name)), StringComparer.Ordinal);
+        _copyThrough = options.CopyFilesFrom is { } copyFrom
+            ? HfFiles.CopyThroughFiles(copyFrom).Where(f => !replaced.Contains(System.IO.Path.GetFileName(f))).ToList()
+            : [];
+        var policy = InputFilePolicy.FromEnvironment();
+        foreach (var (folder, name) in options.CopyFilesAlso) ModelFiles.Check(System.IO.Path.Combine(folder, name), folder, policy);
         _ownsOutput = options.Output is null;
         _output = options.Output ?? OutputFolder.Reserve(target, options.Overwrite);
         _target = _output.Target;
@@ -302,6 +307,8 @@ public sealed unsafe class CheckpointWriter : IDisposable
         if (whole && _shards.Count > 1)
             WriteIndexFile(_temp, _layout.Select(l => _plan[l.Name]).Select(p => (p.Name, _shards[p.Shard]!.FileName, p.ByteLength)));
         if (whole && _options.CopyFilesFrom is { } source) HfFiles.CopyInto(source, _copyThrough, _temp);
+        if (whole)
+            foreach (var (folder, name) in _options.CopyFilesAlso) HfFiles.CopyInto(folder, [System.IO.Path.Combine(folder, name)], _temp);
         foreach (var (name, text) in _options.ExtraFiles.Concat(_lateFiles))
             File.WriteAllText(System.IO.Path.Combine(_temp, name), text);
         // Bookkeeping of this run, not part of the checkpoint.

@@ -22,6 +22,15 @@ public sealed record CheckpointWriterOptions
     /// when disposed. Give one when the caller must hold the lock from before its work starts.</summary>
     public OutputFolder? Output { get; init; }
 
+    /// <summary>File names of <see cref="CopyFilesFrom"/> that are not copied (e.g. a SentencePiece <c>tokenizer.model</c> that no
+    /// longer matches a changed vocabulary).</summary>
+    public IReadOnlySet<string> SkipCopiedFiles { get; init; } = new HashSet<string>();
+
+    /// <summary>Files copied from another model folder (folder, file name), checked like copied-through files and
+    /// written over a copied-through file of the same name (e.g. the binary tokenizer of the model whose tokenizer the
+    /// output takes).</summary>
+    public IReadOnlyList<(string Folder, string Name)> CopyFilesAlso { get; init; } = [];
+
     /// <summary>Small text files (name → content) written into the folder at commit, so they appear with the weights.</summary>
     public IReadOnlyDictionary<string, string> ExtraFiles { get; init; } = new Dictionary<string, string>();
 

@@ -17,7 +17,9 @@ namespace MergeDsl.Core.Execution;
 /// </summary>
 public static class ReferenceInterpreter
 {
-    /// <summary>Evaluates the recipe on every tensor of the reference model (base, else the first expert).</summary>
+    /// <summary>Evaluates the recipe on every tensor of the output: the reference model's (base, else the first expert), or
+    /// with <see cref="MergeRecipe.OutputLayers"/> its layer-0 tensors repeated per output layer (<see cref="Compiler.OutputTensors"/>);
+    /// inside <see cref="ShiftLayers"/> inputs are read that many layers further on.</summary>
     public static Dictionary<string, Tensor> Run(MergeRecipe recipe, MergeInputs inputs, MergeOptions? options = null, CompileOptions? compileOptions = null)
     {
         options ??= MergeOptions.Default;
@@ -29,17 +31,19 @@ public static class ReferenceInterpreter
         if (inputs.Base is not null) all.Add(inputs.Base);
         all.AddRange(experts);
         var reference = all[0];
-        int layers = 1 + reference.Source.Tensors.Select(t => ScaleResolver.LayerIndex(t.Name) ?? -1).DefaultIfEmpty(-1).Max();
-        var names = reference.Source.Tensors.Select(t => t.Name).ToList();
+        int layers = recipe.OutputLayers ?? 1 + reference.Source.Tensors.Select(t => ScaleResolver.LayerIndex(t.Name) ?? -1).DefaultIfEmpty(-1).Max();
+        var outputs = Compiler.OutputTensors(recipe, reference).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var names = outputs.Keys.ToList();
+        TensorInfo OutInfo(string name) => outputs[name];
 
         // Global top-k: first collect every member's magnitudes, then decide the masks.
         var collector = new Interp(inputs.Base, experts, all, options, layers, null);
         foreach (var name in names)
         {
-            var info = Info(reference, name);
+            var info = OutInfo(name);
             if (!Compiler.IsMergeable(info.DType)) continue;
             using var scope = NewDisposeScope();
-            collector.Eval(recipe.ExprFor(name), name);
+            collector.Top(recipe.ExprFor(name), name);
         }
         var masks = new Dictionary<(string Key, int Pos, string Name), Tensor>();
         foreach (var ((key, pos), parts) in collector.Collected)
@@ -64,7 +68,7 @@ public static class ReferenceInterpreter
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var name in names)
         {
-            var info = Info(reference, name);
+            var info = OutInfo(name);
             using var scope = NewDisposeScope();
             Tensor output;
             DType outType;
@@ -76,16 +80,24 @@ public static class ReferenceInterpreter
             else
             {
                 var expr = recipe.ExprFor(name);
-                if (expr is Passthrough { Source: BaseModel or ModelTensor or Pick { Stack: Experts } } p)
+                // A passthrough at the top (under any shifts) is the stored tensor of the layer read.
+                string read = name;
+                var inner = expr;
+                while (inner is ShiftLayers sh)
+                {
+                    read = ScaleResolver.ShiftLayer(read, sh.Offset)!;
+                    inner = sh.Value;
+                }
+                if (inner is Passthrough { Source: BaseModel or ModelTensor or Pick { Stack: Experts } } p)
                 {
                     var src = interp.SourceOf(p.Source);
-                    output = src.Source.Load(name);
-                    var d = Info(src, name).DType;
+                    output = src.Source.Load(read);
+                    var d = Info(src, read).DType;
                     outType = Compiler.IsMergeable(d) ? compileOptions.OutputDType ?? d : d;
                 }
                 else
                 {
-                    output = (Tensor)interp.Eval(expr, name);
+                    output = (Tensor)interp.Top(expr, name);
                     outType = compileOptions.OutputDType ?? info.DType;
                 }
             }
@@ -106,6 +118,16 @@ public static class ReferenceInterpreter
         public Dictionary<(string Key, int Pos), List<(string Name, Tensor Values)>> Collected { get; } = [];
         public Dictionary<string, double> Densities { get; } = [];
 
+        /// <summary>The tensor inputs are read from: the parameter's own name, unless inside <see cref="ShiftLayers"/>.</summary>
+        string read = "";
+
+        /// <summary>Evaluates the expression of parameter <paramref name="name"/> (factors and noise use this name).</summary>
+        public object Top(Expr e, string name)
+        {
+            read = name;
+            return Eval(e, name);
+        }
+
         public NamedSource SourceOf(Expr e) => e switch
         {
             BaseModel => baseModel!,
@@ -114,10 +136,10 @@ public static class ReferenceInterpreter
             _ => throw new NotSupportedException($"reference interpreter: passthrough of {e}"),
         };
 
-        Tensor LoadCompute(NamedSource s, string name)
+        Tensor LoadCompute(NamedSource s)
         {
-            var raw = s.Source.Load(name);
-            var type = options.ComputeDType ?? DTypes.ToTorch(Info(all[0], name).DType);
+            var raw = s.Source.Load(read);
+            var type = options.ComputeDType ?? DTypes.ToTorch(Info(all[0], read).DType);
             return raw.to(type);
         }
 
@@ -127,9 +149,16 @@ public static class ReferenceInterpreter
         {
             switch (e)
             {
-                case BaseModel: return LoadCompute(baseModel!, name);
-                case ModelTensor m: return LoadCompute(all.First(x => x.Label == m.Model), name);
-                case Experts: return experts.Select(x => LoadCompute(x, name)).ToList();
+                case BaseModel: return LoadCompute(baseModel!);
+                case ModelTensor m: return LoadCompute(all.First(x => x.Label == m.Model));
+                case Experts: return experts.Select(x => LoadCompute(x)).ToList();
+                case ShiftLayers sh:
+                    {
+                        string saved = read;
+                        read = ScaleResolver.ShiftLayer(read, sh.Offset)!;
+                        try { return Eval(sh.Value, name); }
+                        finally { read = saved; }
+                    }
                 case StackOf s:
                     return s.Items.SelectMany(i => Items(Eval(i, name))).ToList();
                 case Pick p: return ((List<Tensor>)Eval(p.Stack, name))[p.Index];

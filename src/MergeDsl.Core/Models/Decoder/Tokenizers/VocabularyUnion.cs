@@ -28,6 +28,7 @@ public sealed class VocabularyUnion
     readonly int? _base;
     readonly JsonObject _tokenizerJson;
     readonly List<JsonObject> _newAdded;
+    readonly IReadOnlyDictionary<int, (int Model, int Row, bool Force)> _configured;
 
     /// <summary>Output tokens by id.</summary>
     public IReadOnlyList<string> Tokens { get; }
@@ -38,11 +39,14 @@ public sealed class VocabularyUnion
     /// <summary>Rows of the output embedding: the vocabulary size rounded up to the padding multiple.</summary>
     public int Size { get; }
 
+    /// <summary>True when the output vocabulary has tokens the source folder's tokenizer lacks (a union's, or configured tokens).</summary>
+    public bool AddsTokens => _newAdded.Count > 0;
+
     /// <summary>The folder whose tokenizer files the output's are built from.</summary>
     public string TokenizerFolder { get; }
 
     VocabularyUnion(IReadOnlyList<TokenizerVocabulary> models, int? baseIndex, IReadOnlyList<string> tokens, TokenizerVocabulary source,
-        List<JsonObject> newAdded, int size)
+        List<JsonObject> newAdded, int size, IReadOnlyList<TokenEmbeddingSetting> settings)
     {
         _models = models;
         _base = baseIndex;
@@ -59,6 +63,41 @@ public sealed class VocabularyUnion
             for (int i = 0; i < tokens.Count; i++) rows[i] = m.Ids.TryGetValue(tokens[i], out int r) ? r : -1;
             return rows;
         }).ToList();
+        _configured = Resolve(settings, index);
+    }
+
+    /// <summary>Each setting as (model, row, force) by output id; model −1 is a zero row. One-line errors name the token.</summary>
+    Dictionary<int, (int Model, int Row, bool Force)> Resolve(IReadOnlyList<TokenEmbeddingSetting> settings, Dictionary<string, int> index)
+    {
+        var result = new Dictionary<int, (int, int, bool)>();
+        foreach (var s in settings)
+        {
+            string what = $"tokenizer.tokens '{s.Token}'";
+            if (s.Kind != TokenEmbeddingKind.Zero && (s.Model < 0 || s.Model >= _models.Count))
+                throw new FormatException($"{what}: the source model is not one of the merged models");
+            int id = index[s.Token];
+            int row = -1;
+            switch (s.Kind)
+            {
+                case TokenEmbeddingKind.Model:
+                    if (!_models[s.Model].Ids.TryGetValue(s.Token, out row))
+                        throw new FormatException($"{what}: source model '{_models[s.Model].Folder}' has no such token (mergekit fails here too)");
+                    break;
+                case TokenEmbeddingKind.ModelToken when (s.SourceToken is null) == (s.SourceTokenId is null):
+                    throw new FormatException($"{what}: a model_token source takes exactly one of token and token_id");
+                case TokenEmbeddingKind.ModelToken when s.SourceToken is { } other:
+                    if (!_models[s.Model].Ids.TryGetValue(other, out row))
+                        throw new FormatException($"{what}: source model '{_models[s.Model].Folder}' has no token '{other}'");
+                    break;
+                case TokenEmbeddingKind.ModelToken:
+                    row = s.SourceTokenId!.Value;
+                    if (row < 0) throw new FormatException($"{what}: token_id {row} is negative");
+                    break;
+            }
+            if (!result.TryAdd(id, (s.Kind == TokenEmbeddingKind.Zero ? -1 : s.Model, row, s.Force)))
+                throw new FormatException($"{what}: configured twice");
+        }
+        return result;
     }
 
     /// <summary>
@@ -69,38 +108,36 @@ public sealed class VocabularyUnion
     /// the base lacks, in id order, then their added tokens not yet present (mergekit iterates Python sets and
     /// dicts here, so its order is not defined; this one is).
     /// </summary>
+    /// <remarks><paramref name="tokens"/>: mergekit's per-token settings; their tokens that the vocabulary lacks are
+    /// appended as non-special added tokens, in the order given (mergekit's <c>add_tokens</c>).</remarks>
     public static VocabularyUnion Build(IReadOnlyList<TokenizerVocabulary> models, int? baseIndex, TokenizerSourceKind kind,
-        int sourceIndex = 0, int? padToMultipleOf = null)
+        int sourceIndex = 0, int? padToMultipleOf = null, IReadOnlyList<TokenEmbeddingSetting>? tokens = null)
     {
         if (models.Count == 0) throw new ArgumentException("no models");
         if (padToMultipleOf is < 1) throw new ArgumentException($"pad_to_multiple_of {padToMultipleOf} is not positive");
         int start = baseIndex ?? 0;
         var source = kind == TokenizerSourceKind.Model ? models[sourceIndex] : models[start];
-        var tokens = new List<string>();
+        var vocabulary = new List<string>();
         void Place(string token, int id)
         {
-            while (tokens.Count <= id) tokens.Add("");
-            tokens[id] = token;
+            while (vocabulary.Count <= id) vocabulary.Add("");
+            vocabulary[id] = token;
         }
         foreach (var (token, id) in source.InIdOrder) Place(token, id);
-        if (tokens.Contains(""))
-            throw new FormatException($"{Path.Combine(source.Folder, TokenizerFiles.TokenizerJson)}: token ids are not contiguous (id {tokens.IndexOf("")} is missing)");
+        if (vocabulary.Contains(""))
+            throw new FormatException($"{Path.Combine(source.Folder, TokenizerFiles.TokenizerJson)}: token ids are not contiguous (id {vocabulary.IndexOf("")} is missing)");
         var newAdded = new List<JsonObject>();
         if (kind == TokenizerSourceKind.Union)
         {
-            var present = new HashSet<string>(tokens, StringComparer.Ordinal);
+            var present = new HashSet<string>(vocabulary, StringComparer.Ordinal);
             var order = new[] { start }.Concat(Enumerable.Range(0, models.Count).Where(i => i != start)).ToList();
             var addedContent = new HashSet<string>(order.SelectMany(i => models[i].Added.Values.Select(e => e["content"]!.GetValue<string>())), StringComparer.Ordinal);
             foreach (int m in order)
                 foreach (var (token, _) in models[m].InIdOrder)
                     if (!addedContent.Contains(token) && present.Add(token))
                     {
-                        newAdded.Add(new JsonObject
-                        {
-                            ["id"] = tokens.Count, ["content"] = token, ["single_word"] = false, ["lstrip"] = false,
-                            ["rstrip"] = false, ["normalized"] = true, ["special"] = false,
-                        });
-                        tokens.Add(token);
+                        newAdded.Add(PlainAdded(vocabulary.Count, token));
+                        vocabulary.Add(token);
                     }
             foreach (int m in order)
                 foreach (var (_, entry) in models[m].Added)
@@ -108,22 +145,38 @@ public sealed class VocabularyUnion
                     string token = entry["content"]!.GetValue<string>();
                     if (!present.Add(token)) continue;
                     var copy = (JsonObject)entry.DeepClone();
-                    copy["id"] = tokens.Count;
+                    copy["id"] = vocabulary.Count;
                     newAdded.Add(copy);
-                    tokens.Add(token);
+                    vocabulary.Add(token);
                 }
         }
-        int size = tokens.Count;
+        var settings = tokens ?? [];
+        var known = new HashSet<string>(vocabulary, StringComparer.Ordinal);
+        foreach (var setting in settings)
+            if (known.Add(setting.Token))
+            {
+                newAdded.Add(PlainAdded(vocabulary.Count, setting.Token));
+                vocabulary.Add(setting.Token);
+            }
+        int size = vocabulary.Count;
         if (padToMultipleOf is { } p && size % p != 0) size = (size / p + 1) * p;
-        return new VocabularyUnion(models, baseIndex, tokens, source, newAdded, size);
+        return new VocabularyUnion(models, baseIndex, vocabulary, source, newAdded, size, settings);
     }
+
+    /// <summary>An added-token entry as transformers' <c>add_tokens</c> writes a plain (non-special) token.</summary>
+    static JsonObject PlainAdded(int id, string token) => new()
+    {
+        ["id"] = id, ["content"] = token, ["single_word"] = false, ["lstrip"] = false,
+        ["rstrip"] = false, ["normalized"] = true, ["special"] = false,
+    };
 
     /// <summary>
     /// Model <paramref name="model"/>'s matrix realigned to the output vocabulary, given every model's matrix of the same
     /// parameter (rows = that model's token ids; null where a model lacks the parameter). A token the model has keeps
     /// its row; one it lacks gets, as mergekit: the row of the only model that has it, zeros when none has it, the
-    /// base's row when the base has it, else the mean of the rows of the models that have it. Padding rows are the
-    /// mean of the vocabulary's rows. Computed in float32, returned in the model's dtype.
+    /// base's row when the base has it, else the mean of the rows of the models that have it. A token with a
+    /// <see cref="TokenEmbeddingSetting"/> takes the configured row instead (only where the model lacks it, unless forced).
+    /// Padding rows are the mean of the vocabulary's rows. Computed in float32, returned in the model's dtype.
     /// </summary>
     public Tensor Align(int model, IReadOnlyList<Tensor?> matrices)
     {
@@ -145,6 +198,20 @@ public sealed class VocabularyUnion
             result.index_copy_(0, tensor(to.ToArray()), own.to_type(ScalarType.Float32).index_select(0, tensor(take.ToArray())));
         for (int i = 0; i < mine.Length; i++)
         {
+            if (_configured.TryGetValue(i, out var set))
+            {
+                if (mine[i] >= 0 && !set.Force) continue;
+                if (set.Model < 0) result.select(0, i).zero_();
+                else
+                {
+                    var from = matrices[set.Model]
+                        ?? throw new FormatException($"tokenizer.tokens '{Tokens[i]}': source model '{_models[set.Model].Folder}' has no matrix of this parameter");
+                    if (set.Row >= from.shape[0])
+                        throw new FormatException($"tokenizer.tokens '{Tokens[i]}': row {set.Row} is beyond the {from.shape[0]} rows of '{_models[set.Model].Folder}'");
+                    result.select(0, i).copy_(from.select(0, set.Row).to_type(ScalarType.Float32));
+                }
+                continue;
+            }
             if (mine[i] >= 0) continue;
             var holders = Enumerable.Range(0, _models.Count).Where(m => Rows[m][i] >= 0 && matrices[m] is not null).ToList();
             if (holders.Count == 0) continue;
