@@ -202,3 +202,189 @@ let selfContrast =
             Expect.throwsT<ArgumentException> (fun () -> SelfContrast.Validate(nan, 0.1)) "NaN"
         }
     ]
+
+// ---- End to end: a tiny random Mixtral with the byte tokenizer ----
+
+open System.IO
+open MergeDsl.Core.Models.Decoder
+open MergeDsl.Core.Models.Decoder.Tokenizers
+open MergeDsl.Core.Moe.Sparse
+open MergeDsl.Tests.CliHarness
+
+/// Mixtral over the byte vocabulary: 6 experts of width 12 (HF Mixtral: intermediate_size is the expert width), top-2, 2 layers, context 64.
+let private mixtral =
+    DecoderConfig(Family = DecoderFamily.Mixtral, VocabSize = 258, HiddenSize = 16, IntermediateSize = 12, NumHiddenLayers = 2,
+                  NumAttentionHeads = 4, NumKeyValueHeads = 2, HeadDim = 4, MaxPositionEmbeddings = 64, RopeTheta = 1000.0,
+                  BosTokenId = Nullable ByteTokenizer.Bos, EosTokenId = Nullable ByteTokenizer.Eos,
+                  Moe = SparseMoeConfig(Style = SparseMoeStyle.Mixtral, NumExperts = 6, ExpertsPerToken = 2, ExpertIntermediateSize = 12))
+
+let private withDir (f: string -> unit) =
+    let dir = Path.Combine(Path.GetTempPath(), "mergedsl-mcsmoe-" + Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory dir |> ignore
+    try f dir finally Directory.Delete(dir, true)
+
+let private ids (xs: int list) = torch.tensor(xs |> List.map int64 |> Array.ofList).reshape(1L, int64 xs.Length)
+
+let private sample = [ 256; 72; 101; 108; 108; 111; 44; 32; 119; 111; 114; 108; 100; 33; 10; 84; 104; 101 ]
+
+let private logitsOf (m: DecoderModel) =
+    use _ = torch.no_grad ()
+    m.Forward(ids sample).detach().clone()
+
+let private expertsOf (b: SparseMoeBlock) (i: int) =
+    let e = b.Experts[i]
+    ExpertWeights(e.Gate.Weight.detach().clone(), e.Up.Weight.detach().clone(), e.Down.Weight.detach().clone())
+
+let private expectOneLine (code, _out: string, err: string) (fragment: string) =
+    Expect.equal code 2 $"usage exit: {err}"
+    Expect.stringContains err fragment "names the fault"
+    Expect.equal (err.Trim().Split('\n').Length) 1 $"one line: {err}"
+
+[<Tests>]
+let endToEnd =
+    testSequenced <| testList "MoeCompress.endToEnd" [
+        test "moe compress with K = E writes a Mixtral folder whose logits are the original's" {
+            withDir (fun dir ->
+                use m = DecoderModelFolder.Random(mixtral, 11L, 0.3)
+                let folder = Path.Combine(dir, "model")
+                DecoderModelFolder.Save(folder, m, DecoderModelFolder.ByteTokenizerFiles())
+                let text = Path.Combine(dir, "calib.txt")
+                File.WriteAllText(text, "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.")
+                let out = Path.Combine(dir, "out")
+                let code, stdout, err = mergedsl [ "moe"; "compress"; folder; "--data"; text; "--experts"; "6"; "--out"; out; "--json" ]
+                Expect.equal code 0 $"runs: {err}"
+                Expect.stringContains stdout "\"parameters_after\"" "JSON report"
+                use c = DecoderModelFolder.Load out
+                Expect.equal c.Config.Family DecoderFamily.Mixtral "a Mixtral"
+                Expect.isTrue ((logitsOf c).allclose(logitsOf m, 0.0, 1e-5)) "the original's logits"
+                Expect.equal c.ParameterCount m.ParameterCount "every parameter kept"
+                Expect.isTrue (File.Exists(Path.Combine(out, "mc_smoe.json"))) "the report beside the weights")
+        }
+        test "experts that are neuron-permuted duplicates merge back losslessly (K = 3 of 6), through a saved folder" {
+            withDir (fun dir ->
+                use m = DecoderModelFolder.Random(mixtral, 12L, 0.3)
+                let perm = [ 11; 3; 7; 0; 9; 1; 5; 10; 2; 8; 4; 6 ]
+                do
+                    use _ = torch.no_grad ()
+                    for b in SparseMoe.Blocks m do
+                        for i in 0 .. 2 do
+                            let twin = NeuronAlignment.Permute(expertsOf b i, perm)
+                            b.Experts[i + 3].Gate.Weight.copy_(twin.Gate) |> ignore
+                            b.Experts[i + 3].Up.Weight.copy_(twin.Up) |> ignore
+                            b.Experts[i + 3].Down.Weight.copy_(twin.Down) |> ignore
+                let before = logitsOf m
+                // Calibration logits: every token's top expert i ∈ {0, 1, 2} (10), its twin i + 3 half as large (5),
+                // the rest 1; so twins have parallel logit columns (similarity 1) and equal usage (dominants 0, 1, 2).
+                let calib =
+                    torch.tensor(
+                        [| for t in 0 .. 29 do
+                               let i = t % 3
+                               for e in 0 .. 5 -> if e = i then 10.0f elif e = i + 3 then 5.0f else 1.0f |]).reshape(30L, 6L)
+                let report = McSmoe.Compress(m, (fun _ -> calib), McSmoeOptions(Experts = 3))
+                for l in report.Layers do
+                    Expect.sequenceEqual l.Groups.Dominant [ 0; 1; 2 ] "dominant experts"
+                    Expect.sequenceEqual l.Groups.Labels [ 0; 1; 2; 0; 1; 2 ] "twins grouped"
+                    Expect.isTrue l.ExactAlignment "exact"
+                let expertParams = 3L * 12L * 16L
+                Expect.equal report.ParametersAfter (report.ParametersBefore - 2L * 3L * expertParams) "three experts per layer counted once"
+                let folder = Path.Combine(dir, "merged")
+                DecoderModelFolder.Save(folder, m, DecoderModelFolder.ByteTokenizerFiles())
+                use back = DecoderModelFolder.Load folder
+                Expect.isTrue ((logitsOf back).allclose(before, 0.0, 1e-4)) "the same model")
+        }
+        test "merging without alignment loses what alignment keeps" {
+            use m = DecoderModelFolder.Random(mixtral, 13L, 0.3)
+            do
+                use _ = torch.no_grad ()
+                for b in SparseMoe.Blocks m do
+                    let twin = NeuronAlignment.Permute(expertsOf b 0, [ 11 .. -1 .. 0 ])
+                    b.Experts[1].Gate.Weight.copy_(twin.Gate) |> ignore
+                    b.Experts[1].Up.Weight.copy_(twin.Up) |> ignore
+                    b.Experts[1].Down.Weight.copy_(twin.Down) |> ignore
+            let before = logitsOf m
+            let calib = torch.tensor([| for _ in 0 .. 9 do yield! [ 9.0f; 8.0f; 1.0f; 1.0f; 1.0f; 1.0f ] |]).reshape(10L, 6L)
+            McSmoe.Compress(m, (fun _ -> calib), McSmoeOptions(Experts = 5, Align = false)) |> ignore
+            Expect.isFalse ((logitsOf m).allclose(before, 0.0, 1e-3)) "unaligned twins average into another function"
+        }
+        test "bad input: K < 1, K > E, rank < 1, a dense model, empty data: one line, exit 2, nothing written" {
+            withDir (fun dir ->
+                use m = DecoderModelFolder.Random(mixtral, 14L, 0.3)
+                let folder = Path.Combine(dir, "model")
+                DecoderModelFolder.Save(folder, m, DecoderModelFolder.ByteTokenizerFiles())
+                let dense = Path.Combine(dir, "dense")
+                use d = DecoderModelFolder.Random(DecoderConfig(Family = DecoderFamily.Llama, VocabSize = 258, HiddenSize = 16, IntermediateSize = 20,
+                                                                NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 2, HeadDim = 4,
+                                                                MaxPositionEmbeddings = 64), 1L)
+                DecoderModelFolder.Save(dense, d, DecoderModelFolder.ByteTokenizerFiles())
+                let text = Path.Combine(dir, "calib.txt")
+                File.WriteAllText(text, "some calibration text")
+                let empty = Path.Combine(dir, "empty.txt")
+                File.WriteAllText(empty, "")
+                let out = Path.Combine(dir, "out")
+                let run (extra: string list) = mergedsl ([ "moe"; "compress" ] @ extra @ [ "--out"; out ])
+                expectOneLine (run [ folder; "--data"; text; "--experts"; "0" ]) "--experts 0"
+                expectOneLine (run [ folder; "--data"; text; "--experts"; "7" ]) "--experts 7 is outside 1..6"
+                expectOneLine (run [ folder; "--data"; text; "--experts"; "2"; "--rank"; "0" ]) "--rank 0"
+                expectOneLine (run [ dense; "--data"; text; "--experts"; "1" ]) "dense model"
+                expectOneLine (run [ folder; "--data"; empty; "--experts"; "2" ]) "empty"
+                Expect.isFalse (Directory.Exists out) "nothing written")
+        }
+    ]
+
+[<Tests>]
+let contrastEndToEnd =
+    testSequenced <| testList "MoeCompress.scmoe" [
+        test "SCMoE with β = 0 generates what greedy generates (two KV caches against one)" {
+            use m = DecoderModelFolder.Random(mixtral, 21L, 0.3)
+            let prompt = [ 256; 84; 104; 101 ]
+            let greedy = DecoderGeneration.Generate(m, prompt, GenerationOptions(MaxNewTokens = 20)).Tokens
+            let settings = Contrast.SelfContrastSettings(TopK 2, TopK 1, 0.0, 0.1)
+            let scmoe = Contrast.ContrastDecoding.Generate(m, prompt, 20, settings)
+            Expect.sequenceEqual scmoe greedy "same tokens"
+            Expect.equal (string (SparseMoe.Blocks m).[0].Routing) "top-k:2" "routing restored"
+        }
+        test "SCMoE decoding with β > 0 takes the contrast's argmax each step (checked without a cache)" {
+            use m = DecoderModelFolder.Random(mixtral, 22L, 0.3)
+            let prompt = [ 256; 84; 104 ]
+            let settings = Contrast.SelfContrastSettings(TopK 2, TopK 1, 1.0, 0.05)
+            let tokens = Contrast.ContrastDecoding.Generate(m, prompt, 8, settings)
+            let mutable seq = prompt
+            for t in tokens do
+                use _ = torch.no_grad ()
+                SparseMoe.SetRouting(m, TopK 2)
+                let s = m.Forward(ids seq).select(0, 0).select(0, int64 seq.Length - 1L)
+                SparseMoe.SetRouting(m, TopK 1)
+                let w = m.Forward(ids seq).select(0, 0).select(0, int64 seq.Length - 1L)
+                SparseMoe.SetRouting(m, null)
+                let expected = SelfContrast.Scores(s, w, 1.0, 0.05).argmax().item<int64>()
+                Expect.equal (int64 t) expected "argmax of the contrast"
+                seq <- seq @ [ t ]
+        }
+        test "scoring under greedy is the model's own log-likelihood; windows cover every token once" {
+            use m = DecoderModelFolder.Random(mixtral, 23L, 0.3)
+            let settings = Contrast.SelfContrastSettings(TopK 2, TopK 2, 0.0, 0.0)
+            let s = Contrast.ContrastDecoding.Score(m, sample, 64, settings)
+            let reference = DecoderScoring.Score(m, [ sample :> Collections.Generic.IReadOnlyList<int> ])[0]
+            Expect.equal s.Tokens (int64 reference.Tokens) "tokens"
+            Expect.floatClose Accuracy.medium s.SumLogLikelihood reference.SumLogLikelihood "log-likelihood"
+            let windows = Contrast.ContrastDecoding.Score(m, sample, 5, settings)
+            Expect.equal windows.Tokens (int64 sample.Length - 1L) "windows of 5 overlapping by one predict each token once"
+        }
+        test "CLI: generate --decoding scmoe --beta 0 equals plain generate; score reports both; bad β is one line" {
+            withDir (fun dir ->
+                use m = DecoderModelFolder.Random(mixtral, 24L, 0.3)
+                let folder = Path.Combine(dir, "model")
+                DecoderModelFolder.Save(folder, m, DecoderModelFolder.ByteTokenizerFiles())
+                let c1, g1, e1 = mergedsl [ "generate"; folder; "--prompt"; "The"; "--max-new-tokens"; "12"; "--json" ]
+                let c2, g2, e2 = mergedsl [ "generate"; folder; "--prompt"; "The"; "--max-new-tokens"; "12"; "--json"; "--decoding"; "scmoe"; "--beta"; "0" ]
+                Expect.equal (c1, c2) (0, 0) $"both run: {e1} {e2}"
+                Expect.equal g2 g1 "same continuation"
+                let text = Path.Combine(dir, "held.txt")
+                File.WriteAllText(text, String.replicate 5 "Held-out text, longer than one window of sixty-four bytes. ")
+                let cs, so, es = mergedsl [ "score"; folder; "--text"; text; "--decoding"; "scmoe"; "--beta"; "0.5"; "--json" ]
+                Expect.equal cs 0 $"scores: {es}"
+                Expect.stringContains so "\"decoding\": \"scmoe\"" "scmoe"
+                expectOneLine (mergedsl [ "generate"; folder; "--prompt"; "x"; "--decoding"; "scmoe"; "--beta"; "-1" ]) "--beta"
+                expectOneLine (mergedsl [ "score"; folder; "--text"; text; "--decoding"; "nucleus" ]) "--decoding")
+        }
+    ]
