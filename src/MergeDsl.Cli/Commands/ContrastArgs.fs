@@ -21,7 +21,7 @@ let private routing (command: string) (option: string) (text: string) =
     | :? FormatException as e -> raise (UsageError $"{command}: {option}: {e.Message}")
     | :? ArgumentException as e -> raise (UsageError $"{command}: {option}: {e.Message}")
 
-/// Reads the options; `defaultAlpha` differs between generation (SCMoE's 0.1) and scoring (0: every token plausible).
+/// Reads the options (the strong routing defaults to the model's current one, i.e. `--routing` when given); `defaultAlpha` differs between generation (SCMoE's 0.1) and scoring (0: every token plausible).
 let parse (command: string) (decoding: string option) (beta: float option) (alpha: float option)
           (strong: string option) (weak: string option) (defaultAlpha: float) : Decoding =
     match decoding |> Option.map (fun d -> d.Trim().ToLowerInvariant()) with
@@ -40,7 +40,7 @@ let parse (command: string) (decoding: string option) (beta: float option) (alph
             let blocks = SparseMoe.Blocks model
             if blocks.Count = 0 then
                 raise (UsageError $"{command}: {model.Label}: {model.Config.Family.Architecture()} is a dense model; --decoding scmoe needs sparse MoE layers")
-            let settings = SelfContrastSettings(defaultArg s blocks[0].Settings.DefaultRouting, w, b, a)
+            let settings = SelfContrastSettings(defaultArg s blocks[0].Routing, w, b, a)
             try settings.Validate(blocks |> Seq.map (fun x -> x.NumExperts) |> Seq.min)
             with :? ArgumentException as e -> raise (UsageError $"{command}: {e.Message}"))
     | Some other -> raise (UsageError $"{command}: --decoding '{other}' is not greedy or scmoe")

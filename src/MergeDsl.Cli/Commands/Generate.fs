@@ -17,6 +17,7 @@ type Args =
     | Temperature of value: float
     | Top_K of count: int
     | Seed of seed: int64
+    | Routing of policy: string
     | [<Unique>] Decoding of mode: string
     | [<Unique>] Beta of value: float
     | [<Unique>] Alpha of value: float
@@ -33,10 +34,11 @@ type Args =
             | Temperature _ -> "0 (default): greedy; above 0: sample from softmax(logits / T)."
             | Top_K _ -> "when sampling, only the K most likely tokens (default 0: all)."
             | Seed _ -> "sampler seed (default 1): the same seed gives the same text."
+            | Routing _ -> "sparse MoE models: top-k:K, top-p:P or top-p:P,max:M instead of the model's own routing."
             | Decoding _ -> "greedy (default) or scmoe: self-contrast of a sparse MoE's strong and weak routing (greedy over the contrast)."
             | Beta _ -> "scmoe: β ≥ 0 (default 0.5), scores (1+β)·log p_strong − β·log p_weak."
             | Alpha _ -> "scmoe: plausibility α in [0, 1] (default 0.1): only tokens with p_strong ≥ α·max p_strong."
-            | Strong _ -> "scmoe: the strong routing (default: the model's own, e.g. top-k:2)."
+            | Strong _ -> "scmoe: the strong routing (default: --routing, else the model's own, e.g. top-k:2)."
             | Weak _ -> "scmoe: the weak routing (default top-k:1)."
             | Json -> "print JSON (prompt, continuation, token ids)."
 
@@ -62,8 +64,11 @@ let run (args: ParseResults<Args>) : int =
     | ContrastArgs.Scmoe _ when checkedOptions.Temperature <> 0.0 ->
         raise (UsageError "generate: --decoding scmoe is greedy over the contrast; --temperature must be 0")
     | _ -> ()
+    let routing = args.TryGetResult Routing |> Option.map Score.parseRouting
     let struct (model, tokenizer) = DecoderModelFolder.LoadWithTokenizer folder
     use model = model
+    Score.applyRouting model routing
+    let blocks = MergeDsl.Core.Moe.Sparse.SparseMoe.Blocks model
     let prompt = args.GetResult Prompt
     let ids = ResizeArray<int>()
     if tokenizer.BosId.HasValue then ids.Add tokenizer.BosId.Value
@@ -73,6 +78,7 @@ let run (args: ParseResults<Args>) : int =
     if total > model.Config.MaxPositionEmbeddings then
         raise (UsageError $"generate: the prompt ({ids.Count} tokens) plus --max-new-tokens {checkedOptions.MaxNewTokens} is longer than max_position_embeddings {model.Config.MaxPositionEmbeddings} of {model.Label}")
     let eos = if tokenizer.EosId.HasValue then tokenizer.EosId else model.Config.EosTokenId
+    use stats = new MergeDsl.Core.Moe.Sparse.RoutingStatistics(model)
     let tokens =
         match contrast with
         | ContrastArgs.Greedy -> DecoderGeneration.Generate(model, ids, options eos).Tokens
@@ -82,9 +88,12 @@ let run (args: ParseResults<Args>) : int =
         let o =
             {| prompt = prompt
                continuation = continuation
-               tokens = tokens |> Array.ofSeq |}
+               tokens = tokens |> Array.ofSeq
+               routing = (if blocks.Count = 0 then null else string blocks[0].Routing)
+               experts_per_token = (if blocks.Count = 0 then Nullable() else Nullable(stats.MeanExpertsPerToken())) |}
         printfn "%s" (JsonSerializer.Serialize(o, JsonSerializerOptions(WriteIndented = true)))
     else
         // The continuation comes from the checkpoint's vocabulary: escaped like everything else printed from a model.
         printfn "%s" (MergeDsl.Core.Text.TerminalText.Sanitize(prompt + continuation, Int32.MaxValue))
+        if blocks.Count > 0 then eprintfn "experts per token %.3f (%s)" (stats.MeanExpertsPerToken()) (string blocks[0].Routing)
     ExitCode.Ok

@@ -1,5 +1,5 @@
-/// `mergedsl score MODEL --text FILE [--json]`: how well a decoder model predicts a text (bits per byte,
-/// mean log-likelihood per token).
+/// `mergedsl score MODEL --text FILE [--routing POLICY] [--json]`: how well a decoder model predicts a text (bits
+/// per byte, mean log-likelihood per token; for a sparse MoE model also the experts used per token).
 module MergeDsl.Cli.Commands.Score
 
 open System
@@ -9,11 +9,13 @@ open System.Text.Json
 open Argu
 open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Models.Decoder
+open MergeDsl.Core.Moe.Sparse
 open MergeDsl.Cli.Jobs.Failure
 
 type Args =
     | [<MainCommand; ExactlyOnce>] Model of folder: string
     | [<Mandatory>] Text of file: string
+    | Routing of policy: string
     | [<Unique>] Decoding of mode: string
     | [<Unique>] Beta of value: float
     | [<Unique>] Alpha of value: float
@@ -26,10 +28,11 @@ type Args =
             match this with
             | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 folder (config.json, safetensors, tokenizer)."
             | Text _ -> "a UTF-8 text file to score (BOS is put before it when the tokenizer has one)."
+            | Routing _ -> "sparse MoE models: top-k:K, top-p:P or top-p:P,max:M instead of the model's own routing."
             | Decoding _ -> "greedy or scmoe: score a sparse MoE's own distribution or its self-contrast, in windows of max_position_embeddings tokens (texts of any length)."
             | Beta _ -> "scmoe: β ≥ 0 (default 0.5)."
             | Alpha _ -> "scmoe: plausibility α in [0, 1] (default 0 when scoring: every token plausible; above 0 a token outside the set has probability 0)."
-            | Strong _ -> "scmoe: the strong routing (default: the model's own)."
+            | Strong _ -> "scmoe: the strong routing (default: --routing, else the model's own)."
             | Weak _ -> "scmoe: the weak routing (default top-k:1)."
             | Json -> "print JSON instead of text."
 
@@ -41,7 +44,30 @@ type ScoreReport =
       Tokens: int
       SumLogLikelihood: float
       MeanLogLikelihood: float
-      BitsPerByte: float }
+      BitsPerByte: float
+      /// The routing of a sparse MoE model (its own unless --routing); None for a dense model.
+      Routing: string option
+      /// Mean experts a token was sent to, over the sparse layers; None for a dense model.
+      ExpertsPerToken: float option }
+
+/// Reads a --routing value; a bad one is a usage error that quotes it.
+let parseRouting (text: string) : RoutingPolicy =
+    try
+        RoutingPolicy.Parse text
+    with
+    | :? FormatException as e -> raise (UsageError $"--routing: {e.Message}")
+    | :? ArgumentException as e -> raise (UsageError $"--routing: {e.Message}")
+
+/// Routes the sparse blocks of `model` with `policy` (None: the model's own); refuses a policy for a dense model
+/// or one that does not fit its expert count.
+let applyRouting (model: DecoderModel) (policy: RoutingPolicy option) =
+    match policy with
+    | None -> ()
+    | Some p ->
+        try
+            SparseMoe.SetRouting(model, p)
+        with :? ArgumentException as e ->
+            raise (UsageError $"--routing {p}: {e.Message}")
 
 /// Reads a user's text file (not part of a model, so links anywhere are fine): a regular file of UTF-8 text,
 /// at most 64 MiB, opened the core's way so a FIFO or device is refused rather than waited on.
@@ -53,12 +79,14 @@ let readText (file: string) =
     with :? DecoderFallbackException as e ->
         raise (UsageError $"{file}: not UTF-8 text ({e.Message})")
 
-/// Scores the text of `file` with the model of `folder`.
-let score (folder: string) (file: string) : ScoreReport =
+/// Scores the text of `file` with the model of `folder`, routed by `routing` when given.
+let score (folder: string) (file: string) (routing: RoutingPolicy option) : ScoreReport =
     let text = readText file
     if text.Length = 0 then raise (UsageError $"{file}: the text is empty; there is nothing to score")
     let struct (model, tokenizer) = DecoderModelFolder.LoadWithTokenizer folder
     use model = model
+    applyRouting model routing
+    let blocks = SparseMoe.Blocks model
     let ids = tokenizer.Encode text
     let sequence = ResizeArray<int>()
     if tokenizer.BosId.HasValue then sequence.Add tokenizer.BosId.Value
@@ -67,6 +95,7 @@ let score (folder: string) (file: string) : ScoreReport =
         raise (UsageError $"{file}: the text is {sequence.Count} tokens, longer than max_position_embeddings {model.Config.MaxPositionEmbeddings} of {model.Label}")
     if sequence.Count < 2 then
         raise (UsageError $"{file}: the text is one token and the tokenizer has no BOS; at least one token must be predicted")
+    use stats = new RoutingStatistics(model)
     let s = DecoderScoring.Score(model, ResizeArray [ sequence :> Collections.Generic.IReadOnlyList<int> ])[0]
     // Without BOS the first token is context, not predicted; its bytes still count, as the text is what is measured.
     let bytes = int64 (Encoding.UTF8.GetByteCount text)
@@ -76,7 +105,9 @@ let score (folder: string) (file: string) : ScoreReport =
       Tokens = s.Tokens
       SumLogLikelihood = s.SumLogLikelihood
       MeanLogLikelihood = s.MeanLogLikelihood
-      BitsPerByte = s.BitsPerByte bytes }
+      BitsPerByte = s.BitsPerByte bytes
+      Routing = if blocks.Count = 0 then None else Some(string blocks[0].Routing)
+      ExpertsPerToken = if blocks.Count = 0 then None else Some(stats.MeanExpertsPerToken()) }
 
 /// The numbers `score --decoding` reports.
 type DecodingReport =
@@ -95,14 +126,15 @@ type DecodingReport =
 
 /// Scores `file` under `decoding`: windows of max_position_embeddings tokens overlapping by one, each token after
 /// the first predicted once; greedy scores the model's own distribution, scmoe the contrast over V_α.
-let scoreDecoding (folder: string) (file: string) (decoding: ContrastArgs.Decoding) : DecodingReport =
+let scoreDecoding (folder: string) (file: string) (routing: RoutingPolicy option) (decoding: ContrastArgs.Decoding) : DecodingReport =
     let text = readText file
     if text.Length = 0 then raise (UsageError $"{file}: the text is empty; there is nothing to score")
     let struct (model, tokenizer) = DecoderModelFolder.LoadWithTokenizer folder
     use model = model
-    let blocks = MergeDsl.Core.Moe.Sparse.SparseMoe.Blocks model
+    let blocks = SparseMoe.Blocks model
     if blocks.Count = 0 then raise (UsageError $"score: {model.Label}: {model.Config.Family.Architecture()} is a dense model; --decoding needs sparse MoE layers")
-    let own = blocks[0].Settings.DefaultRouting
+    applyRouting model routing
+    let own = blocks[0].Routing
     let settings =
         match decoding with
         | ContrastArgs.Greedy -> MergeDsl.Core.Moe.Sparse.Contrast.SelfContrastSettings(own, own, 0.0, 0.0)
@@ -129,11 +161,12 @@ let scoreDecoding (folder: string) (file: string) (decoding: ContrastArgs.Decodi
 
 /// Entry point for `mergedsl score`.
 let run (args: ParseResults<Args>) : int =
+  let routing = args.TryGetResult Routing |> Option.map parseRouting
   if args.Contains Decoding then
     let decoding =
         ContrastArgs.parse "score" (args.TryGetResult Decoding) (args.TryGetResult Beta) (args.TryGetResult Alpha)
             (args.TryGetResult Strong) (args.TryGetResult Weak) 0.0
-    let r = scoreDecoding (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text) decoding
+    let r = scoreDecoding (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text) routing decoding
     if args.Contains Json then
         let o = JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)
         o.NumberHandling <- Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals
@@ -146,11 +179,14 @@ let run (args: ParseResults<Args>) : int =
   else
     if args.Contains Beta || args.Contains Alpha || args.Contains Strong || args.Contains Weak then
         raise (UsageError "score: --beta, --alpha, --strong and --weak need --decoding scmoe")
-    let r = score (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text)
+    let r = score (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text) routing
     if args.Contains Json then
         printfn "%s" (JsonSerializer.Serialize(r, JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)))
     else
         printfn "%s: %d bytes, %d tokens scored" r.Text r.Bytes r.Tokens
         printfn "bits per byte        %.4f" r.BitsPerByte
         printfn "mean log-likelihood  %.4f nats/token" r.MeanLogLikelihood
+        match r.Routing, r.ExpertsPerToken with
+        | Some routing, Some k -> printfn "experts per token    %.3f (%s)" k routing
+        | _ -> ()
     ExitCode.Ok
