@@ -130,9 +130,12 @@ let run (args: ParseResults<Args>) : int =
         use recorder = new RouterLogitRecorder(model)
         do
             use _ = TorchSharp.torch.no_grad()
-            for w in calib do
-                use scope = TorchSharp.torch.NewDisposeScope()
-                model.Forward(TorchSharp.torch.tensor(w |> Array.map int64).reshape(1L, int64 w.Length)) |> ignore
+            // Windows of one length run 16 at a time; only a stream's last window is shorter.
+            for group in calib |> List.groupBy Array.length do
+                for chunk in snd group |> List.chunkBySize 16 do
+                    use scope = TorchSharp.torch.NewDisposeScope()
+                    let flat = chunk |> Array.concat |> Array.map int64
+                    model.Forward(TorchSharp.torch.tensor(flat).reshape(int64 chunk.Length, int64 (fst group))) |> ignore
         McSmoe.Compress(model, (fun layer -> recorder.Logits layer), options)
     let after = bitsPerByte model evalTokens evalBytes window
     let layerJson =

@@ -42,16 +42,17 @@ public static class ContrastDecoding
     /// Scores <paramref name="tokens"/> (BOS included when the tokenizer has one) in windows of
     /// <paramref name="window"/> tokens that overlap by one, so every token after the first is predicted once,
     /// from the tokens before it in its window. Each prediction is the contrasted distribution
-    /// softmax((1+β)·log p_strong − β·log p_weak) over V_α.
+    /// softmax((1+β)·log p_strong − β·log p_weak) over V_α. <paramref name="batch"/> windows run per pass.
     /// </summary>
     /// <exception cref="ArgumentException">A dense model, fewer than two tokens, a window below 2, or bad settings.</exception>
-    public static ContrastScore Score(DecoderModel model, IReadOnlyList<int> tokens, int window, SelfContrastSettings settings)
+    public static ContrastScore Score(DecoderModel model, IReadOnlyList<int> tokens, int window, SelfContrastSettings settings, int batch = 16)
     {
         var blocks = SparseMoe.Blocks(model);
         if (blocks.Count == 0) throw new ArgumentException($"{model.Label}: {model.Config.Family.Architecture()} is a dense model; self-contrast needs sparse MoE layers");
         settings.Validate(blocks.Min(b => b.NumExperts));
         if (tokens.Count < 2) throw new ArgumentException("self-contrast scoring needs at least two tokens");
         if (window < 2) throw new ArgumentException($"the scoring window must be at least 2 tokens, got {window}");
+        if (batch < 1) throw new ArgumentException($"the scoring batch must be at least 1, got {batch}");
         model.CheckLength(window);
         var saved = blocks.Select(b => b.Routing).ToArray();
         double sum = 0;
@@ -59,28 +60,33 @@ public static class ContrastDecoding
         try
         {
             using var noGrad = no_grad();
-            for (int start = 0; start < tokens.Count - 1; start += window - 1)
-            {
-                using var scope = NewDisposeScope();
-                int len = Math.Min(window, tokens.Count - start);
-                var ids = torch.tensor(tokens.Skip(start).Take(len).Select(i => (long)i).ToArray(), [1, len]);
-                var inputs = ids.narrow(1, 0, len - 1);
-                var targets = ids.narrow(1, 1, len - 1).unsqueeze(-1);
-                SparseMoe.SetRouting(model, settings.Strong);
-                var strong = model.Forward(inputs);
-                var weak = strong;
-                if (settings.Beta != 0)
+            var starts = new List<int>();
+            for (int start = 0; start < tokens.Count - 1; start += window - 1) starts.Add(start);
+            // Windows of one length go through together (only the last can be shorter); causal attention keeps them independent.
+            foreach (var group in starts.GroupBy(st => Math.Min(window, tokens.Count - st)))
+                foreach (var chunk in group.Chunk(batch))
                 {
-                    SparseMoe.SetRouting(model, settings.Weak);
-                    weak = model.Forward(inputs);
+                    using var scope = NewDisposeScope();
+                    int len = group.Key;
+                    var flat = chunk.SelectMany(st => tokens.Skip(st).Take(len)).Select(i => (long)i).ToArray();
+                    var ids = torch.tensor(flat, [chunk.Length, len]);
+                    var inputs = ids.narrow(1, 0, len - 1);
+                    var targets = ids.narrow(1, 1, len - 1).unsqueeze(-1);
+                    SparseMoe.SetRouting(model, settings.Strong);
+                    var strong = model.Forward(inputs);
+                    var weak = strong;
+                    if (settings.Beta != 0)
+                    {
+                        SparseMoe.SetRouting(model, settings.Weak);
+                        weak = model.Forward(inputs);
+                    }
+                    var picked = SelfContrast.LogProbs(strong, weak, settings.Beta, settings.Alpha).gather(-1, targets);
+                    var isOut = picked.isneginf();
+                    outside += isOut.sum().item<long>();
+                    using var zero = 0.0.ToScalar();
+                    sum += picked.masked_fill(isOut, zero).sum().item<double>();
+                    count += (long)chunk.Length * (len - 1);
                 }
-                var picked = SelfContrast.LogProbs(strong, weak, settings.Beta, settings.Alpha).gather(-1, targets);
-                var isOut = picked.isneginf();
-                outside += isOut.sum().item<long>();
-                using var zero = 0.0.ToScalar();
-                sum += picked.masked_fill(isOut, zero).sum().item<double>();
-                count += len - 1;
-            }
         }
         finally
         {
