@@ -1,11 +1,13 @@
 /// `mergedsl generate MODEL --prompt TEXT [...]`: continue a prompt with a decoder model (greedy, or sampled with
-/// temperature, top-k and a seed), using the KV cache.
+/// temperature, top-k and a seed), using the KV cache; `--decoding scmoe` contrasts a sparse MoE's strong and weak
+/// routing (SCMoE) with two KV caches.
 module MergeDsl.Cli.Commands.Generate
 
 open System
 open System.Text.Json
 open Argu
 open MergeDsl.Core.Models.Decoder
+open MergeDsl.Core.Moe.Sparse.Contrast
 open MergeDsl.Cli.Jobs.Failure
 
 type Args =
@@ -16,6 +18,11 @@ type Args =
     | Top_K of count: int
     | Seed of seed: int64
     | Routing of policy: string
+    | [<Unique>] Decoding of mode: string
+    | [<Unique>] Beta of value: float
+    | [<Unique>] Alpha of value: float
+    | [<Unique>] Strong of routing: string
+    | [<Unique>] Weak of routing: string
     | Json
 
     interface IArgParserTemplate with
@@ -28,6 +35,11 @@ type Args =
             | Top_K _ -> "when sampling, only the K most likely tokens (default 0: all)."
             | Seed _ -> "sampler seed (default 1): the same seed gives the same text."
             | Routing _ -> "sparse MoE models: top-k:K, top-p:P or top-p:P,max:M instead of the model's own routing."
+            | Decoding _ -> "greedy (default) or scmoe: self-contrast of a sparse MoE's strong and weak routing (greedy over the contrast)."
+            | Beta _ -> "scmoe: β ≥ 0 (default 0.5), scores (1+β)·log p_strong − β·log p_weak."
+            | Alpha _ -> "scmoe: plausibility α in [0, 1] (default 0.1): only tokens with p_strong ≥ α·max p_strong."
+            | Strong _ -> "scmoe: the strong routing (default: --routing, else the model's own, e.g. top-k:2)."
+            | Weak _ -> "scmoe: the weak routing (default top-k:1)."
             | Json -> "print JSON (prompt, continuation, token ids)."
 
 /// Entry point for `mergedsl generate`.
@@ -45,6 +57,13 @@ let run (args: ParseResults<Args>) : int =
             options(Nullable()).Validate()
         with :? ArgumentException as e ->
             raise (UsageError $"generate: {e.Message}")
+    let contrast =
+        ContrastArgs.parse "generate" (args.TryGetResult Decoding) (args.TryGetResult Beta) (args.TryGetResult Alpha)
+            (args.TryGetResult Strong) (args.TryGetResult Weak) 0.1
+    match contrast with
+    | ContrastArgs.Scmoe _ when checkedOptions.Temperature <> 0.0 ->
+        raise (UsageError "generate: --decoding scmoe is greedy over the contrast; --temperature must be 0")
+    | _ -> ()
     let routing = args.TryGetResult Routing |> Option.map Score.parseRouting
     let struct (model, tokenizer) = DecoderModelFolder.LoadWithTokenizer folder
     use model = model
@@ -60,13 +79,16 @@ let run (args: ParseResults<Args>) : int =
         raise (UsageError $"generate: the prompt ({ids.Count} tokens) plus --max-new-tokens {checkedOptions.MaxNewTokens} is longer than max_position_embeddings {model.Config.MaxPositionEmbeddings} of {model.Label}")
     let eos = if tokenizer.EosId.HasValue then tokenizer.EosId else model.Config.EosTokenId
     use stats = new MergeDsl.Core.Moe.Sparse.RoutingStatistics(model)
-    let result = DecoderGeneration.Generate(model, ids, options eos)
-    let continuation = tokenizer.Decode result.Tokens
+    let tokens =
+        match contrast with
+        | ContrastArgs.Greedy -> DecoderGeneration.Generate(model, ids, options eos).Tokens
+        | ContrastArgs.Scmoe c -> ContrastDecoding.Generate(model, ids, checkedOptions.MaxNewTokens, c model, eos)
+    let continuation = tokenizer.Decode tokens
     if args.Contains Json then
         let o =
             {| prompt = prompt
                continuation = continuation
-               tokens = result.Tokens |> Array.ofSeq
+               tokens = tokens |> Array.ofSeq
                routing = (if blocks.Count = 0 then null else string blocks[0].Routing)
                experts_per_token = (if blocks.Count = 0 then Nullable() else Nullable(stats.MeanExpertsPerToken())) |}
         printfn "%s" (JsonSerializer.Serialize(o, JsonSerializerOptions(WriteIndented = true)))

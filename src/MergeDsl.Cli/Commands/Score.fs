@@ -16,6 +16,11 @@ type Args =
     | [<MainCommand; ExactlyOnce>] Model of folder: string
     | [<Mandatory>] Text of file: string
     | Routing of policy: string
+    | [<Unique>] Decoding of mode: string
+    | [<Unique>] Beta of value: float
+    | [<Unique>] Alpha of value: float
+    | [<Unique>] Strong of routing: string
+    | [<Unique>] Weak of routing: string
     | Json
 
     interface IArgParserTemplate with
@@ -24,6 +29,11 @@ type Args =
             | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 folder (config.json, safetensors, tokenizer)."
             | Text _ -> "a UTF-8 text file to score (BOS is put before it when the tokenizer has one)."
             | Routing _ -> "sparse MoE models: top-k:K, top-p:P or top-p:P,max:M instead of the model's own routing."
+            | Decoding _ -> "greedy or scmoe: score a sparse MoE's own distribution or its self-contrast, in windows of max_position_embeddings tokens (texts of any length)."
+            | Beta _ -> "scmoe: β ≥ 0 (default 0.5)."
+            | Alpha _ -> "scmoe: plausibility α in [0, 1] (default 0 when scoring: every token plausible; above 0 a token outside the set has probability 0)."
+            | Strong _ -> "scmoe: the strong routing (default: --routing, else the model's own)."
+            | Weak _ -> "scmoe: the weak routing (default top-k:1)."
             | Json -> "print JSON instead of text."
 
 /// The numbers `score` reports.
@@ -99,9 +109,76 @@ let score (folder: string) (file: string) (routing: RoutingPolicy option) : Scor
       Routing = if blocks.Count = 0 then None else Some(string blocks[0].Routing)
       ExpertsPerToken = if blocks.Count = 0 then None else Some(stats.MeanExpertsPerToken()) }
 
+/// The numbers `score --decoding` reports.
+type DecodingReport =
+    { Model: string
+      Text: string
+      Decoding: string
+      Strong: string
+      Weak: string
+      Beta: float
+      Alpha: float
+      Bytes: int64
+      Tokens: int64
+      Outside: int64
+      SumLogLikelihood: float
+      BitsPerByte: float }
+
+/// Scores `file` under `decoding`: windows of max_position_embeddings tokens overlapping by one, each token after
+/// the first predicted once; greedy scores the model's own distribution, scmoe the contrast over V_α.
+let scoreDecoding (folder: string) (file: string) (routing: RoutingPolicy option) (decoding: ContrastArgs.Decoding) : DecodingReport =
+    let text = readText file
+    if text.Length = 0 then raise (UsageError $"{file}: the text is empty; there is nothing to score")
+    let struct (model, tokenizer) = DecoderModelFolder.LoadWithTokenizer folder
+    use model = model
+    let blocks = SparseMoe.Blocks model
+    if blocks.Count = 0 then raise (UsageError $"score: {model.Label}: {model.Config.Family.Architecture()} is a dense model; --decoding needs sparse MoE layers")
+    applyRouting model routing
+    let own = blocks[0].Routing
+    let settings =
+        match decoding with
+        | ContrastArgs.Greedy -> MergeDsl.Core.Moe.Sparse.Contrast.SelfContrastSettings(own, own, 0.0, 0.0)
+        | ContrastArgs.Scmoe c -> c model
+    let sequence = ResizeArray<int>()
+    if tokenizer.BosId.HasValue then sequence.Add tokenizer.BosId.Value
+    sequence.AddRange(tokenizer.Encode text)
+    if sequence.Count < 2 then raise (UsageError $"{file}: fewer than two tokens; at least one token must be predicted")
+    model.eval()
+    let s = MergeDsl.Core.Moe.Sparse.Contrast.ContrastDecoding.Score(model, sequence, model.Config.MaxPositionEmbeddings, settings)
+    let bytes = int64 (Encoding.UTF8.GetByteCount text)
+    { Model = folder
+      Text = file
+      Decoding = (match decoding with ContrastArgs.Greedy -> "greedy" | _ -> "scmoe")
+      Strong = string settings.Strong
+      Weak = string settings.Weak
+      Beta = settings.Beta
+      Alpha = settings.Alpha
+      Bytes = bytes
+      Tokens = s.Tokens
+      Outside = s.Outside
+      SumLogLikelihood = s.SumLogLikelihood
+      BitsPerByte = s.BitsPerByte bytes }
+
 /// Entry point for `mergedsl score`.
 let run (args: ParseResults<Args>) : int =
-    let routing = args.TryGetResult Routing |> Option.map parseRouting
+  let routing = args.TryGetResult Routing |> Option.map parseRouting
+  if args.Contains Decoding then
+    let decoding =
+        ContrastArgs.parse "score" (args.TryGetResult Decoding) (args.TryGetResult Beta) (args.TryGetResult Alpha)
+            (args.TryGetResult Strong) (args.TryGetResult Weak) 0.0
+    let r = scoreDecoding (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text) routing decoding
+    if args.Contains Json then
+        let o = JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)
+        o.NumberHandling <- Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals
+        printfn "%s" (JsonSerializer.Serialize(r, o))
+    else
+        printfn "%s: %d bytes, %d tokens scored (%s; strong %s, weak %s, β %g, α %g)" r.Text r.Bytes r.Tokens r.Decoding r.Strong r.Weak r.Beta r.Alpha
+        printfn "bits per byte        %.4f" r.BitsPerByte
+        if r.Outside > 0 then printfn "outside V_α          %d tokens (probability 0 under the contrast)" r.Outside
+    ExitCode.Ok
+  else
+    if args.Contains Beta || args.Contains Alpha || args.Contains Strong || args.Contains Weak then
+        raise (UsageError "score: --beta, --alpha, --strong and --weak need --decoding scmoe")
     let r = score (MergeDsl.Cli.Jobs.JobInputs.modelFolder "score" (args.GetResult Model)) (args.GetResult Text) routing
     if args.Contains Json then
         printfn "%s" (JsonSerializer.Serialize(r, JsonSerializerOptions(WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower)))
