@@ -28,7 +28,7 @@ type Args =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 folder (config.json, safetensors, tokenizer)."
+            | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 or Mixtral/Qwen2-MoE/DeepSeek-MoE folder (config.json, safetensors, tokenizer)."
             | Prompt _ -> "the text to continue (BOS is put before it when the tokenizer has one)."
             | Max_New_Tokens _ -> "tokens to generate at most (default 32); generation stops early at EOS."
             | Temperature _ -> "0 (default): greedy; above 0: sample from softmax(logits / T)."

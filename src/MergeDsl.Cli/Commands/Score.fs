@@ -26,7 +26,7 @@ type Args =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 folder (config.json, safetensors, tokenizer)."
+            | Model _ -> "a Hugging Face Llama/Mistral/Qwen2 or Mixtral/Qwen2-MoE/DeepSeek-MoE folder (config.json, safetensors, tokenizer)."
             | Text _ -> "a UTF-8 text file to score (BOS is put before it when the tokenizer has one)."
             | Routing _ -> "sparse MoE models: top-k:K, top-p:P or top-p:P,max:M instead of the model's own routing."
             | Decoding _ -> "greedy or scmoe: score a sparse MoE's own distribution or its self-contrast, in windows of max_position_embeddings tokens (texts of any length)."
