@@ -122,7 +122,7 @@ module SparseMoe =
         UpcycleJob.Run(toCore [] spec, output, overwrite)
 
 type SparseMoeBuilder() =
-    member _.Yield(()) = SparseMoe.defaults
+    member _.Yield(_: 'T) = SparseMoe.defaults
 
     member _.Run(spec: SparseMoeSpec) =
         match SparseMoe.validate spec with

@@ -87,7 +87,7 @@ module SparseMoe =
 type SparseMoeBuilder =
     new: unit -> SparseMoeBuilder
     /// The empty spec.
-    member Yield: unit -> SparseMoeSpec
+    member Yield: 'T -> SparseMoeSpec
     /// Validates the finished spec (see SparseMoe.validate).
     member Run: spec: SparseMoeSpec -> SparseMoeSpec
     /// The dense base model.
