@@ -41,8 +41,14 @@ let private rope (theta: float) (pos: int) (v: double[]) =
 
 let private silu z = z / (1.0 + Math.Exp(-z))
 
-/// Logits [T][vocab] of one sequence.
-let forward (cfg: DecoderConfig) (weights: IReadOnlyDictionary<string, torch.Tensor>) (ids: int[]) : double[][] =
+/// A [out, in] weight as a function of a vector (y = W x), for other references' feed-forward blocks.
+let linearOf (w: torch.Tensor) : double[] -> double[] =
+    let m = matrixOf w
+    linear m None
+
+/// Logits [T][vocab] of one sequence; <c>ffn layerPrefix x</c> computes layer's feed-forward block on one
+/// normed token (<c>layerPrefix</c> = <c>model.layers.N.</c>), so MoE references can plug in their own.
+let forwardWith (ffn: string -> double[] -> double[]) (cfg: DecoderConfig) (weights: IReadOnlyDictionary<string, torch.Tensor>) (ids: int[]) : double[][] =
     let W name = matrixOf weights[name]
     let B name = if weights.ContainsKey name then Some(matrixOf weights[name]) else None
     let embed = W "model.embed_tokens.weight"
@@ -77,8 +83,16 @@ let forward (cfg: DecoderConfig) (weights: IReadOnlyDictionary<string, torch.Ten
                 concat |> proj "o_proj")
         xs <- Array.map2 (Array.map2 (+)) xs attnOut
         let h2 = xs |> Array.map (rms (W(p + "post_attention_layernorm.weight")) cfg.RmsNormEps)
-        let mlp name x = linear (W(p + $"mlp.{name}.weight")) (B(p + $"mlp.{name}.bias")) x
-        let ff = h2 |> Array.map (fun x -> Array.map2 (fun g u -> silu g * u) (mlp "gate_proj" x) (mlp "up_proj" x) |> mlp "down_proj")
+        let ff = h2 |> Array.map (ffn p)
         xs <- Array.map2 (Array.map2 (+)) xs ff
     let head = if cfg.TieWordEmbeddings then embed else W "lm_head.weight"
     xs |> Array.map (rms (W "model.norm.weight") cfg.RmsNormEps >> linear head None)
+
+/// Logits [T][vocab] of one sequence of a dense Llama / Mistral / Qwen2.
+let forward (cfg: DecoderConfig) (weights: IReadOnlyDictionary<string, torch.Tensor>) (ids: int[]) : double[][] =
+    let W name = matrixOf weights[name]
+    let B name = if weights.ContainsKey name then Some(matrixOf weights[name]) else None
+    let dense p x =
+        let mlp name x = linear (W(p + $"mlp.{name}.weight")) (B(p + $"mlp.{name}.bias")) x
+        Array.map2 (fun g u -> silu g * u) (mlp "gate_proj" x) (mlp "up_proj" x) |> mlp "down_proj"
+    forwardWith dense cfg weights ids

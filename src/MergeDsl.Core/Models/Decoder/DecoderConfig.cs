@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MergeDsl.Core.Checkpoints;
+using MergeDsl.Core.Moe.Sparse;
 using JsonObject = System.Text.Json.Nodes.JsonObject;
 using JsonNode = System.Text.Json.Nodes.JsonNode;
 using JsonArray = System.Text.Json.Nodes.JsonArray;
@@ -15,7 +16,8 @@ namespace MergeDsl.Core.Models.Decoder;
 /// <c>head_dim</c>, <c>hidden_act</c> (silu only), <c>max_position_embeddings</c>, <c>rms_norm_eps</c>,
 /// <c>rope_theta</c>, <c>rope_scaling</c> (absent, null or type <c>default</c> only), <c>tie_word_embeddings</c>,
 /// <c>attention_bias</c> and <c>mlp_bias</c> (Llama), <c>sliding_window</c> (Mistral; Qwen2 with
-/// <c>use_sliding_window</c>), <c>bos_token_id</c>, <c>eos_token_id</c>.
+/// <c>use_sliding_window</c>), <c>bos_token_id</c>, <c>eos_token_id</c>; for the sparse families (Mixtral,
+/// Qwen2-MoE, DeepSeek-MoE) also their MoE keys (see <see cref="Moe"/>).
 /// </summary>
 public sealed record DecoderConfig
 {
@@ -56,6 +58,9 @@ public sealed record DecoderConfig
     /// <summary><c>eos_token_id</c> (the first, when a list), when the config names one.</summary>
     public int? EosTokenId { get; init; }
 
+    /// <summary>The sparse-MoE settings (Mixtral, Qwen2-MoE, DeepSeek-MoE with routed experts); null for dense models.</summary>
+    public SparseMoeConfig? Moe { get; init; }
+
     /// <summary>Query-heads per key/value head.</summary>
     public int Groups => NumAttentionHeads / NumKeyValueHeads;
 
@@ -72,12 +77,27 @@ public sealed record DecoderConfig
         if (NumAttentionHeads % NumKeyValueHeads != 0)
             throw new ArgumentException($"num_attention_heads {NumAttentionHeads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
         if (HeadDim % 2 != 0) throw new ArgumentException($"head_dim {HeadDim} is odd; rotary embeddings rotate pairs of halves");
-        if (Family == DecoderFamily.Qwen2 && (!QkvBias || OutputBias))
-            throw new ArgumentException("Qwen2 has q/k/v biases and no o_proj bias");
-        if (Family == DecoderFamily.Llama && QkvBias != OutputBias)
-            throw new ArgumentException("Llama's attention_bias applies to q/k/v and o_proj alike");
-        if (Family == DecoderFamily.Mistral && (QkvBias || OutputBias || MlpBias))
-            throw new ArgumentException("Mistral has no biases");
+        var attention = Family.AttentionFamily();
+        if (attention == DecoderFamily.Qwen2 && (!QkvBias || OutputBias))
+            throw new ArgumentException($"{Family} has q/k/v biases and no o_proj bias");
+        if (attention == DecoderFamily.Llama && QkvBias != OutputBias)
+            throw new ArgumentException($"{Family}'s attention_bias applies to q/k/v and o_proj alike");
+        if (attention == DecoderFamily.Mistral && (QkvBias || OutputBias || MlpBias))
+            throw new ArgumentException($"{Family} has no biases");
+        if (MlpBias && Family != DecoderFamily.Llama) throw new ArgumentException("only Llama has mlp_bias");
+        if (Moe is not null)
+        {
+            var style = Family switch
+            {
+                DecoderFamily.Mixtral => SparseMoeStyle.Mixtral,
+                DecoderFamily.Qwen2Moe => SparseMoeStyle.Qwen2Moe,
+                DecoderFamily.DeepseekMoe => SparseMoeStyle.DeepseekMoe,
+                _ => throw new ArgumentException($"{Family.Architecture()} is a dense architecture; MoE settings need Mixtral, Qwen2-MoE or DeepSeek-MoE"),
+            };
+            if (Moe.Style != style) throw new ArgumentException($"{Family.Architecture()} needs the {style} MoE style, got {Moe.Style}");
+            Moe.Validate();
+        }
+        else if (Family == DecoderFamily.Mixtral) throw new ArgumentException("Mixtral needs its MoE settings (num_local_experts)");
         return this;
     }
 
@@ -119,6 +139,7 @@ public sealed record DecoderConfig
         }
 
         var family = ReadFamily(o, Str("model_type"), label);
+        var attention = family.AttentionFamily();
         string act = Str("hidden_act") ?? "silu";
         if (act != "silu") throw Bad($"hidden_act '{act}' is not supported (the runtime implements silu, as Llama, Mistral and Qwen2 use)");
         if (o["rope_scaling"] is JsonNode rs)
@@ -131,13 +152,13 @@ public sealed record DecoderConfig
 
         int heads = Int("num_attention_heads");
         int hidden = Int("hidden_size");
-        int? window = family switch
+        int? window = attention switch
         {
             DecoderFamily.Mistral => OptInt("sliding_window"),
             DecoderFamily.Qwen2 when Bool("use_sliding_window", false) => OptInt("sliding_window"),
             _ => null,
         };
-        bool attnBias = family == DecoderFamily.Llama && Bool("attention_bias", false);
+        bool attnBias = attention == DecoderFamily.Llama && Bool("attention_bias", false);
         int? eos = o["eos_token_id"] is JsonArray eosList
             ? (eosList.Count > 0 && eosList[0] is JsonValue ev && ev.TryGetValue<int>(out var e0) ? e0 : throw Bad("eos_token_id must be an integer or a list of them"))
             : OptInt("eos_token_id");
@@ -149,10 +170,10 @@ public sealed record DecoderConfig
             IntermediateSize = Int("intermediate_size"),
             NumHiddenLayers = Int("num_hidden_layers"),
             NumAttentionHeads = heads,
-            NumKeyValueHeads = OptInt("num_key_value_heads") ?? (family == DecoderFamily.Mistral ? 8 : heads),
+            NumKeyValueHeads = OptInt("num_key_value_heads") ?? (attention == DecoderFamily.Mistral ? 8 : heads),
             HeadDim = OptInt("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
                 : throw Bad($"hidden_size {hidden} is not divisible by num_attention_heads {heads} and there is no head_dim")),
-            MaxPositionEmbeddings = OptInt("max_position_embeddings") ?? family switch
+            MaxPositionEmbeddings = OptInt("max_position_embeddings") ?? attention switch
             {
                 DecoderFamily.Llama => 2048,
                 DecoderFamily.Mistral => 4096 * 32,
@@ -161,16 +182,97 @@ public sealed record DecoderConfig
             RmsNormEps = Num("rms_norm_eps", 1e-6),
             RopeTheta = Num("rope_theta", 10000.0),
             TieWordEmbeddings = Bool("tie_word_embeddings", false),
-            QkvBias = family == DecoderFamily.Qwen2 || attnBias,
+            QkvBias = (attention == DecoderFamily.Qwen2 && Bool("qkv_bias", true)) || attnBias,
             OutputBias = attnBias,
             MlpBias = family == DecoderFamily.Llama && Bool("mlp_bias", false),
             SlidingWindow = window,
             BosTokenId = OptInt("bos_token_id"),
             EosTokenId = eos,
+            Moe = ReadMoe(),
         };
         try { return cfg.Validate(); }
         catch (ArgumentException ex) { throw Bad(ex.Message); }
+
+        RoutingPolicy? Routing()
+        {
+            string? text = Str(RoutingKey);
+            if (text is null) return null;
+            try { return RoutingPolicy.Parse(text); }
+            catch (Exception e) when (e is FormatException or ArgumentException) { throw Bad($"{RoutingKey}: {e.Message}"); }
+        }
+        IReadOnlyList<int> IntList(string key)
+        {
+            var n = o[key];
+            if (n is null) return [];
+            if (n is not JsonArray a) throw Bad($"{key} must be a list of layer indices, got {n.ToJsonString()}");
+            return a.Select(e => e is JsonValue v && v.TryGetValue<int>(out int i) ? i : throw Bad($"{key} must be a list of layer indices, got {n.ToJsonString()}")).ToArray();
+        }
+        SparseMoeConfig? ReadMoe()
+        {
+            switch (family)
+            {
+                case DecoderFamily.Mixtral:
+                    return new SparseMoeConfig
+                    {
+                        Style = SparseMoeStyle.Mixtral,
+                        NumExperts = OptInt("num_local_experts") ?? 8,
+                        ExpertsPerToken = OptInt("num_experts_per_tok") ?? 2,
+                        ExpertIntermediateSize = Int("intermediate_size"),
+                        NormTopKProb = true,
+                        Routing = Routing(),
+                    };
+                case DecoderFamily.Qwen2Moe:
+                {
+                    int n = OptInt("num_experts") ?? 60;
+                    if (n == 0) return null;   // HF builds dense MLPs in every layer
+                    int shared = OptInt("shared_expert_intermediate_size") ?? 5632;
+                    return new SparseMoeConfig
+                    {
+                        Style = SparseMoeStyle.Qwen2Moe,
+                        NumExperts = n,
+                        ExpertsPerToken = OptInt("num_experts_per_tok") ?? 4,
+                        ExpertIntermediateSize = OptInt("moe_intermediate_size") ?? 1408,
+                        NormTopKProb = Bool("norm_topk_prob", false),
+                        SharedExpertIntermediateSize = shared,
+                        NumSharedExperts = shared > 0 ? 1 : 0,
+                        SharedExpertGate = shared > 0,
+                        DecoderSparseStep = OptInt("decoder_sparse_step") ?? 1,
+                        MlpOnlyLayers = IntList("mlp_only_layers"),
+                        Routing = Routing(),
+                    };
+                }
+                case DecoderFamily.DeepseekMoe:
+                {
+                    int? n = OptInt("n_routed_experts");
+                    if (n is null) return null;   // DeepSeek builds dense MLPs in every layer
+                    string scoring = Str("scoring_func") ?? "softmax";
+                    if (scoring != "softmax") throw Bad($"scoring_func '{scoring}' is not supported (DeepSeek-MoE v1 uses softmax)");
+                    if (Str("topk_method") is string tm && tm != "greedy") throw Bad($"topk_method '{tm}' is not supported (only greedy top-k, as DeepSeek-MoE v1)");
+                    int width = OptInt("moe_intermediate_size") ?? 1407;
+                    int nShared = OptInt("n_shared_experts") ?? 0;
+                    return new SparseMoeConfig
+                    {
+                        Style = SparseMoeStyle.DeepseekMoe,
+                        NumExperts = n.Value,
+                        ExpertsPerToken = OptInt("num_experts_per_tok") ?? throw Bad("num_experts_per_tok is missing"),
+                        ExpertIntermediateSize = width,
+                        NormTopKProb = Bool("norm_topk_prob", false),
+                        NumSharedExperts = nShared,
+                        SharedExpertIntermediateSize = checked(width * nShared),
+                        FirstKDenseReplace = OptInt("first_k_dense_replace") ?? 0,
+                        MoeLayerFreq = OptInt("moe_layer_freq") ?? 1,
+                        RoutedScalingFactor = Num("routed_scaling_factor", 1.0),
+                        Routing = Routing(),
+                    };
+                }
+                default:
+                    return null;
+            }
+        }
     }
+
+    /// <summary>The config.json key holding a sparse model's own routing when it is not top-k (our extension; transformers ignores it).</summary>
+    public const string RoutingKey = "mergedsl_routing";
 
     static DecoderFamily ReadFamily(JsonObject o, string? modelType, string label)
     {
@@ -229,11 +331,11 @@ public sealed record DecoderConfig
         };
         if (BosTokenId is int bos) o["bos_token_id"] = bos;
         if (EosTokenId is int eos) o["eos_token_id"] = eos;
-        switch (Family)
+        switch (Family.AttentionFamily())
         {
             case DecoderFamily.Llama:
                 o["attention_bias"] = QkvBias;
-                o["mlp_bias"] = MlpBias;
+                if (Family == DecoderFamily.Llama) o["mlp_bias"] = MlpBias;
                 break;
             case DecoderFamily.Mistral:
                 o["sliding_window"] = SlidingWindow is int w ? w : null;
@@ -243,7 +345,46 @@ public sealed record DecoderConfig
                 if (SlidingWindow is int qw) o["sliding_window"] = qw;
                 break;
         }
+        WriteMoe(o);
         return o;
+    }
+
+    void WriteMoe(JsonObject o)
+    {
+        var m = Moe;
+        switch (Family)
+        {
+            case DecoderFamily.Mixtral when m is not null:
+                o["num_local_experts"] = m.NumExperts;
+                o["num_experts_per_tok"] = m.ExpertsPerToken;
+                o["output_router_logits"] = false;
+                o["router_aux_loss_coef"] = 0.001;
+                o["router_jitter_noise"] = 0.0;
+                break;
+            case DecoderFamily.Qwen2Moe:
+                o["num_experts"] = m?.NumExperts ?? 0;
+                o["num_experts_per_tok"] = m?.ExpertsPerToken ?? 1;
+                o["moe_intermediate_size"] = m?.ExpertIntermediateSize ?? IntermediateSize;
+                o["shared_expert_intermediate_size"] = m?.SharedExpertIntermediateSize ?? 0;
+                o["norm_topk_prob"] = m?.NormTopKProb ?? false;
+                o["decoder_sparse_step"] = m?.DecoderSparseStep ?? 1;
+                o["mlp_only_layers"] = new JsonArray((m?.MlpOnlyLayers ?? []).Select(i => (JsonNode)JsonValue.Create(i)).ToArray());
+                o["output_router_logits"] = false;
+                o["router_aux_loss_coef"] = 0.001;
+                break;
+            case DecoderFamily.DeepseekMoe:
+                o["n_routed_experts"] = m is null ? null : m.NumExperts;
+                o["num_experts_per_tok"] = m?.ExpertsPerToken;
+                o["n_shared_experts"] = m is null || m.NumSharedExperts == 0 ? null : m.NumSharedExperts;
+                o["moe_intermediate_size"] = m?.ExpertIntermediateSize ?? IntermediateSize;
+                o["first_k_dense_replace"] = m?.FirstKDenseReplace ?? 0;
+                o["moe_layer_freq"] = m?.MoeLayerFreq ?? 1;
+                o["norm_topk_prob"] = m?.NormTopKProb ?? false;
+                o["scoring_func"] = "softmax";
+                if (m is not null && m.RoutedScalingFactor != 1.0) o["routed_scaling_factor"] = m.RoutedScalingFactor;
+                break;
+        }
+        if (m?.Routing is { } r) o[RoutingKey] = r.ToString();
     }
 
     /// <summary>Indented JSON of <see cref="ToJsonObject"/>.</summary>

@@ -13,6 +13,15 @@ public enum DecoderFamily
     Mistral,
     /// <summary><c>Qwen2ForCausalLM</c>, model_type <c>qwen2</c>: q/k/v projections always carry a bias, o_proj never.</summary>
     Qwen2,
+    /// <summary><c>MixtralForCausalLM</c>, model_type <c>mixtral</c>: Mistral's attention with a sparse MoE block
+    /// (<c>block_sparse_moe</c>) in every layer.</summary>
+    Mixtral,
+    /// <summary><c>Qwen2MoeForCausalLM</c>, model_type <c>qwen2_moe</c>: Qwen2's attention with sparse MoE blocks
+    /// (routed experts plus a sigmoid-gated shared expert).</summary>
+    Qwen2Moe,
+    /// <summary><c>DeepseekForCausalLM</c>, model_type <c>deepseek</c>: DeepSeek-MoE v1, Llama's attention with
+    /// fine-grained routed experts and always-on shared experts.</summary>
+    DeepseekMoe,
 }
 
 /// <summary>Names of <see cref="DecoderFamily"/> values as they appear in config.json.</summary>
@@ -24,6 +33,9 @@ public static class DecoderFamilies
         (DecoderFamily.Llama, "LlamaForCausalLM", "llama"),
         (DecoderFamily.Mistral, "MistralForCausalLM", "mistral"),
         (DecoderFamily.Qwen2, "Qwen2ForCausalLM", "qwen2"),
+        (DecoderFamily.Mixtral, "MixtralForCausalLM", "mixtral"),
+        (DecoderFamily.Qwen2Moe, "Qwen2MoeForCausalLM", "qwen2_moe"),
+        (DecoderFamily.DeepseekMoe, "DeepseekForCausalLM", "deepseek"),
     ];
 
     /// <summary>The family whose class name is <paramref name="architecture"/>, or null.</summary>
@@ -39,4 +51,14 @@ public static class DecoderFamilies
 
     /// <summary>The <c>model_type</c> of a family.</summary>
     public static string ModelType(this DecoderFamily f) => All.First(a => a.Family == f).ModelType;
+
+    /// <summary>The dense family whose attention (biases, defaults) a family shares: Mixtral → Mistral,
+    /// Qwen2-MoE → Qwen2, DeepSeek-MoE → Llama; a dense family is its own.</summary>
+    public static DecoderFamily AttentionFamily(this DecoderFamily f) => f switch
+    {
+        DecoderFamily.Mixtral => DecoderFamily.Mistral,
+        DecoderFamily.Qwen2Moe => DecoderFamily.Qwen2,
+        DecoderFamily.DeepseekMoe => DecoderFamily.Llama,
+        _ => f,
+    };
 }

@@ -27,4 +27,11 @@ public static class DecoderMlps
     /// <summary>The dense SwiGLU MLP of Llama, Mistral and Qwen2.</summary>
     public static DecoderMlp Dense(string layerName, int layerIndex, DecoderConfig config)
         => new SwiGluMlp(layerName + ".mlp", config.HiddenSize, config.IntermediateSize, config.MlpBias);
+
+    /// <summary>What config.json asks for: a sparse MoE block in the sparse layers of Mixtral, Qwen2-MoE and DeepSeek-MoE
+    /// (<see cref="Moe.Sparse.SparseMoeConfig.IsSparseLayer"/>), the dense MLP elsewhere.</summary>
+    public static DecoderMlp FromConfig(string layerName, int layerIndex, DecoderConfig config)
+        => config.Moe is { } m && m.IsSparseLayer(layerIndex)
+            ? new Moe.Sparse.SparseMoeBlock(layerName, layerIndex, config)
+            : Dense(layerName, layerIndex, config);
 }

@@ -30,6 +30,7 @@ public sealed class DecoderModel : nn.Module
     /// Builds a randomly initialised model (weights N(0, 0.02²), norms 1). <paramref name="mlpFactory"/> chooses
     /// each layer's feed-forward block (default: the dense SwiGLU MLP). <paramref name="extraModules"/> are
     /// registered at the top level under their keys (e.g. an MoE's router shared by every layer, <c>shared_router.*</c>).
+    /// Default: <see cref="DecoderMlps.FromConfig"/> (sparse MoE blocks where a Mixtral/Qwen2-MoE/DeepSeek config asks).
     /// </summary>
     public DecoderModel(DecoderConfig config, string label = "decoder", DecoderMlpFactory? mlpFactory = null,
         IReadOnlyDictionary<string, nn.Module>? extraModules = null)
@@ -38,7 +39,7 @@ public sealed class DecoderModel : nn.Module
         Torch.TorchRuntime.EnsureLoadable();
         Config = config.Validate();
         Label = label;
-        body = new Body("model", config, mlpFactory ?? DecoderMlps.Dense);
+        body = new Body("model", config, mlpFactory ?? DecoderMlps.FromConfig);
         register_module("model", body);
         if (!config.TieWordEmbeddings)
         {
