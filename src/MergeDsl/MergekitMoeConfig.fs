@@ -54,9 +54,9 @@ module MergekitMoeConfig =
 
     let private expertKeys = [ "source_model"; "positive_prompts"; "negative_prompts"; "noise_scale"; "residual_scale" ]
 
-    let private parseExpert file (where: string) (node: YamlNode) : SparseExpert =
+    let private parseExpert file (where: string) (node: YamlNode) : SparseMoeExpert =
         let mutable model = None
-        let mutable e = SparseMoe.expert "" []
+        let mutable e = Upcycle.expert "" []
         for key, keyNode, v in entries file node where do
             match key with
             | "source_model" -> model <- Some(resolve file v $"{where}.source_model" (scalar file $"{where}.source_model" v))
@@ -100,7 +100,7 @@ module MergekitMoeConfig =
     let parse (file: string) (text: string) : Result<SparseMoeSpec, string> =
         try
             let node = root file text
-            let mutable spec = SparseMoe.defaults
+            let mutable spec = Upcycle.defaults
             let mutable seen = Set.empty
             let mutable expertsNode = None
             for key, keyNode, v in entries file node "configuration" do
@@ -109,7 +109,7 @@ module MergekitMoeConfig =
                 match key with
                 | "base_model" -> spec <- { spec with Base = resolve file v "base_model" (scalar file "base_model" v) }
                 | "gate_mode" ->
-                    match SparseMoe.parseGate (scalar file "gate_mode" v) with
+                    match Upcycle.parseGate (scalar file "gate_mode" v) with
                     | Ok g -> spec <- { spec with Gate = g }
                     | Error msg -> fail file v $"gate_mode: {msg}"
                 | "experts_per_token" -> spec <- { spec with ExpertsPerToken = integer file "experts_per_token" v }
@@ -153,7 +153,7 @@ module MergekitMoeConfig =
 
     let private fnum (x: float) = x.ToString("R", CultureInfo.InvariantCulture) |> fun s -> if s.Contains '.' || s.Contains 'E' then s else s + ".0"
 
-    let private expertText (e: SparseExpert) =
+    let private expertText (e: SparseMoeExpert) =
         let list xs = "[ " + String.Join("; ", xs |> List.map quote) + " ]"
         let opt = function Some x -> $"Some {fnum x}" | None -> "None"
         $"{{ Model = {quote e.Model}; Positive = {list e.Positive}; Negative = {list e.Negative}; NoiseScale = {opt e.NoiseScale}; ResidualScale = {opt e.ResidualScale} }}"
@@ -176,5 +176,5 @@ module MergekitMoeConfig =
         line "    }"
         line ""
         line "// Writes the checkpoint (the output folder must not exist):"
-        line "// SparseMoe.upscaleToMoE spec \"out\" false"
+        line "// Upcycle.upscaleToMoE spec \"out\" false"
         b.ToString()

@@ -13,5 +13,5 @@ module MergekitMoeConfig =
     val parse: file: string -> text: string -> Result<SparseMoeSpec, string>
     /// Reads and parses a configuration file.
     val load: file: string -> Result<SparseMoeSpec, string>
-    /// The same upcycle as an F# script: a `sparseMoe { ... }` expression bound to `spec`, then `SparseMoe.upscaleToMoE`.
+    /// The same upcycle as an F# script: a `sparseMoe { ... }` expression bound to `spec`, then `Upcycle.upscaleToMoE`.
     val toFSharp: spec: SparseMoeSpec -> string

@@ -51,7 +51,7 @@ let private close (a: torch.Tensor) (b: torch.Tensor) (tol: float) what =
 
 let private normalise (v: torch.Tensor) = v / v.norm().clamp_min(1e-8)
 
-let private expert model prompts = SparseMoe.expert model prompts
+let private expert model prompts = Upcycle.expert model prompts
 
 /// The residual stream entering layer l at the last token, from the independent loop-based reference: the first l
 /// layers, then a final norm of weight 1 and an identity head, so the output is x / rms(x), a positive multiple of x.
@@ -235,13 +235,13 @@ let tests =
             let b, es = zoo dir.Path
             let run name seed =
                 let spec =
-                    { SparseMoe.defaults with
+                    { Upcycle.defaults with
                         Base = b
                         Gate = RandomGates
                         Seed = seed
                         Experts = [ { expert es[0] [] with NoiseScale = Some 0.01 }; expert es[1] [] ] }
                 let out = Path.Combine(dir.Path, name)
-                SparseMoe.upscaleToMoE spec out false |> ignore
+                Upcycle.upscaleToMoE spec out false |> ignore
                 tensorsOf out
             let a, a2, c = run "a" 5L, run "a2" 5L, run "c" 6L
             close a["model.layers.0.block_sparse_moe.gate.weight"] a2["model.layers.0.block_sparse_moe.gate.weight"] 0.0 "same seed"
@@ -266,6 +266,57 @@ let tests =
             Expect.stringContains text "sparseMoe {" "builder"
             Expect.stringContains text "gate_mode CheapEmbed" "gate mode"
         }
+
+        testList "our runtime loads and runs the upcycled folders" [
+            let logits (m: DecoderModel) =
+                use _ng = torch.no_grad ()
+                m.Forward(torch.tensor([| 256L; 104L; 105L; 32L; 116L; 104L; 101L; 114L; 101L |]).reshape(1L, 9L))
+            /// Three folders holding the same weights (seed 1 = the base's).
+            let sameZoo (dir: string) =
+                writeModel dir "base" byteLlama 1L, [ for i in 0 .. 2 -> writeModel dir $"copy{i}" byteLlama 1L ]
+            let identical (b: string) (es: string list) =
+                { Upcycle.defaults with
+                    Base = b
+                    Gate = Hidden
+                    ExpertsPerToken = 2
+                    Experts = es |> List.mapi (fun i e -> Upcycle.expert e [ $"topic {i}" ]) }
+            test "Mixtral from identical experts gives the base's logits under top-1, top-2, top-3 and top-p" {
+                use dir = new TempDir()
+                let b, es = sameZoo dir.Path
+                let out = Path.Combine(dir.Path, "out")
+                Upcycle.upscaleToMoE (identical b es) out false |> ignore
+                use baseModel = DecoderModelFolder.Load b
+                use moe = DecoderModelFolder.Load out
+                Expect.equal (MergeDsl.Core.Moe.Sparse.SparseMoe.Blocks moe).Count 2 "a sparse block per layer"
+                let want = logits baseModel
+                for policy in [ "top-k:1"; "top-k:2"; "top-k:3"; "top-p:0.5"; "top-p:0.9,max:2" ] do
+                    MergeDsl.Core.Moe.Sparse.SparseMoe.SetRouting(moe, MergeDsl.Core.Moe.Sparse.RoutingPolicy.Parse policy)
+                    close (logits moe) want 1e-4 policy
+            }
+            test "Qwen2-MoE and DeepSeek-MoE load; with the shared expert's residual_scale 0 they give the base's logits" {
+                use dir = new TempDir()
+                let b, es = sameZoo dir.Path
+                use baseModel = DecoderModelFolder.Load b
+                let want = logits baseModel
+                for name, shared in [ "qwen", { Upcycle.expert b [ "shared" ] with ResidualScale = Some 0.0 }
+                                      "deepseek", { Upcycle.expert b [] with ResidualScale = Some 0.0 } ] do
+                    let out = Path.Combine(dir.Path, name)
+                    let s = Upcycle.upscaleToMoE { identical b es with Shared = [ shared ] } out false
+                    use moe = DecoderModelFolder.Load out
+                    Expect.isNotNull moe.Config.Moe $"{name}: a sparse config ({s.Architecture})"
+                    close (logits moe) want 1e-4 name
+            }
+            test "a shared expert adds its sigmoid-gated output (Qwen2-MoE, residual_scale 1): logits move away from the base's" {
+                use dir = new TempDir()
+                let b, es = sameZoo dir.Path
+                let out = Path.Combine(dir.Path, "qwen")
+                Upcycle.upscaleToMoE { identical b es with Shared = [ Upcycle.expert b [ "shared" ] ] } out false |> ignore
+                use baseModel = DecoderModelFolder.Load b
+                use moe = DecoderModelFolder.Load out
+                let d = (logits moe - logits baseModel).abs().max().item<float32> ()
+                Expect.isGreaterThan d 1e-3f "the shared expert contributes"
+            }
+        ]
 
         testList "bad input: one line, exit 2, nothing written" [
             let cases : (string * (string -> string list -> string) * string) list =

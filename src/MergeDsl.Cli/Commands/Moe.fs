@@ -67,7 +67,7 @@ let run (args: ParseResults<Args>) : int =
             AllowIdenticalExperts = args.Contains Allow_Identical
             Seed = args.GetResult(Seed, defaultValue = spec.Seed) }
     let core =
-        try SparseMoe.toCore [] spec
+        try Upcycle.toCore [] spec
         with :? ArgumentException as e -> raise (UsageError $"{config}: {e.Message}")
     let plan =
         try UpcyclePlan.Make core

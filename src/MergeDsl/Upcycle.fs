@@ -16,7 +16,7 @@ type SparseFormat =
     | Qwen2Moe
     | DeepseekMoe
 
-type SparseExpert =
+type SparseMoeExpert =
     { Model: string
       Positive: string list
       Negative: string list
@@ -25,8 +25,8 @@ type SparseExpert =
 
 type SparseMoeSpec =
     { Base: string
-      Experts: SparseExpert list
-      Shared: SparseExpert list
+      Experts: SparseMoeExpert list
+      Shared: SparseMoeExpert list
       Gate: GateInit
       ExpertsPerToken: int
       DType: string option
@@ -35,7 +35,7 @@ type SparseMoeSpec =
       AllowIdenticalExperts: bool }
 
 [<RequireQualifiedAccess>]
-module SparseMoe =
+module Upcycle =
     let defaults =
         { Base = ""
           Experts = []
@@ -88,7 +88,7 @@ module SparseMoe =
 
     let toCore (searchFolders: string list) (spec: SparseMoeSpec) : UpcycleSpec =
         if String.IsNullOrWhiteSpace spec.Base then raise (ArgumentException "base_model: no base model given")
-        let ex what (e: SparseExpert) =
+        let ex what (e: SparseMoeExpert) =
             UpcycleExpert(
                 resolve searchFolders $"{what}.source_model" e.Model,
                 ResizeArray e.Positive,
@@ -122,10 +122,10 @@ module SparseMoe =
         UpcycleJob.Run(toCore [] spec, output, overwrite)
 
 type SparseMoeBuilder() =
-    member _.Yield(_: 'T) = SparseMoe.defaults
+    member _.Yield(_: 'T) = Upcycle.defaults
 
     member _.Run(spec: SparseMoeSpec) =
-        match SparseMoe.validate spec with
+        match Upcycle.validate spec with
         | Ok s -> s
         | Error msg -> raise (ArgumentException msg)
 
@@ -140,13 +140,13 @@ type SparseMoeBuilder() =
 
     [<CustomOperation("expert")>]
     member _.Expert(spec: SparseMoeSpec, model: string, prompts: string list) =
-        { spec with Experts = spec.Experts @ [ SparseMoe.expert model prompts ] }
+        { spec with Experts = spec.Experts @ [ Upcycle.expert model prompts ] }
 
     [<CustomOperation("add_expert")>]
-    member _.AddExpert(spec: SparseMoeSpec, expert: SparseExpert) = { spec with Experts = spec.Experts @ [ expert ] }
+    member _.AddExpert(spec: SparseMoeSpec, expert: SparseMoeExpert) = { spec with Experts = spec.Experts @ [ expert ] }
 
     [<CustomOperation("shared_expert")>]
-    member _.SharedExpert(spec: SparseMoeSpec, expert: SparseExpert) = { spec with Shared = spec.Shared @ [ expert ] }
+    member _.SharedExpert(spec: SparseMoeSpec, expert: SparseMoeExpert) = { spec with Shared = spec.Shared @ [ expert ] }
 
     [<CustomOperation("dtype")>]
     member _.DType(spec: SparseMoeSpec, dtype: string) = { spec with DType = Some dtype }

@@ -26,7 +26,7 @@ type SparseFormat =
     | DeepseekMoe
 
 /// One expert: a dense model whose MLPs become the expert, with the prompts its router row is built from.
-type SparseExpert =
+type SparseMoeExpert =
     { /// The dense model: a folder or a Hugging Face repo id in the local hub cache.
       Model: string
       /// Texts routed to this expert.
@@ -39,14 +39,14 @@ type SparseExpert =
       ResidualScale: float option }
 
 /// A sparse upcycling recipe (mergekit-moe's configuration as a record); build it with `sparseMoe { ... }` or
-/// `{ SparseMoe.defaults with ... }` and run it with `SparseMoe.upscaleToMoE`.
+/// `{ Upcycle.defaults with ... }` and run it with `Upcycle.upscaleToMoE`.
 type SparseMoeSpec =
     { /// The dense base model (attention, norms, embeddings, LM head).
       Base: string
       /// Routed experts, in router order.
-      Experts: SparseExpert list
+      Experts: SparseMoeExpert list
       /// Always-on experts (at most one).
-      Shared: SparseExpert list
+      Shared: SparseMoeExpert list
       /// Router initialisation.
       Gate: GateInit
       /// Routed experts per token (1 … number of experts).
@@ -63,11 +63,11 @@ type SparseMoeSpec =
 /// Sparse upcycling: dense Llama/Mistral/Qwen2 models into a Mixtral / Qwen2-MoE / DeepSeek-MoE checkpoint, the same
 /// core job as `mergedsl moe config.yml` (see docs/mergekit.md, "mergekit-moe").
 [<RequireQualifiedAccess>]
-module SparseMoe =
+module Upcycle =
     /// An empty spec: no models, `hidden` gates, two experts per token, the base's dtype, inferred format, seed 42.
     val defaults: SparseMoeSpec
     /// An expert with positive prompts only.
-    val expert: model: string -> prompts: string list -> SparseExpert
+    val expert: model: string -> prompts: string list -> SparseMoeExpert
     /// mergekit's name of a gate mode (`hidden`, `cheap_embed`, ...).
     val gateName: gate: GateInit -> string
     /// The gate mode of a mergekit name; Error names the known ones.
@@ -88,7 +88,7 @@ type SparseMoeBuilder =
     new: unit -> SparseMoeBuilder
     /// The empty spec.
     member Yield: 'T -> SparseMoeSpec
-    /// Validates the finished spec (see SparseMoe.validate).
+    /// Validates the finished spec (see Upcycle.validate).
     member Run: spec: SparseMoeSpec -> SparseMoeSpec
     /// The dense base model.
     [<CustomOperation("base_model")>]
@@ -104,10 +104,10 @@ type SparseMoeBuilder =
     member Expert: spec: SparseMoeSpec * model: string * prompts: string list -> SparseMoeSpec
     /// Adds a routed expert given in full.
     [<CustomOperation("add_expert")>]
-    member AddExpert: spec: SparseMoeSpec * expert: SparseExpert -> SparseMoeSpec
+    member AddExpert: spec: SparseMoeSpec * expert: SparseMoeExpert -> SparseMoeSpec
     /// Adds the shared expert.
     [<CustomOperation("shared_expert")>]
-    member SharedExpert: spec: SparseMoeSpec * expert: SparseExpert -> SparseMoeSpec
+    member SharedExpert: spec: SparseMoeSpec * expert: SparseMoeExpert -> SparseMoeSpec
     /// The output dtype ("float32", "float16", "bfloat16").
     [<CustomOperation("dtype")>]
     member DType: spec: SparseMoeSpec * dtype: string -> SparseMoeSpec
