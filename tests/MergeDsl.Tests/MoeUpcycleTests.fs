@@ -346,3 +346,40 @@ let tests =
             }
         ]
     ]
+
+/// `mergedsl bench textmoe --quick` end to end (reuses or trains the text pool's quick zoo).
+[<Tests>]
+let textMoeQuick =
+    testSequenced <| testList "TextMoe quick" [
+        test "bench textmoe --quick: every gate mode × routing × shared row, reports, experts per token, p chosen on validation" {
+            if not (MergeDsl.Bench.Data.TextDomains.All |> Seq.forall (fun d -> (MergeDsl.Bench.Data.TextDocuments.MissingPackages d).Count = 0)) then
+                skiptestf "text packages not installed; run: %s" MergeDsl.Bench.Data.TextCorpus.InstallCommand
+            use dir = new TempDir()
+            let out = Path.Combine(dir.Path, "report")
+            let code, stdout, err = mergedsl [ "bench"; "textmoe"; "--quick"; "--data"; MergeDsl.Bench.Data.DataStore.DefaultRoot(); "--out"; out ]
+            Expect.equal code 0 $"runs ({err})"
+            Expect.stringContains stdout "| hidden, top-k:1 |" "markdown table printed"
+            for f in [ "results.json"; "results.md"; "results.png" ] do
+                Expect.isGreaterThan (FileInfo(Path.Combine(out, f)).Length) 100L (f + " written")
+            let json = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
+            let rows = json["rows"].AsArray() |> Seq.map (fun r -> r.AsObject()) |> List.ofSeq
+            Expect.equal rows.Length (1 + 3 * 2 * 3) "pretrained + 3 gate modes × 2 (shared or not) × 3 routings"
+            let byName (n: string) = rows |> List.find (fun r -> r["method"].GetValue<string> () = n)
+            let ept (n: string) = (byName n).["experts_per_token"].GetValue<float> ()
+            let one, two = ept "hidden, top-k:1", ept "random, top-k:2, shared"
+            Expect.floatClose Accuracy.high one 1.0 "top-1 uses one expert"
+            Expect.floatClose Accuracy.high two 2.0 "top-2 uses two"
+            let p = ept "cheap_embed, top-p"
+            Expect.isTrue (p >= 1.0 && p <= 7.0) $"top-p between 1 and 7 experts ({p})"
+            let topP = byName "hidden, top-p"
+            let validation = topP["validation_bits_per_byte"].AsObject() |> Seq.map (fun kv -> kv.Key, kv.Value.GetValue<float>()) |> List.ofSeq
+            Expect.equal validation.Length 3 "three p tried"
+            Expect.equal (topP["routing"].GetValue<string>()) (validation |> List.minBy snd |> fst) "chosen p = lowest validation bits per byte"
+            let pre = byName "Pretrained (dense)"
+            let moeParams = (byName "hidden, top-k:2").["parameters"].GetValue<int64> ()
+            Expect.isGreaterThan moeParams (pre["parameters"].GetValue<int64> ()) "the mixture is larger"
+            for r in rows do
+                let b = r["average_held_in"].GetValue<float>()
+                Expect.isTrue (b > 0.0 && b < 16.0) (r["method"].GetValue<string>())
+        }
+    ]
