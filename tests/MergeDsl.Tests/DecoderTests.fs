@@ -218,7 +218,7 @@ let tests =
                 throwsWith<FormatException> (fun () -> parse json |> ignore) ("m/config.json: " + fragment) fragment
             let body = "\"vocab_size\": 100, \"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4"
             bad ("{\"architectures\": [\"GPT2LMHeadModel\"], " + body + "}") "architectures [GPT2LMHeadModel] is not a supported decoder"
-            bad ("{\"model_type\": \"mixtral\", " + body + "}") "model_type 'mixtral' is not supported"
+            bad ("{\"model_type\": \"dbrx\", " + body + "}") "model_type 'dbrx' is not supported"
             bad ("{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"qwen2\", " + body + "}") "architectures says LlamaForCausalLM but model_type is 'qwen2'"
             bad ("{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0}, " + body + "}") "rope_scaling"
             bad ("{\"model_type\": \"llama\", \"hidden_act\": \"gelu\", " + body + "}") "hidden_act 'gelu' is not supported"

@@ -54,6 +54,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Taskpool of ParseResults<Taskpool.Args>
     | [<CliPrefix(CliPrefix.None)>] Decoder of ParseResults<BenchDecoder.Args>
     | [<CliPrefix(CliPrefix.None)>] Textpool of ParseResults<Textpool.Args>
+    | [<CliPrefix(CliPrefix.None)>] Moe of ParseResults<BenchMoe.Args>
     | [<CliPrefix(CliPrefix.None)>] Textmoe of ParseResults<TextMoe.Args>
 
     interface IArgParserTemplate with
@@ -64,6 +65,7 @@ type Args =
             | Decoder _ -> "decoder LLM runtime: scoring and KV-cache generation tokens/s, peak memory (tiny and ~100M Llama)."
             | Taskpool _ -> "merge-method benchmark on real data (MNIST/Fashion tasks, tiny CLIP): table, JSON, Markdown, PNG."
             | Textpool _ -> "merge-method benchmark on real text (Debian fortunes, KJV, C headers, man pages; tiny byte-level Llama): bits per byte."
+            | Moe _ -> "sparse MoE runtime: tokens/s of grouped top-1/top-2/top-p dispatch against every expert run densely."
             | Textmoe _ -> "upcycled sparse mixtures (mergekit-moe) of the text zoo's experts: gate modes x top-1/top-2/top-p x shared expert."
 
 /// One measured step, as the child reports it on its last stdout line.
@@ -213,5 +215,8 @@ let run (args: ParseResults<Args>) : int =
         match args.TryGetResult Decoder, args.TryGetResult Textpool with
         | Some d, _ -> BenchDecoder.run d
         | _, Some t -> Textpool.run t
-        | None, None when args.Contains Textmoe -> TextMoe.run (args.GetResult Textmoe)
-        | None, None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool or decoder")
+        | None, None ->
+            match args.TryGetResult Moe, args.TryGetResult Textmoe with
+            | Some m, _ -> BenchMoe.run m
+            | _, Some t -> TextMoe.run t
+            | None, None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool, decoder, moe or textmoe")

@@ -95,6 +95,8 @@ public sealed record DecoderConfig
                 _ => throw new ArgumentException($"{Family.Architecture()} is a dense architecture; MoE settings need Mixtral, Qwen2-MoE or DeepSeek-MoE"),
             };
             if (Moe.Style != style) throw new ArgumentException($"{Family.Architecture()} needs the {style} MoE style, got {Moe.Style}");
+            if (style == SparseMoeStyle.Mixtral && Moe.ExpertIntermediateSize != IntermediateSize)
+                throw new ArgumentException($"Mixtral's intermediate_size is its experts' width: {IntermediateSize} differs from the experts' {Moe.ExpertIntermediateSize}");
             Moe.Validate();
         }
         else if (Family == DecoderFamily.Mixtral) throw new ArgumentException("Mixtral needs its MoE settings (num_local_experts)");
