@@ -25,7 +25,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.Args>
     | [<CliPrefix(CliPrefix.None)>] Lora of ParseResults<Lora.Args>
     | [<CliPrefix(CliPrefix.None)>] Finalize of ParseResults<Finalize.Args>
-    | [<CliPrefix(CliPrefix.None)>] Moe of ParseResults<MoeCompress.MoeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Moe of ParseResults<Moe.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -48,7 +48,7 @@ type Args =
             | Convert _ -> "convert a PyTorch .bin/.pt checkpoint to safetensors (restricted unpickler: no code runs)."
             | Lora _ -> "LoRA adapters: `lora extract` writes a PEFT adapter approximating model - base (truncated SVD)."
             | Finalize _ -> "join the parts of a partitioned merge (run --part I/N) into the output, after checking them."
-            | Moe _ -> "sparse MoE models: `moe compress` merges experts by routing statistics (MC-SMoE)."
+            | Moe _ -> "sparse MoE: `moe config.yml` upcycles dense experts (mergekit-moe YAML); `moe compress` merges experts (MC-SMoE)."
 
 /// Runs the command an argument names; None for global flags such as --verbose.
 let private dispatch (arg: Args) : int option =
@@ -73,7 +73,7 @@ let private dispatch (arg: Args) : int option =
     | Convert a -> Some(Convert.run a)
     | Lora a -> Some(Lora.run a)
     | Finalize a -> Some(Finalize.run a)
-    | Moe a -> Some(MoeCompress.runMoe a)
+    | Moe a -> Some(Moe.run a)
 
 [<EntryPoint>]
 let main argv =

@@ -55,6 +55,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Decoder of ParseResults<BenchDecoder.Args>
     | [<CliPrefix(CliPrefix.None)>] Textpool of ParseResults<Textpool.Args>
     | [<CliPrefix(CliPrefix.None)>] Moe of ParseResults<BenchMoe.Args>
+    | [<CliPrefix(CliPrefix.None)>] Textmoe of ParseResults<TextMoe.Args>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -65,6 +66,7 @@ type Args =
             | Taskpool _ -> "merge-method benchmark on real data (MNIST/Fashion tasks, tiny CLIP): table, JSON, Markdown, PNG."
             | Textpool _ -> "merge-method benchmark on real text (Debian fortunes, KJV, C headers, man pages; tiny byte-level Llama): bits per byte."
             | Moe _ -> "sparse MoE runtime: tokens/s of grouped top-1/top-2/top-p dispatch against every expert run densely."
+            | Textmoe _ -> "upcycled sparse mixtures (mergekit-moe) of the text zoo's experts: gate modes x top-1/top-2/top-p x shared expert."
 
 /// One measured step, as the child reports it on its last stdout line.
 type StepResult =
@@ -214,6 +216,7 @@ let run (args: ParseResults<Args>) : int =
         | Some d, _ -> BenchDecoder.run d
         | _, Some t -> Textpool.run t
         | None, None ->
-            match args.TryGetResult Moe with
-            | Some m -> BenchMoe.run m
-            | None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool, decoder or moe")
+            match args.TryGetResult Moe, args.TryGetResult Textmoe with
+            | Some m, _ -> BenchMoe.run m
+            | _, Some t -> TextMoe.run t
+            | None, None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool, decoder, moe or textmoe")

@@ -102,12 +102,18 @@ type Args =
 let run (args: ParseResults<Args>) : int =
     let path = args.GetResult Config
     if not (isConfig path) then raise (UsageError $"{path}: expected a .yml or .yaml mergekit configuration")
-    let config = loadConfig path
-    checkLayerRanges config
-    match args.TryGetResult Layers with
-    | Some n when n < 1 -> raise (UsageError $"--layers: {n} is not a positive number of layers")
-    | _ -> ()
     let text =
+        if IO.File.Exists path && MergekitMoeConfig.isMoeConfig (IO.File.ReadAllText path) then
+            // A mergekit-moe configuration: the `sparseMoe { ... }` recipe.
+            match MergekitMoeConfig.load path with
+            | Ok spec -> MergekitMoeConfig.toFSharp spec
+            | Error msg -> raise (UsageError msg)
+        else
+        let config = loadConfig path
+        checkLayerRanges config
+        match args.TryGetResult Layers with
+        | Some n when n < 1 -> raise (UsageError $"--layers: {n} is not a positive number of layers")
+        | _ -> ()
         match MergekitConfig.toFSharp (layersFor config (args.TryGetResult Layers)) config with
         | Ok t -> t
         | Error msg -> raise (UsageError msg)

@@ -176,18 +176,3 @@ let run (args: ParseResults<Args>) : int =
         for l in report.Layers do
             printfn "layer %d: dominant %s, groups %s" l.Layer (String.Join(",", l.Groups.Dominant)) (String.Join(",", l.Groups.Labels))
     ExitCode.Ok
-
-/// `mergedsl moe` subcommands of this module.
-type MoeArgs =
-    | [<CliPrefix(CliPrefix.None)>] Compress of ParseResults<Args>
-
-    interface IArgParserTemplate with
-        member this.Usage =
-            match this with
-            | Compress _ -> "MC-SMoE: merge a sparse MoE's experts into K per layer by routing statistics (optionally low-rank)."
-
-/// Entry point for `mergedsl moe ...` as wired here (the lead joins it with `moe config.yml`).
-let runMoe (args: ParseResults<MoeArgs>) : int =
-    match args.TryGetResult Compress with
-    | Some a -> run a
-    | None -> raise (UsageError "moe: give a subcommand (compress)")
