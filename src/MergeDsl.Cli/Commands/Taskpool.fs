@@ -82,7 +82,7 @@ let writePlot (r: BenchmarkResult) (path: string) =
             let struct (per, avg) = r.Spread m.Method
             [| yield! per; yield avg |] ]
         "top-1 test accuracy (%), mean ± std over seeds"
-        (sprintf "Task pool: %d tasks, tiny CLIP ViT, seeds %s%s; %s" r.Tasks.Count seeds (if r.Quick then " (--quick)" else "")
+        (sprintf "Task pool: %d tasks, tiny CLIP ViT, %s %s%s; %s" r.Tasks.Count (if r.Runs.Count > 1 then "seeds" else "seed") seeds (if r.Quick then " (--quick)" else "")
             (match r.Settings.TryGetValue "cpu" with | true, c -> c | _ -> ""))
         (0.0, 115.0)
         path
