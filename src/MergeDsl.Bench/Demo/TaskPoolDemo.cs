@@ -6,7 +6,7 @@ namespace MergeDsl.Bench.Demo;
 /// <summary>
 /// What <c>mergedsl demo</c> runs: the task-pool benchmark restricted to the rows that show what merging is for
 /// (Pretrained, each task's Individual expert, Simple Average, Task Arithmetic, TIES-Merging, WEMoE), with the
-/// benchmark's own settings, and the one-line reading of its numbers.
+/// benchmark's own grids and validation choice, and the one-line reading of its numbers.
 /// </summary>
 public static class TaskPoolDemo
 {
@@ -16,7 +16,8 @@ public static class TaskPoolDemo
 
     /// <summary>
     /// The demo's changes to the benchmark's settings: only <see cref="Methods"/> run. No hyper-parameter is the
-    /// demo's own: the zoo, λ, TIES' density and WEMoE's adaptation are the task pool's (full or <c>--quick</c>).
+    /// demo's own: TA's λ, TIES' λ and density and WEMoE's lr and objective are chosen, as in the task pool, on each
+    /// task's validation images from the task pool's grids (full or <c>--quick</c>); the zoo is the task pool's.
     /// </summary>
     public static BenchmarkOverrides Overrides() => new() { Methods = new HashSet<string>(Methods) };
 

@@ -17,41 +17,75 @@ public static class BenchmarkReports
 
     static string F(double v) => v.ToString("F1", CultureInfo.InvariantCulture);
 
+    static JsonObject Report(IReadOnlyList<string> tasks, IReadOnlyList<MethodResult> rows)
+    {
+        var report = new JsonObject();
+        JsonObject Cell(IReadOnlyList<double> xs)
+        {
+            var (mean, std) = SeedStatistics.MeanStd(xs);
+            return new JsonObject { ["accuracy"] = Math.Round(mean / 100.0, 6), ["accuracy_std"] = Math.Round(std / 100.0, 6) };
+        }
+        for (int i = 0; i < tasks.Count; i++) report[tasks[i]] = Cell(rows.Select(r => r.Accuracy[i]).ToList());
+        report["average"] = Cell(rows.Select(r => r.Average).ToList());
+        return report;
+    }
+
+    static JsonObject Object(IReadOnlyDictionary<string, string> d)
+    {
+        var o = new JsonObject();
+        foreach (var (k, v) in d) o[k] = v;
+        return o;
+    }
+
     /// <summary>
-    /// FusionBench's report shape per method (<c>{"&lt;task&gt;": {"accuracy": a}, ..., "average": {"accuracy": a}}</c>,
-    /// accuracies as fractions), plus the run's settings, machine and stage times.
+    /// FusionBench's report shape per method (<c>{"&lt;task&gt;": {"accuracy": a, "accuracy_std": s}, ..., "average": {...}}</c>,
+    /// accuracies as fractions, means over seeds with their sample standard deviations), each seed's chosen settings,
+    /// validation accuracies and report, plus the run's settings, machine (CPU named) and stage times.
     /// </summary>
     public static JsonObject ToJson(BenchmarkResult r)
     {
         var methods = new JsonObject();
         foreach (var m in r.Methods)
         {
-            var report = new JsonObject();
-            for (int i = 0; i < r.Tasks.Count; i++)
-                report[r.Tasks[i]] = new JsonObject { ["accuracy"] = Math.Round(m.Accuracy[i] / 100.0, 6) };
-            report["average"] = new JsonObject { ["accuracy"] = Math.Round(m.Average / 100.0, 6) };
-            var config = new JsonObject();
-            foreach (var (k, v) in m.Config) config[k] = v;
+            var perSeed = new JsonArray();
+            foreach (var run in r.Runs)
+            {
+                var row = run.Find(m.Method)!;
+                var validation = new JsonObject();
+                foreach (var (k, v) in row.Validation) validation[k] = Math.Round(v / 100.0, 6);
+                perSeed.Add(new JsonObject
+                {
+                    ["seed"] = run.Seed, ["config"] = Object(row.Config), ["validation_accuracy"] = validation,
+                    ["report"] = Report(r.Tasks, [row]), ["seconds"] = Math.Round(row.Seconds, 2), ["notes"] = row.Notes,
+                });
+            }
             methods[m.Method] = new JsonObject
             {
-                ["config"] = config, ["report"] = report,
-                ["seconds"] = Math.Round(m.Seconds, 2), ["notes"] = m.Notes,
+                ["config"] = Object(m.Config),
+                ["report"] = Report(r.Tasks, r.Runs.Select(run => run.Find(m.Method)!).ToList()),
+                ["seconds"] = Math.Round(m.Seconds, 2),
+                ["per_seed"] = perSeed,
             };
         }
-        var stages = new JsonObject();
-        foreach (var (s, sec) in r.Stages) stages[s] = Math.Round(sec, 2);
-        var settings = new JsonObject();
-        foreach (var (k, v) in r.Settings) settings[k] = v;
+        var settings = Object(r.Settings);
         return new JsonObject
         {
             ["benchmark"] = "mergedsl bench taskpool",
             ["quick"] = r.Quick,
             ["machine"] = r.Machine,
+            ["seeds"] = new JsonArray(r.Runs.Select(x => (JsonNode)x.Seed).ToArray()),
             ["tasks"] = new JsonArray(r.Tasks.Select(t => (JsonNode)t).ToArray()),
-            ["model_pool"] = r.ZooFolder,
-            ["model_pool_from_cache"] = r.ZooFromCache,
+            ["model_pool"] = new JsonArray(r.Runs.Select(x => (JsonNode)new JsonObject
+            {
+                ["seed"] = x.Seed, ["folder"] = x.ZooFolder, ["from_cache"] = x.ZooFromCache,
+                ["train_seconds"] = JsonSerializer.SerializeToNode(x.ZooTrainSeconds),
+            }).ToArray()),
             ["settings"] = settings,
-            ["stage_seconds"] = stages,
+            ["stage_seconds"] = new JsonArray(r.Runs.Select(x => (JsonNode)new JsonObject
+            {
+                ["seed"] = x.Seed,
+                ["stages"] = JsonSerializer.SerializeToNode(x.Stages.Select(s => new { stage = s.Stage, seconds = Math.Round(s.Seconds, 2) })),
+            }).ToArray()),
             ["total_seconds"] = Math.Round(r.TotalSeconds, 2),
             ["methods"] = methods,
             ["targets"] = Targets(r).ToJsonNode(),
@@ -116,21 +150,52 @@ public static class BenchmarkReports
     public static void WriteJson(BenchmarkResult r, string path) =>
         File.WriteAllText(path, ToJson(r).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
-    /// <summary>The Markdown table (methods x tasks + average), stage times and targets.</summary>
+    static string Cell(IReadOnlyList<double> xs)
+    {
+        var (mean, std) = SeedStatistics.MeanStd(xs);
+        return xs.Count > 1 ? $"{F(mean)} ± {F(std)}" : F(mean);
+    }
+
+    /// <summary>The Markdown report: test accuracy (mean ± sample standard deviation over seeds), settings chosen on validation, stage times, targets.</summary>
     public static string ToMarkdown(BenchmarkResult r)
     {
         var sb = new StringBuilder();
+        var seeds = r.Runs.Count > 1
+            ? $"mean ± sample standard deviation over {r.Runs.Count} seeds ({string.Join(", ", r.Runs.Select(x => x.Seed))})"
+            : $"seed {r.Runs[0].Seed}";
+        sb.AppendLine($"Test accuracy, %; {seeds}; on {Cpu(r)}.");
+        sb.AppendLine();
         sb.AppendLine($"| Method | {string.Join(" | ", r.Tasks)} | **Avg.** | time (s) |");
         sb.AppendLine($"|---|{string.Concat(r.Tasks.Select(_ => "---:|"))}---:|---:|");
         foreach (var m in r.Methods)
-            sb.AppendLine($"| {m.Method} | {string.Join(" | ", m.Accuracy.Select(F))} | **{F(m.Average)}** | {m.Seconds:F1} |");
+        {
+            var rows = r.Runs.Select(run => run.Find(m.Method)!).ToList();
+            var cells = Enumerable.Range(0, r.Tasks.Count).Select(i => Cell(rows.Select(x => x.Accuracy[i]).ToList()));
+            sb.AppendLine($"| {m.Method} | {string.Join(" | ", cells)} | **{Cell(rows.Select(x => x.Average).ToList())}** | {m.Seconds:F1} |");
+        }
         sb.AppendLine();
-        sb.Append(StageTable(r.Stages));
+        sb.AppendLine("Settings chosen on the validation images (mean validation accuracy of each setting tried):");
         sb.AppendLine();
+        foreach (var m in r.Methods)
+            foreach (var run in r.Runs)
+            {
+                var row = run.Find(m.Method)!;
+                if (row.Validation.Count == 0) continue;
+                var chosen = string.Join(", ", row.Config.Where(kv => kv.Key is "lambda" or "density" or "lr" or "steps" or "objective").Select(kv => $"{kv.Key}={kv.Value}"));
+                sb.AppendLine($"- {m.Method}, seed {run.Seed}: {chosen} ({string.Join("; ", row.Validation.Select(kv => $"{kv.Key}: {F(kv.Value)}"))})");
+            }
+        sb.AppendLine();
+        foreach (var run in r.Runs)
+        {
+            sb.AppendLine($"Stages, seed {run.Seed} (zoo {(run.ZooFromCache ? "from cache" : "trained in this run")}):");
+            sb.AppendLine();
+            sb.Append(StageTable(run.Stages));
+            sb.AppendLine();
+        }
         var t = Targets(r);
-        sb.AppendLine($"- WEMoE recovers {t.GapRecovered * 100:F1}% of the gap between Task Arithmetic and Individual.");
+        sb.AppendLine($"- WEMoE recovers {t.GapRecovered * 100:F1}% of the gap between Task Arithmetic and Individual (means over seeds).");
         sb.AppendLine($"- Oracle routing minus WEMoE: {t.OracleGap:F1} points.");
-        sb.AppendLine($"- WEMoE with expert distillation: {t.DistilledGapRecovered * 100:F1}% of the gap, {t.DistilledOracleGap:F1} points below oracle routing.");
+        sb.AppendLine($"- WEMoE with expert distillation (ours): {t.DistilledGapRecovered * 100:F1}% of the gap, {t.DistilledOracleGap:F1} points below oracle routing.");
         sb.AppendLine($"- Ordering: {t.Ordering} ({(t.OrderingHolds ? "holds" : "does not hold")}).");
         sb.AppendLine($"- Total wall time: {t.TotalMinutes:F1} min on {r.Machine}.");
         var notes = r.Methods.Where(m => m.Notes.Length > 0).ToList();
@@ -141,6 +206,8 @@ public static class BenchmarkReports
         }
         return sb.ToString();
     }
+
+    static string Cpu(BenchmarkResult r) => r.Settings.TryGetValue("cpu", out var cpu) ? cpu : r.Machine;
 
     /// <summary>A Markdown table of stage wall times with their total.</summary>
     public static string StageTable(IReadOnlyList<(string Stage, double Seconds)> stages)

@@ -14,6 +14,10 @@ public sealed class TaskTensors : IDisposable
     public Tensor TrainImages { get; }
     /// <summary>Training labels, I64 [N].</summary>
     public Tensor TrainLabels { get; }
+    /// <summary>Validation images, U8 [N, 1, H, W] (empty for the pretraining sets): for hyper-parameter choices only.</summary>
+    public Tensor ValidationImages { get; }
+    /// <summary>Validation labels, I64 [N].</summary>
+    public Tensor ValidationLabels { get; }
     /// <summary>Test images, U8 [N, 1, H, W].</summary>
     public Tensor TestImages { get; }
     /// <summary>Test labels, I64 [N].</summary>
@@ -21,12 +25,16 @@ public sealed class TaskTensors : IDisposable
 
     /// <summary>Wraps a task's data, keeping at most <paramref name="maxTrain"/> / <paramref name="maxTest"/> images.</summary>
     public TaskTensors(TaskSpec task, SplitDataset data, int maxTrain = int.MaxValue, int maxTest = int.MaxValue)
+        : this(task, data.Train.Take(maxTrain), data.Train.Take(0), data.Test.Take(maxTest)) { }
+
+    /// <summary>Wraps a task's three splits (see <see cref="TaskSplits.Split"/>).</summary>
+    public TaskTensors(TaskSpec task, ImageSet train, ImageSet validation, ImageSet test)
     {
         Task = task;
-        var train = data.Train.Take(maxTrain);
-        var test = data.Test.Take(maxTest);
         TrainImages = ToTensor(train);
         TrainLabels = tensor(train.Labels, new long[] { train.Count });
+        ValidationImages = ToTensor(validation);
+        ValidationLabels = tensor(validation.Labels, new long[] { validation.Count });
         TestImages = ToTensor(test);
         TestLabels = tensor(test.Labels, new long[] { test.Count });
     }
@@ -54,6 +62,7 @@ public sealed class TaskTensors : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
-        TrainImages.Dispose(); TrainLabels.Dispose(); TestImages.Dispose(); TestLabels.Dispose();
+        TrainImages.Dispose(); TrainLabels.Dispose(); ValidationImages.Dispose(); ValidationLabels.Dispose();
+        TestImages.Dispose(); TestLabels.Dispose();
     }
 }

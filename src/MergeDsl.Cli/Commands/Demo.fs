@@ -85,10 +85,11 @@ let private settingsLine (r: BenchmarkResult) =
         |> Option.ofObj
         |> Option.bind (fun row -> match row.Config.TryGetValue key with | true, v -> Some v | _ -> None)
         |> Option.defaultValue "?"
-    sprintf "Settings (the task pool's %s ones, not tuned for this demo): TA and TIES lambda %s, TIES density %s; WEMoE routers adapted %s steps, lr %s, on unlabelled test images."
+    sprintf "Settings chosen on %s validation images per task (held out of the test images and of everything the zoo trained on), from the task pool's %s grid: TA lambda %s; TIES lambda %s, density %s; WEMoE routers adapted %s steps, lr %s, objective %s, on unlabelled test images."
+        r.Settings["validation_images_per_task"]
         (if r.Quick then "--quick" else "full-run")
-        (config "Task Arithmetic" "lambda") (config "TIES-Merging" "density")
-        (config "WEMoE" "steps") (config "WEMoE" "lr")
+        (config "Task Arithmetic" "lambda") (config "TIES-Merging" "lambda") (config "TIES-Merging" "density")
+        (config "WEMoE" "steps") (config "WEMoE" "lr") (config "WEMoE" "objective")
 
 /// Runs the task pool with a progress bar read from its log lines: training the zoo (first run only:
 /// pretraining steps, then one expert per task), then one step per row. Without a bar (stderr redirected,
@@ -139,7 +140,7 @@ let private merges (args: ParseResults<DemoArgs>) =
     out.Write(table result)
     out.WriteLine(TaskPoolDemo.Headline result)
     out.WriteLine(
-        sprintf "Pretrained: the shared base; Individual: each task's own expert; the other columns: one merged model for all %d tasks, on %d test images per task."
+        sprintf "Pretrained: the shared base; Individual: each task's own expert; the other columns: one merged model for all %d tasks, on up to %d test images per task."
             result.Tasks.Count (int result.Settings["test_images_per_task"]))
     out.WriteLine(settingsLine result)
     if result.Quick then

@@ -3,12 +3,13 @@ module MergeDsl.Cli.Commands.Plots
 
 open System
 
-/// Grouped bars: one group per row (`groups`), one bar per series in each group, coloured by series
-/// (`seriesColors`: None takes the next colour of Category10), with a legend of the series.
-let groupedBars
+/// Grouped bars with error bars: as `groupedBars`, each bar with the half-height in `errors` (same shape as
+/// `values`; an empty list draws none), e.g. a standard deviation over seeds.
+let groupedBarsWithErrors
     (groups: string list)
     (series: (string * ScottPlot.Color option) list)
     (values: float[] list)
+    (errors: float[] list)
     (yLabel: string)
     (title: string)
     (yLimits: float * float)
@@ -25,7 +26,8 @@ let groupedBars
         row
         |> Array.iteri (fun si v ->
             if Double.IsFinite v then
-                bars.Add(ScottPlot.Bar(Position = float gi * groupWidth + float si, Value = v, FillColor = colors[si]))))
+                let e = if errors.IsEmpty then 0.0 else errors[gi][si]
+                bars.Add(ScottPlot.Bar(Position = float gi * groupWidth + float si, Value = v, FillColor = colors[si], Error = e))))
     plot.Add.Bars(bars) |> ignore
     series
     |> List.iteri (fun si (name, _) -> plot.Legend.ManualItems.Add(ScottPlot.LegendItem(LabelText = name, FillColor = colors[si])))
@@ -43,3 +45,8 @@ let groupedBars
     plot.YLabel yLabel
     plot.Title title
     plot.SavePng(path, 1400, 700) |> ignore
+
+/// Grouped bars: one group per row (`groups`), one bar per series in each group, coloured by series
+/// (`seriesColors`: None takes the next colour of Category10), with a legend of the series.
+let groupedBars groups series values yLabel title yLimits path =
+    groupedBarsWithErrors groups series values [] yLabel title yLimits path
