@@ -13,6 +13,7 @@ open MergeDsl.Core.Models
 open MergeDsl.Core.Models.Decoder
 open MergeDsl.Core.Moe
 open MergeDsl.Core.Adaptation
+open MergeDsl.Tests.TestSupport
 
 /// Llama, untied, GQA 4/2, hidden 16, MLP 24: every projection has min(in, out) = 16.
 let llamaConfig =
@@ -56,15 +57,6 @@ let private build (cfg: DecoderConfig) (spec: UpscaleSpec) (n: int) =
     finally
         b.Dispose()
         for e in experts do e.Dispose()
-
-let private throwsWith<'e when 'e :> exn> (f: unit -> unit) (fragment: string) what =
-    try
-        f ()
-        failtest $"{what}: expected {typeof<'e>.Name}"
-    with
-    | :? 'e as e -> Expect.stringContains e.Message fragment what
-    | :? Expecto.AssertException -> reraise ()
-    | e -> failtest $"{what}: expected {typeof<'e>.Name}, got {e.GetType().Name}: {e.Message}"
 
 /// Two tasks with clearly different token distributions (ids 0..11 against 20..39), 400 tokens each.
 let textTasks () =

@@ -10,6 +10,7 @@ open TorchSharp
 open MergeDsl.Core.Models
 open MergeDsl.Core.Models.Decoder
 open MergeDsl.Core.Models.Decoder.Tokenizers
+open MergeDsl.Tests.TestSupport
 
 /// Tiny configurations covering the families' differences: GQA and MQA, tied and untied heads, Qwen2's q/k/v
 /// biases, Llama's attention_bias/mlp_bias, a head_dim that is not hidden/heads.
@@ -43,19 +44,7 @@ let private ids2d (rows: int[] list) =
 
 let private maxAbs (a: torch.Tensor) (b: torch.Tensor) = (a - b).abs().max().item<float32> ()
 
-let private tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), "mergedsl-llm-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory d |> ignore
-    d
-
-let private throwsWith<'e when 'e :> exn> (f: unit -> unit) (fragment: string) what =
-    try
-        f ()
-        failtest $"{what}: expected {typeof<'e>.Name}"
-    with
-    | :? 'e as e -> Expect.stringContains e.Message fragment what
-    | :? Expecto.AssertException -> reraise ()
-    | e -> failtest $"{what}: expected {typeof<'e>.Name}, got {e.GetType().Name}: {e.Message}"
+let private tempDir () = tempDir "llm"
 
 [<Tests>]
 let tests =

@@ -12,11 +12,9 @@ open MergeDsl.Core.Checkpoints
 open MergeDsl.Core.Compilation
 open MergeDsl.Core.Execution
 open MergeDsl.Tests.AlgebraSupport
+open MergeDsl.Tests.TestSupport
 
-let private tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), $"mergedsl-exec-{Guid.NewGuid():N}")
-    Directory.CreateDirectory d |> ignore
-    d
+let private tempDir () = tempDir "exec"
 
 let private writeModel (folder: string) (tensors: (string * torch.Tensor) list) =
     let d = Dictionary<string, torch.Tensor>()

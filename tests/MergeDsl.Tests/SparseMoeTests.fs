@@ -12,6 +12,7 @@ open Expecto
 open TorchSharp
 open MergeDsl.Core.Models.Decoder
 open MergeDsl.Core.Moe.Sparse
+open MergeDsl.Tests.TestSupport
 
 // ---- The reference (plain doubles, one token at a time) ----
 
@@ -126,19 +127,7 @@ let private maxAbs (a: torch.Tensor) (b: torch.Tensor) = (a - b).abs().max().ite
 let private ids2d (rows: int[] list) =
     torch.tensor(rows |> Seq.concat |> Seq.map int64 |> Array.ofSeq).reshape(int64 rows.Length, int64 rows.Head.Length)
 
-let private tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), "mergedsl-smoe-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory d |> ignore
-    d
-
-let private throwsWith<'e when 'e :> exn> (f: unit -> unit) (fragment: string) what =
-    try
-        f ()
-        failtest $"{what}: expected {typeof<'e>.Name}"
-    with
-    | :? 'e as e -> Expect.stringContains e.Message fragment what
-    | :? Expecto.AssertException -> reraise ()
-    | e -> failtest $"{what}: expected {typeof<'e>.Name}, got {e.GetType().Name}: {e.Message}"
+let private tempDir () = tempDir "smoe"
 
 /// Selected experts of each row of a probability table, and the combination weights.
 let private route (rows: float32[][]) (policy: RoutingPolicy) (renorm: bool) =

@@ -8,11 +8,9 @@ open System.Text
 open System.Text.Json.Nodes
 open Expecto
 open MergeDsl.Core.Models.Decoder.Tokenizers
+open MergeDsl.Tests.TestSupport
 
-let private tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), "mergedsl-tok-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory d |> ignore
-    d
+let private tempDir () = tempDir "tok"
 
 let private withFolder (files: (string * string) list) (f: string -> unit) =
     let dir = tempDir ()

@@ -41,15 +41,6 @@ type Args =
             | Finetune_Steps _ -> "fine-tuning steps per expert (default 120, --quick 40)."
             | Methods _ -> "comma-separated rows to run after Pretrained and Individual (names as in the table, e.g. \"WEMoE,SMILE\"); default all."
 
-/// Parses "42,43,44".
-let parseSeeds (text: string) =
-    text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-    |> Array.map (fun s ->
-        match Int32.TryParse s with
-        | true, v -> v
-        | _ -> raise (UsageError(sprintf "--seeds: expected comma-separated integers, got '%s'" text)))
-    |> Array.toList
-
 /// Renders the bits-per-byte table with Spectre.Console.
 let printTable (r: TextPoolResult) =
     let table = Table().Border(TableBorder.Rounded)
@@ -106,7 +97,7 @@ let executeWith (outDir: string) (options: TextPoolOptions) =
 
 /// The options of the full pool or its --quick variant, with the command line's changes.
 let optionsOf (args: ParseResults<Args>) (dataRoot: string) (log: string -> unit) =
-    let seeds = args.TryGetResult Seeds |> Option.map parseSeeds |> Option.defaultValue [ 42 ]
+    let seeds = args.TryGetResult Seeds |> Option.map Taskpool.parseSeeds |> Option.defaultValue [ 42 ]
     let overrides =
         TextPoolOverrides(
             Width = Option.toNullable (args.TryGetResult Width),
