@@ -22,16 +22,19 @@ public sealed record TextTaskScore(string Task, double BitsPerByte, double MeanL
 public static class TextEvaluation
 {
     /// <summary>The windows of <paramref name="tokens"/>, each at most <paramref name="length"/> (≥ 2) tokens.</summary>
-    public static IEnumerable<long[]> Windows(IReadOnlyList<int> tokens, int length)
+    /// <remarks>A list, not an iterator: the compiler's state-machine attribute on iterators breaks the API-docs build.</remarks>
+    public static IReadOnlyList<long[]> Windows(IReadOnlyList<int> tokens, int length)
     {
         if (length < 2) throw new ArgumentException($"window length must be at least 2, got {length}");
+        var windows = new List<long[]>();
         for (int start = 0; start + 1 < tokens.Count; start += length - 1)
         {
             int len = Math.Min(length, tokens.Count - start);
             var w = new long[len];
             for (int t = 0; t < len; t++) w[t] = tokens[start + t];
-            yield return w;
+            windows.Add(w);
         }
+        return windows;
     }
 
     /// <summary>Scores <paramref name="model"/> on <paramref name="data"/>, <paramref name="batch"/> windows per pass.</summary>
