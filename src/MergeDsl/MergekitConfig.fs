@@ -107,7 +107,6 @@ type MergekitConfig
         && (Seq.exists grad globals.Values
             || models |> List.exists (fun m -> Seq.exists grad m.Parameters.Values))
 
-exception private ConfigError of string
 
 /// What a parameter accepts.
 type private Kind =
@@ -260,19 +259,9 @@ module MergekitConfig =
 
     // ---------------------------------------------------------------- parsing
 
-    let private fail (file: string) (node: YamlNode) (msg: string) : 'a =
-        raise (ConfigError $"{file}:{node.Start.Line}: {msg}")
-
-    let private scalarText file what (node: YamlNode) =
-        match node with
-        | :? YamlScalarNode as s when not (isNull s.Value) && s.Value <> "" -> s.Value
-        | _ -> fail file node $"{what}: expected a single value"
-
-    let private parseNumber file what (node: YamlNode) =
-        let text = scalarText file what node
-        match Double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
-        | true, x when Double.IsFinite x -> x
-        | _ -> fail file node $"{what}: '{text}' is not a number"
+    let private fail file node msg : 'a = YamlConfigText.fail file node msg
+    let private scalarText = YamlConfigText.scalar
+    let private parseNumber = YamlConfigText.number
 
     let private parseBool file what (node: YamlNode) =
         match node with
@@ -360,15 +349,7 @@ module MergekitConfig =
         | v -> fail file node $"{what}: unknown dtype '{v}' (expected float32, float16 or bfloat16)"
 
     let private parseRoot (file: string) (text: string) =
-        let stream = YamlStream()
-        try
-            stream.Load(new StringReader(text))
-        with
-        | :? YamlException as e -> raise (ConfigError $"{file}:{e.Start.Line}: not valid YAML ({e.Message})")
-        // Alias resolution can fail with a bare ArgumentException (a repeated key through an alias).
-        | :? ArgumentException as e -> raise (ConfigError $"{file}: not valid YAML ({e.Message})")
-        if stream.Documents.Count <> 1 then raise (ConfigError $"{file}: expected one YAML document, found {stream.Documents.Count}")
-        match stream.Documents[0].RootNode with
+        match YamlConfigText.root file text with
         | :? YamlMappingNode as m -> m
         | n -> fail file n "expected a mapping (merge_method, models, parameters, ...)"
 
@@ -538,7 +519,7 @@ module MergekitConfig =
         let anyBase = slices |> List.exists usesBase
         let baseUsed = if anyBase then baseModel else None
         for i, s in List.indexed slices do
-            let need what = raise (ConfigError $"{file}:{s.Line}: slices[{i}]: {spec.Name} {what}")
+            let need what = raise (YamlConfigText.YamlConfigError $"{file}:{s.Line}: slices[{i}]: {spec.Name} {what}")
             let effective = if usesBase s then sliceBase s else None
             if usesBase s && effective.IsNone then need "needs base_model (at the top level or in the slice)"
             let others = s.Sources |> List.filter (fun src -> Some src.Source.Path <> effective)
@@ -570,7 +551,7 @@ module MergekitConfig =
                 if src.First <> start then
                     match digitFilters src.Source.Parameters @ digitFilters s.Parameters @ digitFilters globals with
                     | f :: _ ->
-                        raise (ConfigError $"{file}:{src.Source.Line}: slices[{i}]: filter '{f}' of a per-model parameter has a digit: mergekit matches it against the input names (layer {src.First} on), MergeDsl against the output names (layer {start} on), which differ here; use a filter without a layer number")
+                        raise (YamlConfigText.YamlConfigError $"{file}:{src.Source.Line}: slices[{i}]: filter '{f}' of a per-model parameter has a digit: mergekit matches it against the input names (layer {src.First} on), MergeDsl against the output names (layer {start} on), which differ here; use a filter without a layer number")
                     | [] -> ()
             start <- start + (s.Sources.Head.Last - s.Sources.Head.First)
         let experts =
@@ -620,7 +601,7 @@ module MergekitConfig =
             | None -> find name
         let spec =
             match find "merge_method" with
-            | None -> raise (ConfigError $"{file}: merge_method is missing")
+            | None -> raise (YamlConfigText.YamlConfigError $"{file}: merge_method is missing")
             | Some(_, v) ->
                 let name = scalarText file "merge_method" v
                 match methods |> List.tryFind (fun m -> m.Name = name) with
@@ -639,7 +620,7 @@ module MergekitConfig =
         let baseModel = find "base_model" |> Option.map (fun (_, v) -> resolvePath file v "base_model" (scalarText file "base_model" v))
         let models =
             match findBody "models", findBody "slices" with
-            | None, None -> raise (ConfigError $"{file}: models (or slices) is missing")
+            | None, None -> raise (YamlConfigText.YamlConfigError $"{file}: models (or slices) is missing")
             | Some _, Some(k, _) -> fail file k "slices: give either models or slices, not both"
             | None, Some _ -> []
             | Some(k, (:? YamlSequenceNode as s)), None when s.Children.Count > 0 ->
@@ -682,13 +663,13 @@ module MergekitConfig =
         let extras = tokenizer, chatTemplate
         let dupe = models |> List.countBy (fun m -> m.Path) |> List.tryFind (fun (_, n) -> n > 1)
         match dupe with
-        | Some(p, _) -> raise (ConfigError $"{file}: model '{p}' is listed twice")
+        | Some(p, _) -> raise (YamlConfigText.YamlConfigError $"{file}: model '{p}' is listed twice")
         | None -> ()
         if not slices.IsEmpty then spec, slicesConfig file spec baseModel globals outDType slices extras
         else
             let isBase (m: ModelEntry) = Some m.Path = baseModel
             let line = models |> List.tryHead |> Option.map (fun m -> m.Line) |> Option.defaultValue 1
-            let need what = raise (ConfigError $"{file}:{line}: {spec.Name} {what}")
+            let need what = raise (YamlConfigText.YamlConfigError $"{file}:{line}: {spec.Name} {what}")
             let experts, baseUsed =
                 match spec.Family with
                 | Linear ->
@@ -721,7 +702,7 @@ module MergekitConfig =
     let parse (file: string) (text: string) =
         try
             Ok(snd (parseConfig file text))
-        with ConfigError msg ->
+        with YamlConfigText.YamlConfigError msg ->
             Error msg
 
     let load (file: string) =
@@ -786,7 +767,7 @@ module MergekitConfig =
     /// The recipe term of one cell.
     let private termOf (file: string) (spec: MethodSpec) (config: MergekitConfig) (layerCount: int) (cell: Cell) =
         let t = layerT layerCount cell.Layer
-        let fail msg = raise (ConfigError $"{file}: {msg} ({cellText cell})")
+        let fail msg = raise (YamlConfigText.YamlConfigError $"{file}: {msg} ({cellText cell})")
         let globalValue (p: Param) =
             match config.Globals.TryFind p.Name |> Option.bind (evaluate cell t) with
             | Some v -> v
@@ -1104,7 +1085,7 @@ module MergekitConfig =
     let private build (layerCount: int) (config: MergekitConfig) =
         let spec = methods |> List.find (fun m -> m.Name = config.Method)
         let filters = filtersOf config
-        if filters.Length > 8 then raise (ConfigError $"{config.File}: more than 8 distinct filters")
+        if filters.Length > 8 then raise (YamlConfigText.YamlConfigError $"{config.File}: more than 8 distinct filters")
         if not config.Slices.IsEmpty then
             let cells = sliceCells spec config filters (termOf config.File)
             let groups = cells |> List.groupBy (fun (_, _, term) -> term)
@@ -1117,7 +1098,7 @@ module MergekitConfig =
                     "re:" + (if ps.Length = 1 then ps.Head else "(?:" + String.Join("|", ps) + ")"), term)
             spec, fallback, rules
         else
-        if config.UsesLayers && layerCount < 1 then raise (ConfigError $"{config.File}: gradients need the number of layers (found none)")
+        if config.UsesLayers && layerCount < 1 then raise (YamlConfigText.YamlConfigError $"{config.File}: gradients need the number of layers (found none)")
         let layers = if config.UsesLayers then None :: [ for i in 0 .. layerCount - 1 -> Some i ] else [ None ]
         let subsets =
             filters
@@ -1149,7 +1130,7 @@ module MergekitConfig =
             let recipe = match config.OutputLayers with Some n -> Recipe.withLayers n recipe | None -> recipe
             Ok(recipe |> Recipe.named config.Method (parametersOf config layerCount))
         with
-        | ConfigError msg -> Error msg
+        | YamlConfigText.YamlConfigError msg -> Error msg
         | :? RecipeException as e -> Error $"{config.File}: {e.Message}"
 
     let toFSharp (layerCount: int) (config: MergekitConfig) =
@@ -1186,5 +1167,5 @@ module MergekitConfig =
                 @ [
                   $"""    |> Recipe.named {quote config.Method} [ {String.Join("; ", ps)} ]""" ]
             Ok(String.Join("\n", text) + "\n")
-        with ConfigError msg ->
+        with YamlConfigText.YamlConfigError msg ->
             Error msg

@@ -10,21 +10,9 @@ open MergeDsl.Core.Moe.Sparse.Upcycling
 
 [<RequireQualifiedAccess>]
 module MergekitMoeConfig =
-    exception private MoeConfigError of string
-
-    let private fail (file: string) (node: YamlNode) (msg: string) : 'a =
-        raise (MoeConfigError $"{file}:{node.Start.Line}: {msg}")
-
-    let private scalar file what (node: YamlNode) =
-        match node with
-        | :? YamlScalarNode as s when not (isNull s.Value) && s.Value <> "" -> s.Value
-        | _ -> fail file node $"{what}: expected a single value"
-
-    let private number file what (node: YamlNode) =
-        let text = scalar file what node
-        match Double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
-        | true, x when Double.IsFinite x -> x
-        | _ -> fail file node $"{what}: '{text}' is not a number"
+    let private fail file node msg : 'a = YamlConfigText.fail file node msg
+    let private scalar = YamlConfigText.scalar
+    let private number = YamlConfigText.number
 
     let private integer file what (node: YamlNode) =
         let text = scalar file what node
@@ -79,14 +67,7 @@ module MergekitMoeConfig =
 
     let private topKeys = [ "base_model"; "gate_mode"; "experts_per_token"; "experts"; "shared_experts"; "dtype"; "architecture" ]
 
-    let private root file (text: string) =
-        let stream = YamlStream()
-        try stream.Load(new StringReader(text))
-        with
-        | :? YamlException as e -> raise (MoeConfigError $"{file}:{e.Start.Line}: not valid YAML ({e.Message})")
-        | :? ArgumentException as e -> raise (MoeConfigError $"{file}: not valid YAML ({e.Message})")
-        if stream.Documents.Count <> 1 then raise (MoeConfigError $"{file}: expected one YAML document, found {stream.Documents.Count}")
-        stream.Documents[0].RootNode
+    let private root file text = YamlConfigText.root file text
 
     let isMoeConfig (text: string) =
         try
@@ -136,13 +117,13 @@ module MergekitMoeConfig =
                 | other ->
                     let known = String.Join(", ", topKeys)
                     fail file keyNode $"unknown key '{other}' (a mergekit-moe configuration takes: {known})"
-            if not (seen.Contains "base_model") then raise (MoeConfigError $"{file}: base_model is missing")
+            if not (seen.Contains "base_model") then raise (YamlConfigText.YamlConfigError $"{file}: base_model is missing")
             if List.isEmpty spec.Experts then
                 match expertsNode with
                 | Some n -> fail file n "experts: give at least one expert"
-                | None -> raise (MoeConfigError $"{file}: experts is missing")
+                | None -> raise (YamlConfigText.YamlConfigError $"{file}: experts is missing")
             Ok spec
-        with MoeConfigError msg -> Error msg
+        with YamlConfigText.YamlConfigError msg -> Error msg
 
     let load (file: string) =
         if not (File.Exists file) then Error $"{file}: no such configuration file"
