@@ -145,7 +145,8 @@ public sealed class SparseMoeBlock : DecoderMlp
         var selectedT = selected.t();
         var tokens = selectedT.nonzero().select(1, 1);
         var pairWeights = weights.t().masked_select(selectedT);
-        var counts = selected.sum(0, type: ScalarType.Int64).data<long>().ToArray();
+        // On the CPU: the per-expert counts steer the loop (a no-op for CPU tensors, a copy from CUDA).
+        var counts = selected.sum(0, type: ScalarType.Int64).cpu().data<long>().ToArray();
         long offset = 0;
         using var one = 1.0.ToScalar();
         for (int e = 0; e < counts.Length; e++)
