@@ -106,8 +106,8 @@ let tests =
             let root, inputs = zoo ()
             try
                 let rows: ITextRowProducer list =
-                    [ AdaMergingTextRow(AdaMergingGranularity.TaskWise, 2, 2, [ 1e-2 ])
-                      AdaMergingTextRow(AdaMergingGranularity.LayerWise, 2, 2, [ 1e-2 ])
+                    [ AdaMergingTextRow(AdaMergingGranularity.TaskWise, 2, 2, [ 0.3 ], [ 1e-2 ])
+                      AdaMergingTextRow(AdaMergingGranularity.LayerWise, 2, 2, [ 0.3 ], [ 1e-2 ])
                       WeMoETextRow(MoeKind.WeMoE, AdaptObjective.Distillation, 2, 2, [ 0.3 ], [ 1e-3 ])
                       WeMoETextRow(MoeKind.EWeMoE, AdaptObjective.Entropy, 2, 2, [ 0.3 ], [ 1e-3 ])
                       SmileTextRow([ 2.0 ], [ 0.3 ]) ]

@@ -69,9 +69,6 @@ public static class TextPoolBenchmark
         return new TextPoolResult(runs, domains.Select(d => data![d.Name].Info).ToList(), TaskPoolBenchmark.MachineDescription(), o.Quick, settings);
     }
 
-    static string Describe(IReadOnlyDictionary<string, string> setting) =>
-        setting.Count == 0 ? "-" : string.Join(", ", setting.Select(kv => $"{kv.Key}={kv.Value}"));
-
     static TextPoolRun RunSeed(TextPoolOptions o, IReadOnlyList<TextDomain> domains, IReadOnlyDictionary<string, TextSplits> data, StageClock clock, Action<string> log)
     {
         var zoo = TextZooBuilder.Build(o.Zoo, data, Path.Combine(o.DataRoot, "textzoo"), log);
@@ -79,70 +76,19 @@ public static class TextPoolBenchmark
         var inputs = new TextRowInputs(zoo.BaseFolder, zoo.ExpertFolders, o.Zoo.Experts, data, o.Zoo.Seed);
         var heldIn = domains.Where(d => !d.HeldOut).ToList();
         var rows = new List<TextRowResult>();
-        int ctx = o.Zoo.Context;
-        TextScore Test(DecoderModel m, TextDomain d) => TextScore.Of(m, data[d.Name].Test, ctx, o.EvalBatch);
-        TextScore Valid(DecoderModel m, TextDomain d) => TextScore.Of(m, data[d.Name].Validation, ctx, o.EvalBatch);
+        var runner = new TextRowRunner(heldIn, domains, data, o.Zoo.Context, o.EvalBatch, log);
+        void AddRow(ITextRowProducer p)
+        {
+            var r = runner.Run(p, inputs);
+            rows.Add(r);
+            Log(r);
+            clock.Stage(p.Method.ToLowerInvariant());
+        }
         void Log(TextRowResult r) => log(FormattableString.Invariant(
             $"{r.Method}: held-in {r.Scores.Take(heldIn.Count).Average(s => s.BitsPerByte):F3} bpb, held-out {r.Scores.Skip(heldIn.Count).DefaultIfEmpty(new TextScore(double.NaN, double.NaN, 0)).Average(s => s.BitsPerByte):F3} bpb ({r.Seconds:F1} s)"));
 
-        // Pretrained and each row: every setting scored on held-in validation text, the best one on test text. The
-        // best setting's model is kept rather than built again: a dynamic row's build is a whole adaptation.
-        void AddRow(ITextRowProducer p)
-        {
-            var sw = Stopwatch.StartNew();
-            var validation = new Dictionary<string, double>();
-            IReadOnlyDictionary<string, string>? best = null;
-            DecoderModel? bestModel = null;
-            double bestBpb = double.PositiveInfinity;
-            if (p.Grid.Count == 0) throw new ArgumentException($"row {p.Method}: an empty hyper-parameter grid");
-            try
-            {
-                foreach (var setting in p.Grid)
-                {
-                    var m = p.Build(inputs, setting);
-                    if (p.Grid.Count == 1) { best = setting; bestModel = m; break; }
-                    double v;
-                    try
-                    {
-                        v = heldIn.Average(d =>
-                        {
-                            p.ForDomain(m, inputs, d.Name);
-                            return Valid(m, d).BitsPerByte;
-                        });
-                    }
-                    catch
-                    {
-                        m.Dispose();
-                        throw;
-                    }
-                    validation[Describe(setting)] = v;
-                    log(FormattableString.Invariant($"  {p.Method} {Describe(setting)}: validation {v:F4} bpb ({sw.Elapsed.TotalSeconds:F0} s)"));
-                    if (v < bestBpb)
-                    {
-                        bestModel?.Dispose();
-                        bestBpb = v; best = setting; bestModel = m;
-                    }
-                    else m.Dispose();
-                }
-                var model = bestModel!;
-                var scores = domains.Select(d =>
-                {
-                    p.ForDomain(model, inputs, d.Name);
-                    return Test(model, d);
-                }).ToList();
-                var chosen = new Dictionary<string, string>(p.Fixed);
-                foreach (var (k, v) in best!) chosen[k] = v;
-                var r = new TextRowResult(p.Method, scores, sw.Elapsed.TotalSeconds, chosen, validation,
-                    validation.Count > 0 ? $"chosen on validation: {Describe(best!)}" : "");
-                rows.Add(r);
-                Log(r);
-                clock.Stage(p.Method.ToLowerInvariant());
-            }
-            finally { bestModel?.Dispose(); }
-        }
-
         AddRow(new PretrainedRow());
-        rows.Add(IndividualRow(zoo, domains, Test, Valid, log, out var matrix));
+        rows.Add(IndividualRow(zoo, domains, runner.Test, runner.Valid, log, out var matrix));
         Log(rows[^1]);
         clock.Stage("individual");
         foreach (var p in Rows(o))

@@ -18,7 +18,7 @@ public sealed record TextPoolOptions
     /// <summary>Task arithmetic λ grid.</summary>
     public IReadOnlyList<double> TaLambdas { get; init; } = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0];
     /// <summary>TIES and DARE-TIES λ grid.</summary>
-    public IReadOnlyList<double> TiesLambdas { get; init; } = [0.3, 0.6, 1.0];
+    public IReadOnlyList<double> TiesLambdas { get; init; } = [0.05, 0.1, 0.2, 0.3, 0.6, 1.0];
     /// <summary>TIES density grid (fraction of each task vector kept).</summary>
     public IReadOnlyList<double> TiesDensities { get; init; } = [0.2, 0.5];
     /// <summary>DARE-TIES density grid (keep probability).</summary>

@@ -54,6 +54,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Taskpool of ParseResults<Taskpool.Args>
     | [<CliPrefix(CliPrefix.None)>] Decoder of ParseResults<BenchDecoder.Args>
     | [<CliPrefix(CliPrefix.None)>] Textpool of ParseResults<Textpool.Args>
+    | [<CliPrefix(CliPrefix.None)>] Textscale of ParseResults<Textscale.Args>
     | [<CliPrefix(CliPrefix.None)>] Moe of ParseResults<BenchMoe.Args>
     | [<CliPrefix(CliPrefix.None)>] Textmoe of ParseResults<TextMoe.Args>
 
@@ -65,6 +66,7 @@ type Args =
             | Decoder _ -> "decoder LLM runtime: scoring and KV-cache generation tokens/s, peak memory (tiny and ~100M Llama)."
             | Taskpool _ -> "merge-method benchmark on real data (MNIST/Fashion tasks, tiny CLIP): table, JSON, Markdown, PNG."
             | Textpool _ -> "merge-method benchmark on real text (Debian fortunes, KJV, C headers, man pages; tiny byte-level Llama): bits per byte."
+            | Textscale _ -> "merging at scale on the text pool: widths, weak/strong base, 2-7 experts; Average, TA, TIES, WEMoE."
             | Moe _ -> "sparse MoE runtime: tokens/s of grouped top-1/top-2/top-p dispatch against every expert run densely."
             | Textmoe _ -> "upcycled sparse mixtures (mergekit-moe) of the text zoo's experts: gate modes x top-1/top-2/top-p x shared expert."
 
@@ -219,4 +221,7 @@ let run (args: ParseResults<Args>) : int =
             match args.TryGetResult Moe, args.TryGetResult Textmoe with
             | Some m, _ -> BenchMoe.run m
             | _, Some t -> TextMoe.run t
-            | None, None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool, decoder, moe or textmoe")
+            | None, None ->
+                match args.TryGetResult Textscale with
+                | Some t -> Textscale.run t
+                | None -> raise (UsageError "bench: expected a benchmark name: stream, taskpool, textpool, textscale, decoder, moe or textmoe")

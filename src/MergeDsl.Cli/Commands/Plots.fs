@@ -50,3 +50,27 @@ let groupedBarsWithErrors
 /// (`seriesColors`: None takes the next colour of Category10), with a legend of the series.
 let groupedBars groups series values yLabel title yLimits path =
     groupedBarsWithErrors groups series values [] yLabel title yLimits path
+
+/// Lines over categories: one point per x label (`xLabels`, evenly spaced), one line per series; each series is
+/// (legend name, colour index into Category10, dashed, values per x label; NaN leaves a gap).
+let lines (xLabels: string list) (series: (string * int * bool * float[]) list) (xLabel: string) (yLabel: string) (title: string) (path: string) =
+    use plot = new ScottPlot.Plot()
+    let palette = ScottPlot.Palettes.Category10()
+    let xs = xLabels |> List.mapi (fun i _ -> float i) |> List.toArray
+    for name, color, dashed, values in series do
+        let points = Array.zip xs values |> Array.filter (fun (_, y) -> Double.IsFinite y)
+        if points.Length > 0 then
+            let line = plot.Add.Scatter(Array.map fst points, Array.map snd points)
+            line.LegendText <- name
+            line.Color <- palette.GetColor color
+            line.LineWidth <- 2.0f
+            line.MarkerSize <- 7.0f
+            if dashed then line.LinePattern <- ScottPlot.LinePattern.Dashed
+    let ticks = xLabels |> List.mapi (fun i l -> ScottPlot.Tick(float i, l)) |> List.toArray
+    plot.Axes.Bottom.TickGenerator <- ScottPlot.TickGenerators.NumericManual(ticks)
+    plot.Axes.SetLimitsX(-0.3, float (xLabels.Length - 1) + 0.3)
+    plot.ShowLegend(ScottPlot.Edge.Right) |> ignore
+    plot.XLabel xLabel
+    plot.YLabel yLabel
+    plot.Title title
+    plot.SavePng(path, 1200, 600) |> ignore
