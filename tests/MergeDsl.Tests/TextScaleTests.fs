@@ -1,0 +1,110 @@
+module MergeDsl.Tests.TextScaleTests
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Expecto
+open MergeDsl.Bench.Data
+open MergeDsl.Bench.TextScale
+
+let private textInstalled () =
+    TextDomains.All |> Seq.forall (fun d -> (TextDocuments.MissingPackages d).Count = 0)
+
+let private point width baseName (experts: string list) method heldIn heldOut =
+    TextScalePoint(width, int64 (width * 100), (if baseName = "weak" then 1 else 4), baseName, experts, method,
+        0.0, 0.0, heldIn, heldOut, 0.0, readOnlyDict [], 0.0)
+
+let private resultOf points =
+    TextScaleResult(points, [], [ "a"; "b"; "c" ], [ "pl" ], "test", true, 1, readOnlyDict [], [])
+
+[<Tests>]
+let tests =
+    testList "TextScale" [
+        test "expert order: a seeded permutation of the held-in domains, stable per seed" {
+            let experts = [| "en"; "de"; "it"; "es"; "kjv"; "c"; "man" |]
+            let a = TextScaleOptions.ExpertOrderOf(experts, 42) |> List.ofSeq
+            Expect.equal (List.sort a) (List.sort (List.ofArray experts)) "a permutation"
+            Expect.equal (TextScaleOptions.ExpertOrderOf(experts, 42) |> List.ofSeq) a "stable for one seed"
+            let others = [ 1..20 ] |> List.map (fun s -> TextScaleOptions.ExpertOrderOf(experts, s) |> List.ofSeq) |> List.distinct
+            Expect.isGreaterThan others.Length 10 "seeds give different orders"
+        }
+
+        test "summaries average one method's points per group (hand-checked)" {
+            let r =
+                resultOf [
+                    point 32 "weak" [ "a"; "b" ] "TA" 0.90 0.80
+                    point 32 "strong" [ "a"; "b" ] "TA" 0.94 0.84
+                    point 64 "weak" [ "a"; "b"; "c" ] "TA" 0.96 0.70
+                    point 64 "strong" [ "a"; "b"; "c" ] "TA" 1.00 0.74
+                    point 64 "strong" [ "a"; "b"; "c" ] "Avg" 0.50 0.50 ]
+            let held axis = TextScaleReports.Summary(r, "TA", axis, Func<_, _>(fun p -> p.NormalisedHeldIn)) |> List.ofSeq
+            Expect.equal (TextScaleReports.Groups(r, TextScaleReports.Axis.Width) |> List.ofSeq) [ "32"; "64" ] "width groups in run order"
+            Expect.sequenceEqual (held TextScaleReports.Axis.Width |> List.map (fun x -> Math.Round(x, 6))) [ 0.92; 0.98 ] "by width: (0.90+0.94)/2, (0.96+1.00)/2"
+            Expect.sequenceEqual (held TextScaleReports.Axis.Base |> List.map (fun x -> Math.Round(x, 6))) [ 0.93; 0.97 ] "by base: weak (0.90+0.96)/2, strong (0.94+1.00)/2"
+            let out = TextScaleReports.Summary(r, "TA", TextScaleReports.Axis.Experts, Func<_, _>(fun p -> p.NormalisedHeldOut)) |> List.ofSeq
+            Expect.sequenceEqual (out |> List.map (fun x -> Math.Round(x, 6))) [ 0.82; 0.72 ] "held-out by expert count"
+            let filtered = TextScaleReports.Summary(r, "Avg", TextScaleReports.Axis.Width, Func<_, _>(fun p -> p.NormalisedHeldIn)) |> List.ofSeq
+            Expect.isTrue (Double.IsNaN filtered[0]) "a group without the method's points is NaN, not 0"
+            Expect.stringContains (TextScaleReports.Markdown r) "| TA | 0.920 | 0.980 |" "Markdown summary row"
+        }
+
+        test "settings that cannot run are refused in one line naming the option" {
+            let refuse f = try f () |> ignore; "" with :? ArgumentException as e -> e.Message
+            let msg = refuse (fun () -> TextScaleOptions.Create("/nonexistent", true, 1, expertCounts = [| 2; 8 |]))
+            Expect.stringContains msg "--expert-counts: 8 experts" "names the count"
+            let msg = refuse (fun () -> TextScaleOptions.Create("/nonexistent", true, 1, widths = [| 30 |]))
+            Expect.stringContains msg "--widths: width 30" "names the width"
+            let msg = refuse (fun () -> TextScaleOptions.Create("/nonexistent", true, 1, pretrainSteps = [| 0 |]))
+            Expect.stringContains msg "--pretrain-steps" "names the option"
+            let msg = refuse (fun () -> TextScaleOptions.Create("/nonexistent", true, 1, methods = Collections.Generic.HashSet<string>([ "DARE" ])))
+            Expect.stringContains msg "unknown row 'DARE'" "names the row"
+        }
+
+        test "bench textscale refuses a bad expert count with exit 2 and one line" {
+            let code, _, err = CliHarness.mergedsl [ "bench"; "textscale"; "--quick"; "--expert-counts"; "2,x" ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "--expert-counts: 'x' is not a whole number" "names the value"
+            Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
+        }
+    ]
+
+/// The --quick study end to end (its zoos are the quick text pool's size: a minute or two on 2 cores the first time).
+[<Tests>]
+let quickStudy =
+    testSequenced <| testList "TextScale quick" [
+        test "bench textscale --quick: every width, base and expert count; references, validation choices and reports" {
+            if not (textInstalled ()) then
+                skiptestf "text packages not installed; run: %s" TextCorpus.InstallCommand
+            let out = Path.Combine(Path.GetTempPath(), "mergedsl-textscale-" + Guid.NewGuid().ToString("N"))
+            let options = TextScaleOptions.Create(DataStore.DefaultRoot(), true, 42)
+            let r = MergeDsl.Cli.Commands.Textscale.executeWith out options
+            for f in MergeDsl.Cli.Commands.Textscale.reportFiles do
+                Expect.isGreaterThan (FileInfo(Path.Combine(out, f)).Length) 100L (f + " written")
+            Expect.equal (List.ofSeq r.Methods)
+                [ "Pretrained"; "Individual"; "Simple Average"; "Task Arithmetic"; "TIES-Merging"; "WEMoE"; "WEMoE (expert distillation, ours)" ]
+                "rows"
+            let configs = r.Points |> Seq.map (fun p -> p.Width, p.Base, p.Experts.Count) |> Seq.distinct |> List.ofSeq
+            Expect.equal configs.Length (2 * 2 * 2) "2 widths x 2 bases x 2 expert counts"
+            Expect.equal r.Zoos.Count 4 "one zoo per width and base"
+            Expect.isGreaterThan r.Zoos[2].Parameters r.Zoos[0].Parameters "the wider zoo has more parameters"
+            for p in r.Points do
+                // Subsets are prefixes of the seeded order.
+                Expect.sequenceEqual p.Experts (r.ExpertOrder |> Seq.take p.Experts.Count) "nested subsets"
+                Expect.isTrue (Double.IsFinite p.NormalisedHeldIn && p.NormalisedHeldIn > 0.0) p.Method
+                if p.Method = "Individual" then
+                    Expect.floatClose Accuracy.veryHigh p.NormalisedHeldIn 1.0 "the experts are held-in's reference"
+                    Expect.floatClose Accuracy.veryHigh p.NormalisedHeldOut 1.0 "the best expert is held-out's reference"
+            // The falsifiable part: each expert beats the base on its own domain, so the base scores below 1.
+            for p in r.Points |> Seq.filter (fun p -> p.Method = "Pretrained") do
+                Expect.isLessThan p.NormalisedHeldIn 1.0 (sprintf "base below the experts at width %d, %s base" p.Width p.Base)
+            // WEMoE starts at the λ task arithmetic chose on validation for the same configuration.
+            for ta in r.Points |> Seq.filter (fun p -> p.Method = "Task Arithmetic") do
+                let wemoe = r.Points |> Seq.find (fun p -> p.Method = "WEMoE" && p.Width = ta.Width && p.Base = ta.Base && p.Experts.Count = ta.Experts.Count)
+                Expect.equal wemoe.Chosen["lambda"] ta.Chosen["lambda"] "WEMoE's λ is task arithmetic's choice"
+                Expect.equal wemoe.Chosen["objective"] "entropy" "the headline WEMoE row is the paper's objective"
+            let json = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
+            Expect.equal ((json["points"]).AsArray().Count) r.Points.Count "every point in the JSON"
+            Expect.equal (File.ReadAllBytes(Path.Combine(out, "scale-width-held-in.png"))[1..3]) "PNG"B "PNG signature"
+            Directory.Delete(out, true)
+        }
+    ]
