@@ -81,7 +81,7 @@ let quickStudy =
             for f in MergeDsl.Cli.Commands.Textscale.reportFiles do
                 Expect.isGreaterThan (FileInfo(Path.Combine(out, f)).Length) 100L (f + " written")
             Expect.equal (List.ofSeq r.Methods)
-                [ "Pretrained"; "Individual"; "Simple Average"; "Task Arithmetic"; "TIES-Merging"; "WEMoE"; "WEMoE (expert distillation, ours)" ]
+                [ "Pretrained"; "Individual"; "Simple Average"; "Task Arithmetic"; "TIES-Merging"; "WEMoE" ]
                 "rows"
             let configs = r.Points |> Seq.map (fun p -> p.Width, p.Base, p.Experts.Count) |> Seq.distinct |> List.ofSeq
             Expect.equal configs.Length (2 * 2 * 2) "2 widths x 2 bases x 2 expert counts"

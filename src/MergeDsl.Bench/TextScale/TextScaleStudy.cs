@@ -68,7 +68,7 @@ public static class TextScaleStudy
         ["normalised_held_in"] = "mean over merged domains of (expert's bits per byte / row's bits per byte)",
         ["normalised_held_out"] = "mean over held-out domains of (best merged expert's bits per byte, chosen on validation / row's bits per byte)",
         ["held_out_vs_pretrained"] = "mean over held-out domains of (base's bits per byte / row's bits per byte)",
-        ["wemoe"] = $"every decoder MLP upscaled, routed per token; routers start at task arithmetic's chosen λ; {o.WeMoESteps} router steps of 2 windows per domain on the merged domains' unlabelled test text; lr chosen on validation among {string.Join(", ", o.WeMoELrs)}",
+        ["wemoe"] = $"every decoder MLP upscaled, routed per token; routers start at task arithmetic's chosen λ; {o.WeMoESteps} router steps of 2 windows per domain on the merged domains' unlabelled test text; {(o.WeMoELrs.Count == 1 ? $"lr {o.WeMoELrs[0]} (the full text pool's validation choice)" : $"lr chosen on validation among {string.Join(", ", o.WeMoELrs)}")}",
         ["seed"] = $"{o.Seed}",
     };
 

@@ -34,7 +34,7 @@ type Args =
             | Widths _ -> "comma-separated model widths (default 32,64,128)."
             | Pretrain_Steps _ -> "comma-separated pretraining steps of the weaker and the stronger base (default 125,500)."
             | Expert_Counts _ -> "comma-separated numbers of merged experts, 1 to 7 (default 2,4,6,7)."
-            | Methods _ -> "comma-separated rows to run after Pretrained and Individual (default all: \"Simple Average,Task Arithmetic,TIES-Merging,WEMoE,WEMoE (expert distillation, ours)\")."
+            | Methods _ -> "comma-separated rows to run after Pretrained and Individual (default \"Simple Average,Task Arithmetic,TIES-Merging,WEMoE\"; also \"WEMoE (expert distillation, ours)\")."
 
 let private numbers (option: string) (text: string) =
     text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
@@ -119,7 +119,6 @@ let printSummary (r: TextScaleResult) =
             table.AddRow(Array.append [| Markup.Escape m |] (Seq.toArray cells)) |> ignore
         AnsiConsole.MarkupLine(Markup.Escape title)
         AnsiConsole.Write table
-    if Console.IsOutputRedirected then AnsiConsole.Profile.Width <- 200
     show "normalised held-in (expert bpb / merged bpb) by width" TextScaleReports.Axis.Width (fun p -> p.NormalisedHeldIn)
     show "normalised held-in by base" TextScaleReports.Axis.Base (fun p -> p.NormalisedHeldIn)
     show "normalised held-out (best expert bpb / merged bpb) by number of experts" TextScaleReports.Axis.Experts (fun p -> p.NormalisedHeldOut)
@@ -130,6 +129,8 @@ let run (args: ParseResults<Args>) =
     let outDir = args.TryGetResult Out |> Option.defaultValue (Path.Combine("results", "textscale"))
     let threads = args.TryGetResult Threads |> Option.defaultValue 1
     if threads < 1 then raise (UsageError(sprintf "--threads: expected a positive count, got %d" threads))
+    // Logs and docs capture the progress lines and tables; do not wrap them at the 80 columns of a redirected stdout.
+    if Console.IsOutputRedirected then AnsiConsole.Profile.Width <- 200
     let log (line: string) = AnsiConsole.MarkupLine("[grey]" + Markup.Escape line + "[/]")
     let options = optionsOf args dataRoot log
     MergeDsl.Core.Torch.TorchRuntime.EnsureLoadable() |> ignore
