@@ -60,6 +60,23 @@ let tests =
             Expect.stringContains msg "unknown row 'DARE'" "names the row"
         }
 
+        test "a zoo build lock makes a second builder wait until the first has finished" {
+            let dir = TestSupport.tempDir "buildlock"
+            let path = Path.Combine(dir, "zoo.lock")
+            let first = BuildLock.Acquire path
+            let released = ref false
+            let waited =
+                Threading.Tasks.Task.Run(fun () ->
+                    use _ = BuildLock.Acquire path
+                    released.Value)
+            Threading.Thread.Sleep 700
+            Expect.isFalse waited.IsCompleted "the second builder waits while the first holds the lock"
+            released.Value <- true
+            first.Dispose()
+            Expect.isTrue (waited.Wait 10000) "the second builder gets the lock once it is released"
+            Expect.isTrue waited.Result "and only after the release"
+        }
+
         test "bench textscale refuses a bad expert count with exit 2 and one line" {
             let code, _, err = CliHarness.mergedsl [ "bench"; "textscale"; "--quick"; "--expert-counts"; "2,x" ]
             Expect.equal code 2 "usage error"

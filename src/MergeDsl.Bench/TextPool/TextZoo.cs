@@ -45,6 +45,8 @@ public static class TextZooBuilder
         var experts = s.Experts.Select(e => data[e]).ToList();
         var folder = Path.Combine(zooRoot, s.Hash(experts.Select(d => d.Info)));
         var done = Path.Combine(folder, Marker);
+        // Two runs sharing the zoo (the pool and the scale study, or parallel tests) must not train it twice at once.
+        using var buildLock = BuildLock.Acquire(folder + ".lock", log);
         if (File.Exists(done))
         {
             log?.Invoke($"text zoo: reusing {folder}");
