@@ -211,9 +211,11 @@ let tests =
             for scaling in [ llama32 :> RopeScaling; RopeScaling.Linear 2.5 :> RopeScaling ] do
                 let cfg = tinyLlama scaling
                 Expect.equal (DecoderConfig.FromJson(cfg.ToJson())) cfg $"ToJson ({scaling.Type})"
-                Expect.equal ((cfg.ToJsonObject()).["rope_scaling"].["rope_type"].GetValue<string> ()) scaling.Type "keyed by rope_type"
-            let legacy = DecoderConfig.FromJson(withRopeScaling (tinyLlama null) """{"type": "linear", "factor": 2.0}""")
-            Expect.equal (DecoderConfig.FromJson(legacy.ToJson())) legacy "legacy type read, rope_type written, same config"
+                // llama3 as Meta writes it; linear under the legacy key every reader (DeepSeek's remote code too) takes.
+                let key = if scaling.Type = "linear" then "type" else "rope_type"
+                Expect.equal ((cfg.ToJsonObject()).["rope_scaling"].[key].GetValue<string> ()) scaling.Type $"keyed by {key}"
+            let modern = DecoderConfig.FromJson(withRopeScaling (tinyLlama null) """{"rope_type": "linear", "factor": 2.0}""")
+            Expect.equal (DecoderConfig.FromJson(modern.ToJson())) modern "rope_type read, type written, same config"
             use dir = new TempDir()
             use m = DecoderModelFolder.Random(llama3Tiny, 8L, 0.3)
             let folder = Path.Combine(dir.Path, "saved")
@@ -227,5 +229,58 @@ let tests =
                 let text = UpcycleConfigJson.Text(arch, llama3Tiny, 4, (if arch = UpcycleArchitecture.DeepseekMoe then 1 else 0), 2, DType.F32)
                 let o = JsonNode.Parse(text).AsObject()
                 Expect.equal (RopeScaling.FromJson(o["rope_scaling"])) (llama3Tiny.RopeScaling) $"{arch}'s config.json"
+        }
+    ]
+
+/// `mergedsl moe` (mergekit-moe) over a llama3-scaled base: the output keeps the scaling and runs as the base does.
+[<Tests>]
+let upcycleTests =
+    testSequenced <| testList "decoder rope_scaling upcycling" [
+        let writeModel (dir: string) (name: string) (cfg: DecoderConfig) (seed: int64) =
+            let folder = Path.Combine(dir, name)
+            use m = DecoderModelFolder.Random(cfg, seed, 0.3)
+            DecoderModelFolder.Save(folder, m, DecoderModelFolder.ByteTokenizerFiles())
+            folder
+        let yaml (dir: string) (b: string) (experts: string list) (extra: string) =
+            let lines = experts |> List.mapi (fun i e -> $"  - source_model: {e}\n    positive_prompts: [\"topic {i}\"]")
+            let path = Path.Combine(dir, "moe.yml")
+            File.WriteAllText(path, $"base_model: {b}\nexperts_per_token: 2\nexperts:\n{String.Join('\n', lines)}\n{extra}")
+            path
+
+        test "Mixtral from identical llama3-scaled experts keeps rope_scaling and gives the base's logits" {
+            use dir = new TempDir()
+            let b = writeModel dir.Path "base" llama3Tiny 1L
+            let es = [ for i in 0..1 -> writeModel dir.Path $"copy{i}" llama3Tiny 1L ]
+            let out = Path.Combine(dir.Path, "out")
+            let code, _, err = mergedsl [ "moe"; yaml dir.Path b es ""; "--out"; out ]
+            Expect.equal code 0 err
+            use baseModel = DecoderModelFolder.Load b
+            use moe = DecoderModelFolder.Load out
+            Expect.equal moe.Config.Family DecoderFamily.Mixtral "Mixtral"
+            Expect.equal moe.Config.RopeScaling llama3Scaling "rope_scaling written and read back"
+            use _ng = torch.no_grad ()
+            let ids = ids2d [| 256; 104; 105; 32; 116; 104; 101; 114; 101 |]
+            let d = maxAbs (moe.Forward ids) (baseModel.Forward ids)
+            Expect.isLessThan d 1e-4f $"max |moe - base| = {d}"
+        }
+
+        test "DeepSeek-MoE takes a linear-scaled base (written with type) and refuses a llama3 one in one line, writing nothing" {
+            use dir = new TempDir()
+            let shared b = $"shared_experts:\n  - source_model: {b}\n"
+            let linear = tinyLlama (RopeScaling.Linear 2.0)
+            let bl = writeModel dir.Path "base-linear" linear 1L
+            let out = Path.Combine(dir.Path, "out-linear")
+            let code, _, err = mergedsl [ "moe"; yaml dir.Path bl [ for i in 2L..3L -> writeModel dir.Path $"lin{i}" linear i ] (shared bl); "--out"; out ]
+            Expect.equal code 0 err
+            let written = (JsonNode.Parse(File.ReadAllText(Path.Combine(out, "config.json")))).AsObject()
+            Expect.equal (written.["architectures"].[0].GetValue<string> ()) "DeepseekForCausalLM" "DeepSeek chosen"
+            Expect.equal (written.["rope_scaling"].ToJsonString()) """{"type":"linear","factor":2}""" "DeepSeek's remote code reads type and factor"
+            let b3 = writeModel dir.Path "base-llama3" llama3Tiny 1L
+            let out3 = Path.Combine(dir.Path, "out-llama3")
+            let code, _, err = mergedsl [ "moe"; yaml dir.Path b3 [ for i in 2L..3L -> writeModel dir.Path $"l3{i}" llama3Tiny i ] (shared b3); "--out"; out3 ]
+            Expect.equal code 2 $"exit 2 ({err})"
+            Expect.stringContains err "base-llama3: its rope_scaling type 'llama3' cannot be written to DeepSeek MoE" "names the base and the type"
+            Expect.equal (err.Trim().Split('\n').Length) 1 $"one line: {err}"
+            Expect.isFalse (Directory.Exists out3) "nothing written"
         }
     ]

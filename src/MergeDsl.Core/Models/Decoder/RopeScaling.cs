@@ -14,7 +14,7 @@ public abstract record RopeScaling
 {
     RopeScaling() { }
 
-    /// <summary>The <c>rope_type</c> name this scaling is written with.</summary>
+    /// <summary>The type's name (<c>rope_type</c> or legacy <c>type</c>).</summary>
     public abstract string Type { get; }
 
     /// <summary>The context-extension factor (<c>factor</c>).</summary>
@@ -29,7 +29,7 @@ public abstract record RopeScaling
     /// <summary>Validates, naming bad fields under <paramref name="key"/>.</summary>
     private protected abstract RopeScaling Check(string key);
 
-    /// <summary>The <c>rope_scaling</c> object transformers reads back to this scaling (keyed by <c>rope_type</c>).</summary>
+    /// <summary>The <c>rope_scaling</c> object transformers reads back to this scaling.</summary>
     public abstract JsonObject ToJsonObject();
 
     /// <summary>
@@ -51,8 +51,12 @@ public abstract record RopeScaling
             return this;
         }
 
-        /// <inheritdoc/>
-        public override JsonObject ToJsonObject() => new() { ["rope_type"] = Type, ["factor"] = Factor };
+        /// <summary>
+        /// <c>{"type": "linear", "factor": F}</c>: the legacy key, which every reader takes: transformers maps it to
+        /// <c>rope_type</c>, while DeepSeek-MoE's remote code and transformers before 4.43 read only <c>type</c> (and the
+        /// latter refuse any third key).
+        /// </summary>
+        public override JsonObject ToJsonObject() => new() { ["type"] = Type, ["factor"] = Factor };
     }
 
     /// <summary>
