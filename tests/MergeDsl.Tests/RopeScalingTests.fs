@@ -145,6 +145,8 @@ let tests =
             let read scaling = (parse (withRopeScaling unscaled scaling)).RopeScaling
             Expect.equal (read """{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}""")
                 (llama32 :> RopeScaling) "Llama 3.2"
+            Expect.equal (read """{"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4, "original_max_position_embeddings": 8192.0}""")
+                (RopeScaling.Llama3(8.0, 1.0, 4.0, 8192) :> RopeScaling) "integers as numbers and back"
             Expect.equal (read """{"type": "linear", "factor": 2}""") (RopeScaling.Linear 2.0 :> RopeScaling) "legacy type, integer factor"
             Expect.equal (read """{"rope_type": "linear", "type": "linear", "factor": 2.0}""") (RopeScaling.Linear 2.0 :> RopeScaling) "both keys"
             Expect.isNull (read """{"rope_type": "default"}""") "default"

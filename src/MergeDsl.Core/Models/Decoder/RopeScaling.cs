@@ -158,7 +158,8 @@ public abstract record RopeScaling
         int Integer(string k)
         {
             var n = o[k] ?? throw new ArgumentException($"{key}.{k} is missing (needed by rope_type '{type}')");
-            if (n is JsonValue v && v.TryGetValue<long>(out var l) && l is >= int.MinValue and <= int.MaxValue) return (int)l;
+            // 8192.0 is an integer too: transformers computes with whatever number it is given.
+            if (n is JsonValue v && v.TryGetValue<double>(out var d) && d == Math.Floor(d) && d is >= int.MinValue and <= int.MaxValue) return (int)d;
             throw new ArgumentException($"{key}.{k} must be an integer, got {n.ToJsonString()}");
         }
     }
