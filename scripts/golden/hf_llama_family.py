@@ -40,6 +40,15 @@ CASES = {
     "qwen2-untied-mha": (Qwen2ForCausalLM, Qwen2Config(
         **COMMON, num_attention_heads=2, num_key_value_heads=2, rope_theta=100.0, tie_word_embeddings=False,
         use_sliding_window=False)),
+    # rope_scaling, as tests/MergeDsl.Tests/RopeScalingTests.fs's tiny Llamas: θ 10, head_dim 8 and an original
+    # context of 32 put the four rotary pairs in all three llama3 bands.
+    "llama-rope-llama3": (LlamaForCausalLM, LlamaConfig(
+        **COMMON, num_attention_heads=2, num_key_value_heads=1, head_dim=8, rope_theta=10.0, tie_word_embeddings=False,
+        rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 32})),
+    "llama-rope-linear": (LlamaForCausalLM, LlamaConfig(
+        **COMMON, num_attention_heads=2, num_key_value_heads=1, head_dim=8, rope_theta=10.0, tie_word_embeddings=False,
+        rope_scaling={"type": "linear", "factor": 3.0})),
 }
 
 

@@ -27,13 +27,31 @@ let private rms (w: Matrix) (eps: float) (x: double[]) =
     let r = 1.0 / Math.Sqrt(ms + eps)
     Array.init x.Length (fun i -> x[i] * r * w.Data[i])
 
-/// HF pairs dimension i with i + d/2; the angle of pair i at position p is p / θ^(2i/d).
-let private rope (theta: float) (pos: int) (v: double[]) =
+/// The rotary angle per position of each of the d/2 pairs: θ^(−2i/d), rescaled as the config's rope_scaling says.
+/// Written from the published definitions, in a different form from the runtime's: linear (position
+/// interpolation) divides every frequency by the factor; llama3 multiplies frequency f by
+/// (1 − s)/factor + s with s = clamp((L·f/2π − low)/(high − low), 0, 1), L the original context, which is 1 for
+/// short wavelengths, 1/factor for long ones and a linear ramp in L/wavelength between.
+let inverseFrequencies (cfg: DecoderConfig) : double[] =
+    let d = cfg.HeadDim
+    Array.init (d / 2) (fun i ->
+        let f = 1.0 / Math.Pow(cfg.RopeTheta, float (2 * i) / float d)
+        match cfg.RopeScaling with
+        | null -> f
+        | :? RopeScaling.Linear as l -> f / l.Factor
+        | :? RopeScaling.Llama3 as l ->
+            let ratio = float l.OriginalMaxPositionEmbeddings * f / (2.0 * Math.PI)
+            let s = Math.Clamp((ratio - l.LowFreqFactor) / (l.HighFreqFactor - l.LowFreqFactor), 0.0, 1.0)
+            f * ((1.0 - s) / l.Factor + s)
+        | other -> failwith $"no reference for rope_scaling {other}")
+
+/// HF pairs dimension i with i + d/2; the angle of pair i at position p is p · invFreq[i].
+let private rope (invFreq: double[]) (pos: int) (v: double[]) =
     let d = v.Length
     let half = d / 2
     let out = Array.zeroCreate d
     for i in 0 .. half - 1 do
-        let angle = float pos / Math.Pow(theta, float (2 * i) / float d)
+        let angle = float pos * invFreq[i]
         let a, b = v[i], v[i + half]
         out[i] <- a * Math.Cos angle - b * Math.Sin angle
         out[i + half] <- b * Math.Cos angle + a * Math.Sin angle
@@ -54,6 +72,7 @@ let forwardWith (ffn: string -> double[] -> double[]) (cfg: DecoderConfig) (weig
     let embed = W "model.embed_tokens.weight"
     let hidden = cfg.HiddenSize
     let d = cfg.HeadDim
+    let invFreq = inverseFrequencies cfg
     let mutable xs = ids |> Array.map (fun id -> Array.sub embed.Data (id * hidden) hidden)
     for l in 0 .. cfg.NumHiddenLayers - 1 do
         let p = $"model.layers.{l}."
@@ -69,10 +88,10 @@ let forwardWith (ffn: string -> double[] -> double[]) (cfg: DecoderConfig) (weig
                 let concat = Array.zeroCreate (heads * d)
                 for hh in 0 .. heads - 1 do
                     let kvh = hh / groups
-                    let q = rope cfg.RopeTheta t (Array.sub qs[t] (hh * d) d)
+                    let q = rope invFreq t (Array.sub qs[t] (hh * d) d)
                     let scores =
                         Array.init (t + 1) (fun s ->
-                            let k = rope cfg.RopeTheta s (Array.sub ks[s] (kvh * d) d)
+                            let k = rope invFreq s (Array.sub ks[s] (kvh * d) d)
                             (Array.fold2 (fun acc a b -> acc + a * b) 0.0 q k) / Math.Sqrt(float d))
                     let m = Array.max scores
                     let e = scores |> Array.map (fun s -> Math.Exp(s - m))

@@ -209,7 +209,7 @@ let tests =
             bad ("{\"architectures\": [\"GPT2LMHeadModel\"], " + body + "}") "architectures [GPT2LMHeadModel] is not a supported decoder"
             bad ("{\"model_type\": \"dbrx\", " + body + "}") "model_type 'dbrx' is not supported"
             bad ("{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"qwen2\", " + body + "}") "architectures says LlamaForCausalLM but model_type is 'qwen2'"
-            bad ("{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0}, " + body + "}") "rope_scaling"
+            bad ("{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 8.0}, " + body + "}") "rope_scaling type 'yarn' is not supported"
             bad ("{\"model_type\": \"llama\", \"hidden_act\": \"gelu\", " + body + "}") "hidden_act 'gelu' is not supported"
             bad ("{\"model_type\": \"llama\", \"num_key_value_heads\": 3, " + body + "}") "num_attention_heads 4 is not a multiple of num_key_value_heads 3"
             bad """{"model_type": "llama", "hidden_size": 32}""" "num_attention_heads is missing"

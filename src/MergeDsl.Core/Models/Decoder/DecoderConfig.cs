@@ -14,7 +14,8 @@ namespace MergeDsl.Core.Models.Decoder;
 /// uses. Keys read: <c>architectures</c>, <c>model_type</c>, <c>vocab_size</c>, <c>hidden_size</c>,
 /// <c>intermediate_size</c>, <c>num_hidden_layers</c>, <c>num_attention_heads</c>, <c>num_key_value_heads</c>,
 /// <c>head_dim</c>, <c>hidden_act</c> (silu only), <c>max_position_embeddings</c>, <c>rms_norm_eps</c>,
-/// <c>rope_theta</c>, <c>rope_scaling</c> (absent, null or type <c>default</c> only), <c>tie_word_embeddings</c>,
+/// <c>rope_theta</c>, <c>rope_scaling</c> (absent, null, or type <c>default</c>, <c>linear</c> or <c>llama3</c>: see
+/// <see cref="RopeScaling"/>; transformers 5's <c>rope_parameters</c> likewise), <c>tie_word_embeddings</c>,
 /// <c>attention_bias</c> and <c>mlp_bias</c> (Llama), <c>sliding_window</c> (Mistral; Qwen2 with
 /// <c>use_sliding_window</c>), <c>bos_token_id</c>, <c>eos_token_id</c>; for the sparse families (Mixtral,
 /// Qwen2-MoE, DeepSeek-MoE) also their MoE keys (see <see cref="Moe"/>).
@@ -43,6 +44,8 @@ public sealed record DecoderConfig
     public double RmsNormEps { get; init; } = 1e-6;
     /// <summary>Rotary base (<c>rope_theta</c>).</summary>
     public double RopeTheta { get; init; } = 10000.0;
+    /// <summary>The rotary frequencies' <c>rope_scaling</c> (linear or llama3); null when unscaled.</summary>
+    public RopeScaling? RopeScaling { get; init; }
     /// <summary>The LM head is the embedding matrix (<c>tie_word_embeddings</c>; no <c>lm_head.weight</c> is read).</summary>
     public bool TieWordEmbeddings { get; init; }
     /// <summary>q/k/v projections carry a bias (Qwen2 always; Llama with <c>attention_bias</c>).</summary>
@@ -74,6 +77,7 @@ public sealed record DecoderConfig
         Positive("head_dim", HeadDim); Positive("max_position_embeddings", MaxPositionEmbeddings);
         Positive("rms_norm_eps", RmsNormEps); Positive("rope_theta", RopeTheta);
         if (SlidingWindow is int w) Positive("sliding_window", w);
+        RopeScaling?.Validate();
         if (NumAttentionHeads % NumKeyValueHeads != 0)
             throw new ArgumentException($"num_attention_heads {NumAttentionHeads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
         if (HeadDim % 2 != 0) throw new ArgumentException($"head_dim {HeadDim} is odd; rotary embeddings rotate pairs of halves");
@@ -144,12 +148,7 @@ public sealed record DecoderConfig
         var attention = family.AttentionFamily();
         string act = Str("hidden_act") ?? "silu";
         if (act != "silu") throw Bad($"hidden_act '{act}' is not supported (the runtime implements silu, as Llama, Mistral and Qwen2 use)");
-        if (o["rope_scaling"] is JsonNode rs)
-        {
-            string? type = (rs as JsonObject)?["rope_type"]?.ToString() ?? (rs as JsonObject)?["type"]?.ToString();
-            if (type != "default")
-                throw Bad($"rope_scaling {rs.ToJsonString()} is not supported (only unscaled rotary embeddings are implemented)");
-        }
+        var (ropeTheta, ropeScaling) = ReadRope(o, label);
         if (Bool("attention_sink", false)) throw Bad("attention_sink is not supported");
 
         int heads = Int("num_attention_heads");
@@ -182,7 +181,8 @@ public sealed record DecoderConfig
                 _ => 32768,
             },
             RmsNormEps = Num("rms_norm_eps", 1e-6),
-            RopeTheta = Num("rope_theta", 10000.0),
+            RopeTheta = ropeTheta,
+            RopeScaling = ropeScaling,
             TieWordEmbeddings = Bool("tie_word_embeddings", false),
             QkvBias = (attention == DecoderFamily.Qwen2 && Bool("qkv_bias", true)) || attnBias,
             OutputBias = attnBias,
@@ -276,6 +276,38 @@ public sealed record DecoderConfig
     /// <summary>The config.json key holding a sparse model's own routing when it is not top-k (our extension; transformers ignores it).</summary>
     public const string RoutingKey = "mergedsl_routing";
 
+    /// <summary>
+    /// <c>rope_theta</c> and <c>rope_scaling</c>, or transformers 5's <c>rope_parameters</c>, which holds both (its
+    /// configs have no top-level <c>rope_theta</c>, so ignoring it would silently fall back to 10000).
+    /// Where both forms are given they must agree.
+    /// </summary>
+    static (double Theta, RopeScaling? Scaling) ReadRope(JsonObject o, string label)
+    {
+        FormatException Bad(string what) => new($"{label}: {what}");
+        double? Theta(JsonObject from, string shown) => from["rope_theta"] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<double>(out var d) => d,
+            var n => throw Bad($"{shown} must be a number, got {n.ToJsonString()}"),
+        };
+        RopeScaling? Scaling(JsonNode? node, string key)
+        {
+            try { return RopeScaling.FromJson(node, key); }
+            catch (ArgumentException e) { throw Bad(e.Message); }
+        }
+        double? theta = Theta(o, "rope_theta");
+        var scaling = Scaling(o["rope_scaling"], "rope_scaling");
+        if (o["rope_parameters"] is not JsonNode p) return (theta ?? 10000.0, scaling);
+        if (p is not JsonObject po) throw Bad($"rope_parameters must be an object, got {p.ToJsonString()}");
+        var fromParameters = Scaling(po, "rope_parameters");
+        if (o["rope_scaling"] is not null && fromParameters != scaling)
+            throw Bad($"rope_scaling {o["rope_scaling"]!.ToJsonString()} and rope_parameters {po.ToJsonString()} disagree");
+        double? inner = Theta(po, "rope_parameters.rope_theta");
+        if (theta is double top && inner is double both && top != both)
+            throw Bad($"rope_theta {top} and rope_parameters.rope_theta {both} disagree");
+        return (inner ?? theta ?? 10000.0, fromParameters);
+    }
+
     static DecoderFamily ReadFamily(JsonObject o, string? modelType, string label)
     {
         var known = string.Join(", ", DecoderFamilies.All.Select(a => a.Architecture));
@@ -331,6 +363,7 @@ public sealed record DecoderConfig
             ["tie_word_embeddings"] = TieWordEmbeddings,
             ["torch_dtype"] = "float32",
         };
+        if (RopeScaling is { } scaling) o["rope_scaling"] = scaling.ToJsonObject();
         if (BosTokenId is int bos) o["bos_token_id"] = bos;
         if (EosTokenId is int eos) o["eos_token_id"] = eos;
         switch (Family.AttentionFamily())

@@ -48,7 +48,7 @@ public sealed class DecoderModel : nn.Module
         }
         if (extraModules is not null)
             foreach (var (name, module) in extraModules) register_module(name, module);
-        rope = new RotaryEmbedding(config.HeadDim, config.RopeTheta, config.MaxPositionEmbeddings);
+        rope = RotaryEmbedding.FromConfig(config);
     }
 
     /// <summary>

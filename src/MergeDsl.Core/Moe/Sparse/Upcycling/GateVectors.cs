@@ -33,7 +33,7 @@ public static class GateVectors
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var cfg = model.Config;
-        using var rope = new RotaryEmbedding(cfg.HeadDim, cfg.RopeTheta, cfg.MaxPositionEmbeddings);
+        using var rope = RotaryEmbedding.FromConfig(cfg);
         var embed = model.ParametersByName()["model.embed_tokens.weight"];
         using var idx = tensor(ids.Select(i => (long)i).ToArray(), ScalarType.Int64);
         if (ids.Any(i => i < 0 || i >= cfg.VocabSize))

@@ -21,8 +21,8 @@ public static class UpcycleConfigJson
     };
 
     /// <summary>
-    /// The config object. Every format: the base's vocabulary, sizes, heads, rotary base, norm epsilon, tying and
-    /// special ids; no sliding window (mergekit turns it off). Mixtral: <c>num_local_experts</c>,
+    /// The config object. Every format: the base's vocabulary, sizes, heads, rotary base and <c>rope_scaling</c>, norm
+    /// epsilon, tying and special ids; no sliding window (mergekit turns it off). Mixtral: <c>num_local_experts</c>,
     /// <c>num_experts_per_tok</c>. Qwen2-MoE: <c>num_experts</c>, <c>num_experts_per_tok</c>,
     /// <c>decoder_sparse_step</c> 1, <c>mlp_only_layers</c> [], <c>norm_topk_prob</c> true,
     /// <c>moe_intermediate_size</c> = <c>shared_expert_intermediate_size</c> = the base's intermediate size,
@@ -51,6 +51,7 @@ public static class UpcycleConfigJson
             ["torch_dtype"] = TorchDType(dtype),
             ["num_experts_per_tok"] = expertsPerToken,
         };
+        if (baseConfig.RopeScaling is { } scaling) o["rope_scaling"] = scaling.ToJsonObject();
         if (baseConfig.BosTokenId is int bos) o["bos_token_id"] = bos;
         if (baseConfig.EosTokenId is int eos) o["eos_token_id"] = eos;
         switch (a)

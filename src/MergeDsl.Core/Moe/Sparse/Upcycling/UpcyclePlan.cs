@@ -61,6 +61,9 @@ public sealed record UpcyclePlan(UpcycleSpec Spec, UpcycleArchitecture Architect
             throw new ArgumentException($"{spec.BaseModel}: its attention has an o_proj bias (attention_bias), which {arch.Name()} does not have");
         if (arch == UpcycleArchitecture.DeepseekMoe && baseCfg.OutputBias)
             throw new ArgumentException($"{spec.BaseModel}: attention_bias is not written to DeepSeek MoE by this tool");
+        // DeepSeek-MoE's remote code (modeling_deepseek.py) builds its rotary from rope_scaling["type"], linear or dynamic only.
+        if (arch == UpcycleArchitecture.DeepseekMoe && baseCfg.RopeScaling is { } rs && rs is not RopeScaling.Linear)
+            throw new ArgumentException($"{spec.BaseModel}: its rope_scaling type '{rs.Type}' cannot be written to DeepSeek MoE, whose modelling code implements linear scaling only (choose Mixtral)");
 
         var outType = spec.DType ?? BaseDType(spec.BaseModel);
         var layout = new List<(string, DType, long[])>();
