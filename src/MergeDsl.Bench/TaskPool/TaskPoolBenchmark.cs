@@ -32,9 +32,9 @@ public sealed record BenchmarkOptions
     /// <summary>Validation images per task (see <see cref="TaskSplits"/>).</summary>
     public int ValidationImagesPerTask { get; init; } = 500;
     /// <summary>Task arithmetic λ grid; the chosen λ is also the starting λ of AdaMerging and of every WEMoE row.</summary>
-    public IReadOnlyList<double> TaLambdas { get; init; } = [0.05, 0.1, 0.2, 0.3, 0.5];
+    public IReadOnlyList<double> TaLambdas { get; init; } = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5];
     /// <summary>TIES and DARE-TIES λ grid.</summary>
-    public IReadOnlyList<double> TiesLambdas { get; init; } = [0.1, 0.2, 0.3, 0.5, 1.0];
+    public IReadOnlyList<double> TiesLambdas { get; init; } = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0];
     /// <summary>TIES density grid (fraction of each task vector kept, top-k by magnitude over the model).</summary>
     public IReadOnlyList<double> TiesDensities { get; init; } = [0.2, 0.5];
     /// <summary>DARE-TIES density grid (keep probability; survivors rescaled by 1/density).</summary>
