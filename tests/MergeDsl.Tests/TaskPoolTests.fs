@@ -192,6 +192,51 @@ let methodology =
             Expect.stringContains json "\"average\":{\"accuracy\":0.67,\"accuracy_std\":0.028284}" "FusionBench-shaped mean and std"
             Expect.stringContains (BenchmarkReports.ToMarkdown r) "**67.0 ± 2.8**" "mean ± std in the table"
         }
+        test "single-seed reports read back and combine into the two-seed table (hand-checked); mismatches refused in one line" {
+            let rowWith validation name a b =
+                MethodResult(name, [ a; b ], 1.5, readOnlyDict [ "lambda", (if a > 60.0 then "0.3" else "0.2") ], "a note", Validation = validation)
+            let row = rowWith (readOnlyDict [ "0.2", 61.0; "0.3", 63.0 ])
+            let run seed rows = SeedRun(seed, rows, [ struct ("x", 1.0) ], "z", true, readOnlyDict [ "pretrain", 3.0 ])
+            let settings = readOnlyDict [ "zoo", "{}"; "seeds", "42"; "cpu", "AMD EPYC" ]
+            let single seed a b = BenchmarkResult([ "a"; "b" ], [ run seed [ row "Task Arithmetic" a b ] ], "m", false, settings)
+            let dir = TestSupport.tempDir "combine"
+            let write name (r: BenchmarkResult) =
+                let path = Path.Combine(dir, name + ".json")
+                BenchmarkReports.WriteJson(r, path)
+                path
+            let p42 = write "s42" (single 42 60.0 70.0)
+            let p43 = write "s43" (single 43 64.0 74.0)
+            let back = BenchmarkCombine.Read p42
+            Expect.equal back.Runs[0].Seed 42 "seed read back"
+            Expect.sequenceEqual (back.Find "Task Arithmetic").Accuracy [ 60.0; 70.0 ] "accuracies read back (percent)"
+            Expect.equal (back.Find "Task Arithmetic").Validation["0.3"] 63.0 "validation scores read back"
+            Expect.equal (back.Find "Task Arithmetic").Notes "a note" "notes read back"
+            let r = BenchmarkCombine.Combine([ p42, back; p43, BenchmarkCombine.Read p43 ])
+            let ta = r.Find "Task Arithmetic"
+            // Same numbers as the two-seed test above: means 62, 72; std of the averages 65, 69 is sqrt 8.
+            Expect.sequenceEqual ta.Accuracy [ 62.0; 72.0 ] "means per task"
+            let _, avg = r.Spread "Task Arithmetic" |> fun struct (p, a) -> p, a
+            Expect.floatClose Accuracy.veryHigh avg (sqrt 8.0) "std over the combined seeds"
+            Expect.equal ta.Config["lambda"] "42: 0.2; 43: 0.3" "each seed's choice kept"
+            Expect.equal r.Settings["seeds"] "42,43" "the combined seeds"
+            Expect.stringContains (BenchmarkReports.ToMarkdown r) "**67.0 ± 2.8**" "mean ± std in the table"
+            TestSupport.throwsWith<ArgumentException> (fun () -> BenchmarkCombine.Combine([ p42, back; p42, back ]) |> ignore) "seed 42 appears twice" "repeated seed"
+            let quick = BenchmarkResult([ "a"; "b" ], [ run 44 [ row "Task Arithmetic" 1.0 2.0 ] ], "m", true, settings)
+            TestSupport.throwsWith<ArgumentException> (fun () -> BenchmarkCombine.Combine([ p42, back; "q", quick ]) |> ignore) "q is a --quick run" "quick and full mixed"
+            let otherGrid = BenchmarkResult([ "a"; "b" ], [ run 45 [ rowWith (readOnlyDict [ "0.5", 1.0 ]) "Task Arithmetic" 1.0 2.0 ] ], "m", false, settings)
+            TestSupport.throwsWith<ArgumentException> (fun () -> BenchmarkCombine.Combine([ p42, back; "g", otherGrid ]) |> ignore) "tried other settings" "another grid"
+            File.WriteAllText(Path.Combine(dir, "bad.json"), "{\"benchmark\": \"mergedsl textscale\"}")
+            TestSupport.throwsWith<InvalidDataException> (fun () -> BenchmarkCombine.Read(Path.Combine(dir, "bad.json")) |> ignore) "not a task-pool report" "another benchmark's report"
+            let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; "--combine"; p42 + "," + Path.Combine(dir, "missing"); "--out"; Path.Combine(dir, "out") ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "missing" "names the report"
+            Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "out"))) "nothing written"
+            let code, out, _ = CliHarness.mergedsl [ "bench"; "taskpool"; "--combine"; p42 + "," + p43; "--out"; Path.Combine(dir, "out") ]
+            Expect.equal code 0 (sprintf "combined through the CLI: %s" out)
+            Expect.isGreaterThan (FileInfo(Path.Combine(dir, "out", "results.png")).Length) 100L "plot written"
+            Directory.Delete(dir, true)
+        }
     ]
 
 /// The --quick benchmark end to end (trains the quick zoo on first run, ~1-3 minutes on 2 cores).

@@ -25,6 +25,7 @@ type Args =
     | Objective of objective: string
     | Diversity of weight: float
     | Methods of names: string
+    | Combine of reports: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -40,6 +41,7 @@ type Args =
             | Diversity _ -> "weight of the diversity term of the entropy-diversity objective (default 1)."
             | Objective _ -> "what test-time adaptation (AdaMerging, WEMoE, E-WEMoE) minimises: entropy or entropy-diversity (default: chosen on validation)."
             | Methods _ -> "comma-separated methods to run (names as in the table, e.g. \"WEMoE,Oracle routing\"); default all."
+            | Combine _ -> "comma-separated report folders (or results.json files) of runs with other seeds: writes their one table to --out instead of running."
 
 /// Renders the result table with Spectre.Console.
 let printTable (r: BenchmarkResult) =
@@ -87,14 +89,37 @@ let writePlot (r: BenchmarkResult) (path: string) =
         (0.0, 115.0)
         path
 
-/// Runs the benchmark for every seed and writes the reports; returns the result.
-let executeSeeds (dataRoot: string) (outDir: string) (quick: bool) (seeds: int list) (log: string -> unit) (overrides: BenchmarkOverrides) =
-    let options = BenchmarkOptions.Create(dataRoot, quick, Collections.Generic.List<int>(seeds), Action<string> log, overrides)
-    let result = TaskPoolBenchmark.Run options
+/// Writes results.json, results.md and results.png of `result` into `outDir`.
+let writeReports (outDir: string) (result: BenchmarkResult) =
     Directory.CreateDirectory outDir |> ignore
     BenchmarkReports.WriteJson(result, Path.Combine(outDir, "results.json"))
     BenchmarkReports.WriteMarkdown(result, Path.Combine(outDir, "results.md"))
     writePlot result (Path.Combine(outDir, "results.png"))
+
+/// Reads the reports named in `text` (folders holding results.json, or the files), combines their seeds into one
+/// result and writes its reports into `outDir`; one-line errors name the report at fault.
+let combine (text: string) (outDir: string) =
+    let parts =
+        [ for item in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
+              let file = if Directory.Exists item then Path.Combine(item, "results.json") else item
+              if not (File.Exists file) then raise (UsageError(sprintf "--combine: %s: no such report" file))
+              try
+                  struct (file, BenchmarkCombine.Read file)
+              with :? InvalidDataException as e ->
+                  raise (UsageError(sprintf "--combine: %s" e.Message)) ]
+    let result =
+        try
+            BenchmarkCombine.Combine(Collections.Generic.List parts)
+        with :? ArgumentException as e ->
+            raise (UsageError e.Message)
+    writeReports outDir result
+    result
+
+/// Runs the benchmark for every seed and writes the reports; returns the result.
+let executeSeeds (dataRoot: string) (outDir: string) (quick: bool) (seeds: int list) (log: string -> unit) (overrides: BenchmarkOverrides) =
+    let options = BenchmarkOptions.Create(dataRoot, quick, Collections.Generic.List<int>(seeds), Action<string> log, overrides)
+    let result = TaskPoolBenchmark.Run options
+    writeReports outDir result
     result
 
 /// Runs the benchmark for one seed and writes the reports; returns the result.
@@ -137,7 +162,10 @@ let run (args: ParseResults<Args>) =
     torch.set_num_threads threads
     try
         let log (line: string) = AnsiConsole.MarkupLine("[grey]" + Markup.Escape line + "[/]")
-        let result = executeSeeds dataRoot outDir quick seeds log (overridesOf args)
+        let result =
+            match args.TryGetResult Combine with
+            | Some reports -> combine reports outDir
+            | None -> executeSeeds dataRoot outDir quick seeds log (overridesOf args)
         printTable result
         printfn "reports: %s" (String.Join(", ", [ "results.json"; "results.md"; "results.png" ] |> List.map (fun f -> Path.Combine(outDir, f))))
         ExitCode.Ok
