@@ -48,9 +48,8 @@ public static class TextScaleStudy
                     clock.Stage($"width {width}, {label} base, {k} experts");
                 }
             }
-        var result = new TextScaleResult(points, zoos, order, heldOut.Select(d => d.Name).ToList(), TaskPoolBenchmark.MachineDescription(),
+        return new TextScaleResult(points, zoos, order, heldOut.Select(d => d.Name).ToList(), TaskPoolBenchmark.MachineDescription(),
             o.Quick, o.Seed, Settings(o), clock.Stages);
-        return result;
     }
 
     /// <summary>"weak" for the fewest pretraining steps, "strong" for the most, "steps N" between.</summary>

@@ -69,21 +69,19 @@ let writePlots (r: TextScaleResult) (outDir: string) =
     let bases = r.Points |> Seq.map (fun p -> p.Base) |> Seq.distinct |> List.ofSeq
     let strongest = List.last bases
     let quick = if r.Quick then " (--quick)" else ""
-    let byWidth (value: TextScalePoint -> float) =
+    // One line per method and base: solid for the strongest base, dashed for the others.
+    let lines axis (value: TextScalePoint -> float) =
         [ for mi, m in List.indexed methods do
               for b in bases ->
-                  let values = TextScaleReports.Summary(r, m, TextScaleReports.Axis.Width, Func<_, _> value, Func<_, _>(fun p -> p.Base = b))
+                  let values = TextScaleReports.Summary(r, m, axis, Func<_, _> value, Func<_, _>(fun p -> p.Base = b))
                   sprintf "%s (%s base)" m b, mi, (b <> strongest), Seq.toArray values ]
+    let byWidth = lines TextScaleReports.Axis.Width
+    let byExperts = lines TextScaleReports.Axis.Experts
     let widthLabels =
         TextScaleReports.Groups(r, TextScaleReports.Axis.Width)
         |> Seq.map (fun w -> let z = r.Zoos |> Seq.find (fun z -> string z.Width = w) in sprintf "%s (%s params)" w (z.Parameters.ToString("N0")))
         |> List.ofSeq
     let expertLabels = TextScaleReports.Groups(r, TextScaleReports.Axis.Experts) |> List.ofSeq
-    let byExperts (value: TextScalePoint -> float) =
-        [ for mi, m in List.indexed methods do
-              for b in bases ->
-                  let values = TextScaleReports.Summary(r, m, TextScaleReports.Axis.Experts, Func<_, _> value, Func<_, _>(fun p -> p.Base = b))
-                  sprintf "%s (%s base)" m b, mi, (b <> strongest), Seq.toArray values ]
     Plots.lines widthLabels (byWidth (fun p -> p.NormalisedHeldIn)) "model width" "held-in bits/byte: expert / merged (1 = experts)"
         (sprintf "Merged quality vs model size, mean over expert counts%s" quick) (Path.Combine(outDir, "scale-width-held-in.png"))
     Plots.lines widthLabels (byWidth (fun p -> p.NormalisedHeldOut)) "model width" "held-out bits/byte: best expert / merged"
