@@ -112,12 +112,17 @@ let tests =
             // The full zoo of docs/results.md is cached under this name; a change here retrains it (~9 min).
             Expect.equal (h (ZooSettings())) "e9848144f1d4" "default zoo hash"
         }
-        test "targets of a run of some methods are null in JSON, not NaN (regression: --methods crashed the JSON writer)" {
+        test "targets a run of some methods cannot measure are null in JSON and left out of the Markdown (regressions: --methods crashed the JSON writer, then printed NaN)" {
             let row name acc = MethodResult(name, [ acc; acc ], 1.0, readOnlyDict [])
             let r = BenchmarkResult([ "a"; "b" ], [ SeedRun(42, [ row "WEMoE" 70.0 ], [ struct ("wemoe", 2.0) ], "z", true, readOnlyDict []) ], "m", false, readOnlyDict [])
             let json = (BenchmarkReports.ToJson r).ToJsonString()
             Expect.stringContains json "\"wemoe_fraction_of_ta_to_individual_gap\":null" "gap"
             Expect.stringContains json "\"oracle_minus_wemoe_points\":null" "oracle"
+            Expect.stringContains json "\"ordering\":null" "ordering"
+            // Regression: the Markdown report printed "NaN%" and an ordering of NaNs for such a run.
+            let md = BenchmarkReports.ToMarkdown r
+            Expect.isFalse (md.Contains "NaN") "no NaN in the Markdown report"
+            Expect.isFalse (md.Contains "Ordering") "no ordering without its rows"
         }
     ]
 

@@ -78,7 +78,7 @@ public sealed record BenchmarkResult(
     /// <summary>True when no seed's zoo was trained in this run.</summary>
     public bool ZooFromCache => Runs.All(r => r.ZooFromCache);
 
-    /// <summary>Total wall time of all stages of all seeds.</summary>
+    /// <summary>Sum of every seed's stage times: the wall time when the seeds ran one after another, more than it when they ran side by side.</summary>
     public double TotalSeconds => Runs.Sum(r => r.Stages.Sum(s => s.Seconds));
 
     /// <summary>A row (mean over seeds) by name, or null.</summary>

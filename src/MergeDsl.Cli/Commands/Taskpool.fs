@@ -63,13 +63,9 @@ let printTable (r: BenchmarkResult) =
         table.AddRow(cells |> List.toArray) |> ignore
     AnsiConsole.Write table
     let t = BenchmarkReports.Targets r
-    AnsiConsole.MarkupLine(
-        sprintf "WEMoE recovers [bold]%.1f%%[/] of the TA-to-Individual gap; oracle routing - WEMoE = %.1f points; total %.1f min"
-            (t.GapRecovered * 100.0) t.OracleGap t.TotalMinutes)
-    AnsiConsole.MarkupLine(
-        sprintf "WEMoE with expert distillation recovers [bold]%.1f%%[/]; oracle routing - it = %.1f points"
-            (t.DistilledGapRecovered * 100.0) t.DistilledOracleGap)
-    AnsiConsole.MarkupLine(Markup.Escape(sprintf "ordering: %s" t.Ordering))
+    for line in t.Lines() do
+        AnsiConsole.MarkupLine(Markup.Escape line)
+    AnsiConsole.MarkupLine(sprintf "run time %.1f min (sum over seeds)" t.TotalMinutes)
 
 /// Grouped bars: per method, one bar per task and a dark bar for the average (means over seeds, error bars: one
 /// standard deviation over seeds).
