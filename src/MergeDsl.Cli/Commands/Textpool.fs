@@ -52,7 +52,7 @@ let printTable (r: TextPoolResult) =
         let cells =
             [ yield Markup.Escape m
               for c in TextPoolReports.Columns(r, m) ->
-                  let struct (mean, std) = TextPoolReports.MeanStd(c.BitsPerByte)
+                  let struct (mean, std) = MergeDsl.Bench.TaskPool.SeedStatistics.MeanStd(c.BitsPerByte)
                   if r.Runs.Count > 1 then sprintf "%.3f±%.3f" mean std else sprintf "%.3f" mean ]
         table.AddRow(cells |> List.toArray) |> ignore
     AnsiConsole.MarkupLine "bits per byte on test text (lower is better)"
@@ -71,7 +71,7 @@ let writePlot (r: TextPoolResult) (path: string) =
               | n when n = TextPoolReports.HeldOutAverage -> "held-out avg.", Some ScottPlot.Colors.DimGray
               | n -> n, None ]
     let values =
-        [ for m in r.Methods -> TextPoolReports.Columns(r, m) |> Seq.map (fun c -> let struct (mean, _) = TextPoolReports.MeanStd(c.BitsPerByte) in mean) |> Seq.toArray ]
+        [ for m in r.Methods -> TextPoolReports.Columns(r, m) |> Seq.map (fun c -> let struct (mean, _) = MergeDsl.Bench.TaskPool.SeedStatistics.MeanStd(c.BitsPerByte) in mean) |> Seq.toArray ]
     let top = values |> Seq.collect id |> Seq.filter Double.IsFinite |> Seq.max
     Plots.groupedBars
         (List.ofSeq r.Methods)

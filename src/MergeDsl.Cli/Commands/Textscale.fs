@@ -22,6 +22,7 @@ type Args =
     | Pretrain_Steps of steps: string
     | Expert_Counts of counts: string
     | Methods of names: string
+    | Combine of reports: string
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -35,6 +36,7 @@ type Args =
             | Pretrain_Steps _ -> "comma-separated pretraining steps of the weaker and the stronger base (default 125,500)."
             | Expert_Counts _ -> "comma-separated numbers of merged experts, 1 to 7 (default 2,4,6,7)."
             | Methods _ -> "comma-separated rows to run after Pretrained and Individual (default \"Simple Average,Task Arithmetic,TIES-Merging,WEMoE\"; also \"WEMoE (expert distillation, ours)\")."
+            | Combine _ -> "comma-separated report folders (or results.json files) of runs with other seeds: writes their summaries, mean ± std over seeds and paired by seed, to --out instead of running."
 
 let private numbers (option: string) (text: string) =
     text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
@@ -122,7 +124,30 @@ let printSummary (r: TextScaleResult) =
     show "normalised held-out (best expert bpb / merged bpb) by number of experts" TextScaleReports.Axis.Experts (fun p -> p.NormalisedHeldOut)
     AnsiConsole.MarkupLine(sprintf "total %.1f min" (r.TotalSeconds / 60.0))
 
-let run (args: ParseResults<Args>) =
+/// Reads the reports named in `text` (folders holding results.json, or the files), checks that they are one study
+/// run with different seeds, and writes the combined reports into `outDir`; one-line errors name the report at fault.
+let combine (text: string) (outDir: string) =
+    let parts =
+        [ for item in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
+              let file = if Directory.Exists item then Path.Combine(item, "results.json") else item
+              if not (File.Exists file) then raise (UsageError(sprintf "--combine: %s: no such report" file))
+              try
+                  struct (file, TextScaleCombine.Read file)
+              with :? InvalidDataException as e ->
+                  raise (UsageError(sprintf "--combine: %s" e.Message)) ]
+    let runs =
+        try
+            TextScaleCombine.Check(Collections.Generic.List parts)
+        with :? ArgumentException as e ->
+            raise (UsageError e.Message)
+    Directory.CreateDirectory outDir |> ignore
+    TextScaleCombine.WriteJson(runs, Path.Combine(outDir, "results.json"))
+    File.WriteAllText(Path.Combine(outDir, "results.md"), TextScaleCombine.Markdown runs)
+    writePlots (TextScaleCombine.Pooled runs) outDir
+    printfn "reports: %s" (String.Join(", ", reportFiles |> List.map (fun f -> Path.Combine(outDir, f))))
+    ExitCode.Ok
+
+let private study (args: ParseResults<Args>) =
     let dataRoot = args.TryGetResult Data |> Option.defaultWith DataStore.DefaultRoot
     let outDir = args.TryGetResult Out |> Option.defaultValue (Path.Combine("results", "textscale"))
     let threads = args.TryGetResult Threads |> Option.defaultValue 1
@@ -141,3 +166,8 @@ let run (args: ParseResults<Args>) =
     with :? DataNotInstalledException as e ->
         eprintfn "mergedsl: %s" e.Message
         ExitCode.Failed
+
+let run (args: ParseResults<Args>) =
+    match args.TryGetResult Combine with
+    | Some reports -> combine reports (args.TryGetResult Out |> Option.defaultValue (Path.Combine("results", "textscale")))
+    | None -> study args
