@@ -66,11 +66,14 @@ let optionsOf (args: ParseResults<Args>) (dataRoot: string) (log: string -> unit
 
 /// The two plots: normalised held-in and held-out quality against width (solid: strong base, dashed: weak base),
 /// and against the number of merged experts (mean over widths).
-let writePlots (r: TextScaleResult) (outDir: string) =
+/// `seeds` names the seeds a combined plot's points are pooled from (their group means are means over seeds).
+let writePlots (r: TextScaleResult) (seeds: int list) (outDir: string) =
     let methods = r.Methods |> Seq.filter (fun m -> m <> "Individual") |> List.ofSeq
     let bases = r.Points |> Seq.map (fun p -> p.Base) |> Seq.distinct |> List.ofSeq
     let strongest = List.last bases
-    let quick = if r.Quick then " (--quick)" else ""
+    let quick =
+        (if r.Quick then " (--quick)" else "")
+        + (if seeds.Length > 1 then sprintf ", mean over seeds %s" (seeds |> List.map string |> String.concat ",") else "")
     // One line per method and base: solid for the strongest base, dashed for the others.
     let lines axis (value: TextScalePoint -> float) =
         [ for mi, m in List.indexed methods do
@@ -103,7 +106,7 @@ let executeWith (outDir: string) (options: TextScaleOptions) =
     Directory.CreateDirectory outDir |> ignore
     TextScaleReports.WriteJson(result, Path.Combine(outDir, "results.json"))
     TextScaleReports.WriteMarkdown(result, Path.Combine(outDir, "results.md"))
-    writePlots result outDir
+    writePlots result [ result.Seed ] outDir
     result
 
 /// Prints the summary the study's questions read: normalised held-in by width and base, held-out by expert count.
@@ -143,7 +146,7 @@ let combine (text: string) (outDir: string) =
     Directory.CreateDirectory outDir |> ignore
     TextScaleCombine.WriteJson(runs, Path.Combine(outDir, "results.json"))
     File.WriteAllText(Path.Combine(outDir, "results.md"), TextScaleCombine.Markdown runs)
-    writePlots (TextScaleCombine.Pooled runs) outDir
+    writePlots (TextScaleCombine.Pooled runs) [ for r in runs -> r.Seed ] outDir
     printfn "reports: %s" (String.Join(", ", reportFiles |> List.map (fun f -> Path.Combine(outDir, f))))
     ExitCode.Ok
 
