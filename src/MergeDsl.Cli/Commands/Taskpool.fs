@@ -95,19 +95,7 @@ let writeReports (outDir: string) (result: BenchmarkResult) =
 /// Reads the reports named in `text` (folders holding results.json, or the files), combines their seeds into one
 /// result and writes its reports into `outDir`; one-line errors name the report at fault.
 let combine (text: string) (outDir: string) =
-    let parts =
-        [ for item in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
-              let file = if Directory.Exists item then Path.Combine(item, "results.json") else item
-              if not (File.Exists file) then raise (UsageError(sprintf "--combine: %s: no such report" file))
-              try
-                  struct (file, BenchmarkCombine.Read file)
-              with :? InvalidDataException as e ->
-                  raise (UsageError(sprintf "--combine: %s" e.Message)) ]
-    let result =
-        try
-            BenchmarkCombine.Combine(Collections.Generic.List parts)
-        with :? ArgumentException as e ->
-            raise (UsageError e.Message)
+    let result = CombineArgs.combined BenchmarkCombine.Read (fun parts -> BenchmarkCombine.Combine parts) text
     writeReports outDir result
     result
 

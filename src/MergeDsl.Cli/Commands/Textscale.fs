@@ -130,19 +130,7 @@ let printSummary (r: TextScaleResult) =
 /// Reads the reports named in `text` (folders holding results.json, or the files), checks that they are one study
 /// run with different seeds, and writes the combined reports into `outDir`; one-line errors name the report at fault.
 let combine (text: string) (outDir: string) =
-    let parts =
-        [ for item in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
-              let file = if Directory.Exists item then Path.Combine(item, "results.json") else item
-              if not (File.Exists file) then raise (UsageError(sprintf "--combine: %s: no such report" file))
-              try
-                  struct (file, TextScaleCombine.Read file)
-              with :? InvalidDataException as e ->
-                  raise (UsageError(sprintf "--combine: %s" e.Message)) ]
-    let runs =
-        try
-            TextScaleCombine.Check(Collections.Generic.List parts)
-        with :? ArgumentException as e ->
-            raise (UsageError e.Message)
+    let runs = CombineArgs.combined TextScaleCombine.Read (fun parts -> TextScaleCombine.Check parts) text
     Directory.CreateDirectory outDir |> ignore
     TextScaleCombine.WriteJson(runs, Path.Combine(outDir, "results.json"))
     File.WriteAllText(Path.Combine(outDir, "results.md"), TextScaleCombine.Markdown runs)

@@ -1,0 +1,24 @@
+/// The `--combine` option of the benchmarks whose seeds can run as separate processes: the single-seed reports it
+/// names, read back and checked by the benchmark's own reader and combiner.
+module MergeDsl.Cli.Commands.CombineArgs
+
+open System
+open System.IO
+open MergeDsl.Cli.Jobs.Failure
+
+/// Reads the reports named in `text` (comma-separated folders holding results.json, or the files) with `read`, then
+/// combines them with `combine`. A missing report, one `read` rejects (InvalidDataException) or parts `combine`
+/// refuses (ArgumentException) are one-line usage errors naming the report; nothing is written before this returns.
+let combined (read: string -> 'Report) (combine: Collections.Generic.List<struct (string * 'Report)> -> 'Result) (text: string) : 'Result =
+    let parts =
+        [ for item in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
+              let file = if Directory.Exists item then Path.Combine(item, "results.json") else item
+              if not (File.Exists file) then raise (UsageError(sprintf "--combine: %s: no such report" file))
+              try
+                  struct (file, read file)
+              with :? InvalidDataException as e ->
+                  raise (UsageError(sprintf "--combine: %s" e.Message)) ]
+    try
+        combine (Collections.Generic.List parts)
+    with :? ArgumentException as e ->
+        raise (UsageError e.Message)
