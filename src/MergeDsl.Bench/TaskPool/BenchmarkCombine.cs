@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using MergeDsl.Bench.Data;
 
 namespace MergeDsl.Bench.TaskPool;
 
@@ -16,13 +17,9 @@ public static class BenchmarkCombine
     /// </summary>
     public static BenchmarkResult Read(string path)
     {
-        JsonNode root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path}: empty JSON"); }
-        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not JSON ({e.Message})"); }
-        JsonNode Field(JsonNode? node, string name, string where) =>
-            node?[name] ?? throw new InvalidDataException($"{path}: missing '{name}' in {where}");
-        if ((string?)root["benchmark"] != "mergedsl bench taskpool")
-            throw new InvalidDataException($"{path}: not a task-pool report (benchmark '{(string?)root["benchmark"]}')");
+        var json = ReportJson.Open(path, "mergedsl bench taskpool", "a task-pool report");
+        var root = json.Root;
+        JsonNode Field(JsonNode? node, string name, string where) => json.Field(node, name, where);
         var tasks = Field(root, "tasks", "the report").AsArray().Select(t => (string)t!).ToList();
         var settings = Field(root, "settings", "the report").AsObject().ToDictionary(kv => kv.Key, kv => (string)kv.Value!);
         var seeds = Field(root, "seeds", "the report").AsArray().Select(s => (int)s!).ToList();
@@ -37,7 +34,7 @@ public static class BenchmarkCombine
             foreach (var (name, node) in methods)
             {
                 var perSeed = Field(node, "per_seed", $"method '{name}'").AsArray().FirstOrDefault(p => (int)p!["seed"]! == seed)
-                    ?? throw new InvalidDataException($"{path}: method '{name}' has no row for seed {seed}");
+                    ?? throw json.Invalid($"method '{name}' has no row for seed {seed}");
                 var report = Field(perSeed, "report", $"method '{name}', seed {seed}");
                 var accuracy = tasks.Select(t => 100.0 * (double)Field(Field(report, t, $"method '{name}', seed {seed}"), "accuracy", $"task '{t}'")!).ToList();
                 var config = Field(perSeed, "config", $"method '{name}', seed {seed}").AsObject().ToDictionary(kv => kv.Key, kv => (string)kv.Value!);
@@ -46,7 +43,7 @@ public static class BenchmarkCombine
                 rows.Add(new MethodResult(name, accuracy, (double)Field(perSeed, "seconds", $"method '{name}', seed {seed}"), config,
                     (string?)perSeed["notes"] ?? "") { Validation = validation });
             }
-            var pool = pools.FirstOrDefault(p => (int)p!["seed"]! == seed) ?? throw new InvalidDataException($"{path}: model_pool has no seed {seed}");
+            var pool = pools.FirstOrDefault(p => (int)p!["seed"]! == seed) ?? throw json.Invalid($"model_pool has no seed {seed}");
             var stages = (stageLists.FirstOrDefault(s => (int)s!["seed"]! == seed)?["stages"]?.AsArray() ?? [])
                 .Select(s => ((string)s!["stage"]!, (double)s["seconds"]!)).ToList();
             runs.Add(new SeedRun(seed, rows, stages, (string?)pool["folder"] ?? "", (bool?)pool["from_cache"] ?? false,

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using MergeDsl.Bench.Data;
 using MergeDsl.Bench.TaskPool;
 
 namespace MergeDsl.Bench.TextScale;
@@ -19,13 +20,9 @@ public static class TextScaleCombine
     /// </summary>
     public static TextScaleResult Read(string path)
     {
-        JsonNode root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path}: empty JSON"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not JSON ({e.Message})"); }
-        JsonNode Field(JsonNode? node, string name, string where) =>
-            node?[name] ?? throw new InvalidDataException($"{path}: missing '{name}' in {where}");
-        if ((string?)root["benchmark"] != "mergedsl textscale")
-            throw new InvalidDataException($"{path}: not a scale-study report (benchmark '{(string?)root["benchmark"]}')");
+        var json = ReportJson.Open(path, "mergedsl textscale", "a scale-study report");
+        var root = json.Root;
+        JsonNode Field(JsonNode? node, string name, string where) => json.Field(node, name, where);
         static double Number(JsonNode node) =>
             node.GetValueKind() == JsonValueKind.Number ? (double)node : double.NaN;
         static List<string> Strings(JsonNode node) => node.AsArray().Select(x => (string)x!).ToList();
@@ -53,7 +50,7 @@ public static class TextScaleCombine
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
         {
-            throw new InvalidDataException($"{path}: malformed field ({e.Message})");
+            throw json.Invalid($"malformed field ({e.Message})");
         }
     }
 
@@ -88,12 +85,7 @@ public static class TextScaleCombine
     /// the pooled points is the mean over seeds of the seeds' group means.
     /// </summary>
     public static TextScaleResult Pooled(IReadOnlyList<TextScaleResult> runs) =>
-        runs[0] with
-        {
-            Points = runs.SelectMany(r => r.Points).ToList(),
-            Stages = runs.SelectMany(r => r.Stages.Select(s => ($"seed {r.Seed}: {s.Stage}", s.Seconds))).ToList(),
-            Settings = new Dictionary<string, string>(runs[0].Settings) { ["seed"] = string.Join(",", runs.Select(r => r.Seed)) },
-        };
+        runs[0] with { Points = runs.SelectMany(r => r.Points).ToList() };
 
     /// <summary>Each seed's group means of <paramref name="value"/> for one row on one axis: [seed][group].</summary>
     static IReadOnlyList<IReadOnlyList<double>> PerSeed(IReadOnlyList<TextScaleResult> runs, string method, TextScaleReports.Axis axis,
