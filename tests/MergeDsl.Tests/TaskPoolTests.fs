@@ -238,6 +238,15 @@ let methodology =
             Expect.stringContains err "missing" "names the report"
             Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "out"))) "nothing written"
+            // Regression: --out at the folder of an input report overwrote that report.
+            let inputFolder = Path.Combine(dir, "in")
+            Directory.CreateDirectory inputFolder |> ignore
+            File.Copy(p42, Path.Combine(inputFolder, "results.json"))
+            let before = File.ReadAllText(Path.Combine(inputFolder, "results.json"))
+            let code, _, err = CliHarness.mergedsl [ "bench"; "taskpool"; "--combine"; inputFolder + "," + p43; "--out"; inputFolder ]
+            Expect.equal code 2 "--out at an input's folder is refused"
+            Expect.stringContains err "another folder" "says why"
+            Expect.equal (File.ReadAllText(Path.Combine(inputFolder, "results.json"))) before "the input report is untouched"
             let code, out, _ = CliHarness.mergedsl [ "bench"; "taskpool"; "--combine"; p42 + "," + p43; "--out"; Path.Combine(dir, "out") ]
             Expect.equal code 0 (sprintf "combined through the CLI: %s" out)
             Expect.isGreaterThan (FileInfo(Path.Combine(dir, "out", "results.png")).Length) 100L "plot written"

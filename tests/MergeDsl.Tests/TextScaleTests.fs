@@ -134,6 +134,11 @@ let tests =
             Expect.stringContains err "missing" "names the report"
             Expect.equal (err.Trim().Split('\n').Length) 1 "one line"
             Expect.isFalse (Directory.Exists out) "nothing written"
+            let before = File.ReadAllText(Path.Combine(s1, "results.json"))
+            let code, _, err = CliHarness.mergedsl [ "bench"; "textscale"; "--combine"; s1 + "," + s2; "--out"; s1 ]
+            Expect.equal code 2 "--out at an input's folder is refused"
+            Expect.stringContains err "--out" "names the option"
+            Expect.equal (File.ReadAllText(Path.Combine(s1, "results.json"))) before "the input report is untouched"
             let code, stdout, _ = CliHarness.mergedsl [ "bench"; "textscale"; "--combine"; s1 + "," + s2; "--out"; out ]
             Expect.equal code 0 (sprintf "combined through the CLI: %s" stdout)
             let json = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))

@@ -95,7 +95,7 @@ let writeReports (outDir: string) (result: BenchmarkResult) =
 /// Reads the reports named in `text` (folders holding results.json, or the files), combines their seeds into one
 /// result and writes its reports into `outDir`; one-line errors name the report at fault.
 let combine (text: string) (outDir: string) =
-    let result = CombineArgs.combined BenchmarkCombine.Read (fun parts -> BenchmarkCombine.Combine parts) text
+    let result = CombineArgs.combined BenchmarkCombine.Read (fun parts -> BenchmarkCombine.Combine parts) text outDir
     writeReports outDir result
     result
 

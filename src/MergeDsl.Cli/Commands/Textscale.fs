@@ -130,7 +130,7 @@ let printSummary (r: TextScaleResult) =
 /// Reads the reports named in `text` (folders holding results.json, or the files), checks that they are one study
 /// run with different seeds, and writes the combined reports into `outDir`; one-line errors name the report at fault.
 let combine (text: string) (outDir: string) =
-    let runs = CombineArgs.combined TextScaleCombine.Read (fun parts -> TextScaleCombine.Check parts) text
+    let runs = CombineArgs.combined TextScaleCombine.Read (fun parts -> TextScaleCombine.Check parts) text outDir
     Directory.CreateDirectory outDir |> ignore
     TextScaleCombine.WriteJson(runs, Path.Combine(outDir, "results.json"))
     File.WriteAllText(Path.Combine(outDir, "results.md"), TextScaleCombine.Markdown runs)
